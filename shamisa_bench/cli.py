@@ -1,0 +1,57 @@
+"""The `shamisa-bench` command line: a thin layer that parses and dispatches.
+
+Each area of the package owns its subcommands in its own module, which exposes
+``register(subparsers)`` and, when it has benchmarks, ``register_bench(bench_subparsers)``.
+A subcommand parser sets ``func`` (a callable taking the parsed namespace and returning an
+exit code). Modules are imported when the CLI starts, in the order listed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from shamisa_bench import __version__
+
+_COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shamisa-bench",
+        description="SHAMISA self-supervised NR-IQA: engine, pretraining, metric and benchmark harness.",
+    )
+    parser.add_argument("--version", action="version", version=f"shamisa-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench = sub.add_parser("bench", help="speed benchmarks that print JSON")
+    bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "register"):
+            module.register(sub)
+        if hasattr(module, "register_bench"):
+            module.register_bench(bench_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"shamisa-bench: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"shamisa-bench: error: {err}", file=sys.stderr)
+        return 2
