@@ -95,6 +95,16 @@ def test_encoder_accepts_non_square_min_size_and_other_dtypes(r18: Encoder) -> N
     assert h64.dtype == torch.float64
 
 
+def test_encoder_under_autocast_returns_fp32_unit_norm(r18: Encoder) -> None:
+    x = _images(2, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = r18(x)
+    assert h.dtype == torch.float32
+    torch.testing.assert_close(h.norm(dim=1), torch.ones(2))
+    with torch.no_grad():
+        torch.testing.assert_close(h, r18(x), atol=0.05, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("x", "error"),
     [

@@ -174,10 +174,14 @@ class Encoder(nn.Module):
                 range-checked (that would cost a device sync per call).
 
         Returns:
-            h: Tensor (N, feature_dim), each row L2-normalised (computed in the input's
-            dtype; under autocast, in the autocast dtype).
+            h: Tensor (N, feature_dim), each row L2-normalised. Half-precision pooled
+            features (autocast, ``.half()``) are normalised in float32 and h is float32,
+            so a wide sum of squares cannot overflow; otherwise h has the input's dtype.
         """
-        return F.normalize(self.pooled(x), p=2, dim=1, eps=1e-12)
+        pooled = self.pooled(x)
+        if pooled.dtype in (torch.float16, torch.bfloat16):
+            pooled = pooled.float()
+        return F.normalize(pooled, p=2, dim=1, eps=1e-12)
 
     def extra_repr(self) -> str:
         return f"backbone={self.backbone!r}, feature_dim={self.feature_dim}, init={self.init!r}"
