@@ -1,0 +1,26 @@
+"""SHAMISA loss (spec section 5): VICReg terms, graph-weighted invariance, R_graph, L_ot."""
+
+from __future__ import annotations
+
+from shamisa_bench.losses.shamisa import TERMS, LossConfig, LossOutput, ShamisaLoss
+from shamisa_bench.losses.terms import (
+    covariance_loss,
+    graph_invariance_loss,
+    graph_regulariser,
+    ot_loss,
+    split_halves,
+    variance_loss,
+)
+
+__all__ = [
+    "TERMS",
+    "LossConfig",
+    "LossOutput",
+    "ShamisaLoss",
+    "covariance_loss",
+    "graph_invariance_loss",
+    "graph_regulariser",
+    "ot_loss",
+    "split_halves",
+    "variance_loss",
+]
