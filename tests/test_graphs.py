@@ -58,11 +58,7 @@ def test_hand_layout_node_order(nodes2v):
     assert len(nodes2v) == 28
     assert nodes2v.is_ref.nonzero().flatten().tolist() == [0, 1, 14, 15]
     # node 11: item 0, comp 1, level 1, view 1 -> severity 2
-    assert (int(nodes2v.comp[11]), int(nodes2v.level[11]), int(nodes2v.view[11])) == (
-        1,
-        1,
-        1,
-    )
+    assert (int(nodes2v.comp[11]), int(nodes2v.level[11]), int(nodes2v.view[11])) == (1, 1, 1)
     assert float(nodes2v.var_severity[11]) == 2.0
 
 
@@ -123,18 +119,7 @@ def test_dist_dist_every_edge_by_hand(nodes2v):
 
 def test_dist_dist_topk_cut_and_ties(nodes2v):
     # 16 pairs have weight 1; ties go by row-major (i, j) order, so the first 10 are:
-    first10 = [
-        (2, 3),
-        (4, 5),
-        (6, 7),
-        (8, 9),
-        (8, 10),
-        (8, 11),
-        (9, 10),
-        (9, 11),
-        (10, 11),
-        (12, 13),
-    ]
+    first10 = [(2, 3), (4, 5), (6, 7), (8, 9), (8, 10), (8, 11), (9, 10), (9, 11), (10, 11), (12, 13)]
     w = dist_dist_edges(nodes2v, topk=10)
     assert torch.equal(w, dense(28, {e: 1.0 for e in first10}))
     # 20 = the 16 weight-1 pairs plus the 4 pairs at |diff| = 0.5 (item 1, levels 0 and 1)
@@ -286,10 +271,7 @@ def test_relation_graph_combines_branches_fixed(nodes2v):
     # edge counts: ref-dist 24, dist-dist top 20, ref-ref 6, structural 0, transport 8N
     assert out.edge_counts[:4].tolist() == [24.0, 20.0, 6.0, 0.0]
     assert out.edge_counts[5] == 8 * 28
-    assert torch.allclose(
-        out.weight_sums[0],
-        cfg.ref_dist_coef * torch.triu(out.branches["ref_dist"], 1).sum(),
-    )
+    assert torch.allclose(out.weight_sums[0], cfg.ref_dist_coef * torch.triu(out.branches["ref_dist"], 1).sum())
 
 
 def test_aggregator_weights_sum_to_one_and_stop_grad(nodes2v):

@@ -131,10 +131,7 @@ def test_collapsed_z_gives_large_variance_loss():
     out = ShamisaLoss()(z, _hand_graph(28))
     assert out.terms["var"].item() == pytest.approx(0.99, abs=1e-5)
     assert out.terms["graph_pull"].item() == pytest.approx(0.0, abs=1e-6)
-    spread = ShamisaLoss()(
-        torch.randn(28, 16, generator=torch.Generator().manual_seed(0)) * 3,
-        _hand_graph(28),
-    )
+    spread = ShamisaLoss()(torch.randn(28, 16, generator=torch.Generator().manual_seed(0)) * 3, _hand_graph(28))
     assert spread.terms["var"].item() < 0.05
 
 
@@ -157,11 +154,7 @@ def test_gradients_finite_on_random_inputs():
     assert torch.isfinite(out.total)
     assert all(torch.isfinite(v) for v in out.terms.values())
     out.total.backward()
-    for name, t in [
-        ("h", h_raw),
-        ("z", z),
-        ("prototypes", next(graph.prototypes.parameters())),
-    ]:
+    for name, t in [("h", h_raw), ("z", z), ("prototypes", next(graph.prototypes.parameters()))]:
         assert t.grad is not None, name
         assert torch.isfinite(t.grad).all(), name
         assert t.grad.abs().sum() > 0, name

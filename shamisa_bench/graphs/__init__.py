@@ -18,13 +18,7 @@ from shamisa_bench.graphs.branches import (
     upper_pairs,
 )
 from shamisa_bench.graphs.config import ABLATIONS, AGGREGATORS, BRANCHES, GraphConfig
-from shamisa_bench.graphs.relation import (
-    BranchAggregator,
-    GraphOutput,
-    RelationGraph,
-    check_nodes,
-    edge_stats,
-)
+from shamisa_bench.graphs.relation import BranchAggregator, GraphOutput, RelationGraph, check_nodes, edge_stats
 
 __all__ = [
     "ABLATIONS",

@@ -119,11 +119,7 @@ def ref_dist_edges(nodes: NodeMeta, *, rate: float = 0.75, binary: bool = False)
         w_dist = torch.ones_like(nodes.var_severity, dtype=torch.float32)
     else:
         w_dist = severity_kernel(torch.nan_to_num(nodes.var_severity.to(torch.float32), nan=0.0), rate)
-    w = torch.where(
-        mask,
-        w_dist[None, :].expand_as(mask),
-        torch.zeros((), dtype=torch.float32, device=ref.device),
-    )
+    w = torch.where(mask, w_dist[None, :].expand_as(mask), torch.zeros((), dtype=torch.float32, device=ref.device))
     return w + w.transpose(0, 1)
 
 

@@ -10,22 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-__all__ = [
-    "ABLATIONS",
-    "AGGREGATORS",
-    "BRANCHES",
-    "GraphConfig",
-]
+__all__ = ["ABLATIONS", "AGGREGATORS", "BRANCHES", "GraphConfig"]
 
 #: The six branches, in the fixed order used by every per-branch tensor ``(6,)``.
-BRANCHES: tuple[str, ...] = (
-    "ref_dist",
-    "dist_dist",
-    "ref_ref",
-    "structural",
-    "knn",
-    "transport",
-)
+BRANCHES: tuple[str, ...] = ("ref_dist", "dist_dist", "ref_ref", "structural", "knn", "transport")
 
 #: Metadata branches (known distortion parameters) and feature-structure branches (on h).
 METADATA_BRANCHES: tuple[str, ...] = ("ref_dist", "dist_dist", "ref_ref", "structural")
@@ -185,10 +173,5 @@ class GraphConfig:
         elif name == "structure_only":
             base = replace(base, **{f"enable_{b}": False for b in METADATA_BRANCHES})
         elif name == "vicreg_binary":
-            base = replace(
-                base,
-                **{**off, "enable_structural": True},
-                binary=True,
-                aggregator="fixed",
-            )
+            base = replace(base, **{**off, "enable_structural": True}, binary=True, aggregator="fixed")
         return replace(base, **overrides) if overrides else base

@@ -40,13 +40,7 @@ from shamisa_bench.graphs.branches import (
 from shamisa_bench.graphs.config import BRANCHES, GraphConfig
 from shamisa_bench.layout import NodeMeta
 
-__all__ = [
-    "BranchAggregator",
-    "GraphOutput",
-    "RelationGraph",
-    "check_nodes",
-    "edge_stats",
-]
+__all__ = ["BranchAggregator", "GraphOutput", "RelationGraph", "check_nodes", "edge_stats"]
 
 
 @dataclass(frozen=True)
@@ -130,12 +124,7 @@ class BranchAggregator(nn.Module):
     def __init__(self, hidden: int = 24) -> None:
         super().__init__()
         nb = len(BRANCHES)
-        self.mlp = nn.Sequential(
-            nn.LayerNorm(2 * nb),
-            nn.Linear(2 * nb, hidden),
-            nn.PReLU(),
-            nn.Linear(hidden, nb),
-        )
+        self.mlp = nn.Sequential(nn.LayerNorm(2 * nb), nn.Linear(2 * nb, hidden), nn.PReLU(), nn.Linear(hidden, nb))
 
     def forward(self, counts: Tensor, sums: Tensor, active: Tensor) -> Tensor:
         """Branch weights.
@@ -183,11 +172,7 @@ class RelationGraph(nn.Module):
             self.aggregator.requires_grad_(False)
         active = torch.tensor([b in self.config.active_branches() for b in BRANCHES])
         self.register_buffer("active", active, persistent=False)
-        self.register_buffer(
-            "coefs",
-            torch.tensor(self.config.coefficients(), dtype=torch.float32),
-            persistent=False,
-        )
+        self.register_buffer("coefs", torch.tensor(self.config.coefficients(), dtype=torch.float32), persistent=False)
 
     def forward(self, h: Tensor, nodes: NodeMeta) -> GraphOutput:
         """Build the step's relation graph.

@@ -182,12 +182,5 @@ class ShamisaLoss(nn.Module):
             else:
                 pull = r_graph = ot = inv = zero
             total = cfg.c_var * var + cfg.c_inv * inv + cfg.c_cov * cov
-        terms = {
-            "var": var,
-            "inv": inv,
-            "cov": cov,
-            "graph_pull": pull,
-            "r_graph": r_graph,
-            "ot": ot,
-        }
+        terms = {"var": var, "inv": inv, "cov": cov, "graph_pull": pull, "r_graph": r_graph, "ot": ot}
         return LossOutput(total=total, terms=terms)

@@ -11,14 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = [
-    "covariance_loss",
-    "graph_invariance_loss",
-    "graph_regulariser",
-    "ot_loss",
-    "split_halves",
-    "variance_loss",
-]
+__all__ = ["covariance_loss", "graph_invariance_loss", "graph_regulariser", "ot_loss", "split_halves", "variance_loss"]
 
 
 def _check_z(z: Tensor, min_rows: int = 2) -> None:
@@ -131,12 +124,7 @@ def graph_regulariser(w: Tensor, coef: float = -0.0342) -> Tensor:
 
 
 def ot_loss(
-    P: Tensor,
-    Q: Tensor,
-    structural_pairs: Tensor,
-    *,
-    weight: float = 0.4906,
-    log_p: Tensor | None = None,
+    P: Tensor, Q: Tensor, structural_pairs: Tensor, *, weight: float = 0.4906, log_p: Tensor | None = None
 ) -> Tensor:
     """Prototype / swapped-prediction loss L_ot.
 
