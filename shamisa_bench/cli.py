@@ -17,6 +17,7 @@ from shamisa_bench import __version__
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.model.commands",
+    "shamisa_bench.data.cli",
 )
 
 
