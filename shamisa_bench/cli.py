@@ -18,6 +18,7 @@ from shamisa_bench import __version__
 _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.model.commands",
     "shamisa_bench.data.cli",
+    "shamisa_bench.harness_cli",
 )
 
 

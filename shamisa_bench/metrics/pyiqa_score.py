@@ -1,0 +1,98 @@
+"""``pyiqa-score`` and ``shamisa`` metrics: a pyiqa NR metric used as it is.
+
+The score is correlated directly; its direction comes from the registry's ``lower_better``
+(taken from pyiqa's ``DEFAULT_CONFIGS``). Creating the metric may need weights that pyiqa
+downloads; offline, that fails and the metric is reported unavailable with the error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shamisa_bench.metrics.base import MetricAdapter, MetricUnavailable, spec_field
+
+__all__ = ["PyiqaScore"]
+
+
+def _pyiqa_version() -> str | None:
+    try:
+        return version("pyiqa")
+    except PackageNotFoundError:
+        return None
+
+
+class PyiqaScore(MetricAdapter):
+    """A pyiqa no-reference metric, scored one image at a time.
+
+    Attributes:
+        pyiqa_name: the name given to ``pyiqa.create_metric``.
+        kwargs: further keyword arguments for ``pyiqa.create_metric``.
+    """
+
+    output = "score"
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.pyiqa_name: str = spec_field(spec, "pyiqa_name", spec.name)
+        self.kwargs: dict[str, Any] = dict(getattr(spec, "kwargs", None) or {})
+        self._metric: Any = None
+        self._device = "cpu"
+
+    def identity_fields(self) -> Mapping[str, Any]:
+        return {
+            "pyiqa_name": self.pyiqa_name,
+            "kwargs": self.kwargs,
+            "head": getattr(self.spec, "head", None),
+            "pyiqa_version": _pyiqa_version(),
+        }
+
+    def _open(self, device: str) -> None:
+        try:
+            import pyiqa
+        except ImportError as err:
+            raise MetricUnavailable(f"pyiqa is not installed ({err})") from err
+        if getattr(self.spec, "kind", "") == "shamisa":
+            try:  # registers the `shamisa` entries in pyiqa, when that module exists
+                plugin = importlib.import_module("shamisa_bench.pyiqa_plugin")
+                if hasattr(plugin, "register"):
+                    plugin.register()
+            except ImportError as err:
+                raise MetricUnavailable(f"shamisa pyiqa plugin not available ({err})") from err
+        try:
+            metric = pyiqa.create_metric(self.pyiqa_name, device=device, **self.kwargs)
+        except Exception as err:  # noqa: BLE001 - any failure to build is "unavailable"
+            msg = " ".join(str(err).split())[:300]
+            raise MetricUnavailable(
+                f"pyiqa.create_metric({self.pyiqa_name!r}) failed: {type(err).__name__}: {msg}"
+            ) from err
+        theirs = getattr(metric, "lower_better", None)
+        if theirs is not None and bool(theirs) != self.lower_better:
+            warnings.warn(
+                f"metric {self.name}: registry lower_better={self.lower_better} but pyiqa "
+                f"says {bool(theirs)}; the registry value is used",
+                stacklevel=2,
+            )
+        self._metric = metric
+        self._device = device
+
+    def compute(self, x: Any, name: str) -> NDArray[np.floating]:
+        import torch
+
+        with torch.inference_mode():
+            out = self._metric(x.to(self._device))
+        val = np.asarray(out.detach().float().cpu().numpy() if hasattr(out, "detach") else out,
+                         dtype=np.float64).reshape(-1)
+        if val.size != 1:
+            raise ValueError(f"{name}: pyiqa {self.pyiqa_name} returned {val.size} values")
+        return val.reshape(())
+
+    def close(self) -> None:
+        self._metric = None
+        super().close()
