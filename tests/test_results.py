@@ -1,0 +1,131 @@
+"""Results records: cleaning, atomic storage, validation, and leaderboard derivation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+
+from shamisa_bench.results import (
+    build_leaderboard,
+    clean_json,
+    collect_provenance,
+    load_unit,
+    render_markdown,
+    unit_path,
+    validate_unit,
+    write_tables,
+    write_unit,
+)
+from shamisa_bench.results.tables import render_csv
+
+
+def _record(metric: str, dataset: str, srcc: float | None, status: str = "ok") -> dict:
+    agg = {} if srcc is None else {
+        "srcc": {"median": srcc, "mean": srcc, "std": 0.01, "n": 3, "n_nan": 0},
+        "plcc": {"median": srcc / 2, "mean": srcc / 2, "std": 0.0, "n": 3, "n_nan": 0},
+    }
+    return {
+        "schema_version": 1,
+        "status": status,
+        "reason": None if status == "ok" else "no weights offline",
+        "unit": {"suite": "s", "protocol": "intra", "metric": metric, "dataset": dataset,
+                 "train": None, "test": None},
+        "table": {"columns": ["srcc", "plcc"], "higher_is_better": {"srcc": True, "plcc": True},
+                  "main_score": "srcc", "order": ["b", "a"]},
+        "metric": {"name": metric},
+        "scores": {"per_split": [{"split": i} for i in range(3)] if srcc is not None else [],
+                   "aggregate": agg},
+        "n_images": 10,
+        "n_excluded": 0,
+        "nonfinite": {"nan": 0, "inf": 0, "names": []},
+        "provenance": collect_provenance(device="cpu", seed=0, started_at="t", duration_s=1.0,
+                                         git=(None, None)),
+    }
+
+
+def test_clean_json_rounds_and_nulls_nonfinite():
+    import numpy as np
+
+    out = clean_json({"a": 0.1234567891, "b": float("nan"), "c": [np.float32(1.5), np.int64(3)],
+                      "d": np.array([math.inf, -1e-9]), "e": (True, None)})
+    assert out == {"a": 0.123457, "b": None, "c": [1.5, 3], "d": [None, 0.0], "e": [True, None]}
+    json.dumps(out, allow_nan=False)
+
+
+def test_write_is_atomic_and_validated(tmp_path):
+    rec = _record("m1", "a", 0.8123456789)
+    path = unit_path(tmp_path, rec["unit"])
+    assert path == tmp_path / "runs" / "s" / "intra" / "m1" / "a.json"
+    write_unit(path, rec)
+    loaded = load_unit(path)
+    assert loaded["scores"]["aggregate"]["srcc"]["median"] == 0.812346
+    assert not list(path.parent.glob(".tmp-*"))
+    bad = copy.deepcopy(rec)
+    del bad["provenance"]
+    with pytest.raises(ValueError, match="lacks provenance"):
+        write_unit(path, bad)
+    assert load_unit(path) == loaded  # the failed write left the old file intact
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_unit(path)
+
+
+def test_validate_rejects_other_schema_versions_and_statuses():
+    rec = _record("m1", "a", 0.5)
+    validate_unit(rec)
+    with pytest.raises(ValueError, match="schema_version"):
+        validate_unit({**rec, "schema_version": 0})
+    with pytest.raises(ValueError, match="status"):
+        validate_unit({**rec, "status": "maybe"})
+    with pytest.raises(ValueError, match="neither a dataset"):
+        validate_unit({**rec, "unit": {**rec["unit"], "dataset": None}})
+
+
+def test_provenance_has_the_required_fields():
+    prov = collect_provenance(device="cpu", seed=3, started_at="2026-01-01T00:00:00+00:00",
+                              duration_s=2.5, checkpoint_sha256="ab" * 32,
+                              registry_versions={"suites/s": 1})
+    for key in ("package_version", "pyiqa_version", "torch_version", "git_sha", "git_dirty"):
+        assert key in prov
+    assert prov["seed"] == 3 and prov["checkpoint_sha256"] == "ab" * 32
+
+
+def test_leaderboard_marks_best_handles_ties_unavailable_and_order(tmp_path):
+    for rec in (_record("m1", "a", 0.7), _record("m2", "a", 0.9), _record("m3", "a", 0.9),
+                _record("m1", "b", 0.6), _record("m2", "b", 0.4), _record("m3", "b", float("nan")),
+                _record("off", "a", None, status="unavailable")):
+        write_unit(unit_path(tmp_path, rec["unit"]), rec)
+    lb = build_leaderboard(tmp_path, "s")
+    assert [t for _, t in lb.tokens] == ["b", "a"]  # the suite's order, stored in the units
+    assert lb.best("srcc", "intra", "a") == {"m2", "m3"}  # ties are all marked
+    assert lb.best("srcc", "intra", "b") == {"m1"}  # NaN never wins
+    assert lb.metrics[-1] == "off"  # rows ranked by mean main score; unavailable last
+    md = render_markdown(lb)
+    assert "| m2 | 0.400 | **0.900** |" in md
+    assert "| m3 | nan | **0.900** |" in md
+    assert "| off | – | unavailable |" in md
+    assert "no weights offline" in md
+    csv_text = render_csv(lb)
+    rows = [r.split(",") for r in csv_text.strip().splitlines()]
+    header = rows[0]
+    cell = {(r[header.index("metric")], r[header.index("dataset")], r[header.index("score")],
+             r[header.index("statistic")]): r for r in rows[1:]}
+    assert cell[("m2", "a", "srcc", "median")][header.index("best")] == "true"
+    assert cell[("m1", "a", "srcc", "median")][header.index("best")] == "false"
+    assert cell[("m1", "a", "srcc", "median")][header.index("value")] == "0.700000"
+    assert cell[("off", "a", "", "")][header.index("status")] == "unavailable"
+    md_path, csv_path = write_tables(lb, tmp_path)
+    assert md_path.read_text() == md and csv_path.read_text() == csv_text
+
+
+def test_leaderboard_rejects_mixed_columns(tmp_path):
+    a = _record("m1", "a", 0.7)
+    b = _record("m2", "a", 0.7)
+    b["table"]["columns"] = ["srcc"]
+    write_unit(unit_path(tmp_path, a["unit"]), a)
+    write_unit(unit_path(tmp_path, b["unit"]), b)
+    with pytest.raises(ValueError, match="differ"):
+        build_leaderboard(tmp_path, "s")
