@@ -109,7 +109,7 @@ class ArrayCache:
         root: str | os.PathLike[str],
         identity: Mapping[str, object],
         *,
-        flush_every: int = 64,
+        flush_every: int = 256,
         flush_seconds: float = 30.0,
         max_chunks: int = 32,
     ) -> None:
