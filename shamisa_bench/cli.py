@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from shamisa_bench import __version__
 
 _COMMAND_MODULES: tuple[str, ...] = (
+    "shamisa_bench.distortions.cli",
     "shamisa_bench.model.commands",
     "shamisa_bench.data.cli",
     "shamisa_bench.harness_cli",

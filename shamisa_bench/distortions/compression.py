@@ -1,0 +1,97 @@
+"""Compression group: JPEG (torchvision/libjpeg) and JPEG 2000 (Pillow/OpenJPEG).
+
+Both round-trip through 8-bit RGB on the CPU, whatever the input's device: the image is
+rounded to uint8, encoded, decoded and moved back. JPEG 2000 encodes one image at a time
+(Pillow holds the GIL while OpenJPEG encodes, so Python threads do not help); it is the
+engine's most expensive type. OpenJPEG can spread one encode over its own threads, which
+it reads from the ``OPJ_NUM_THREADS`` environment variable at every encode; unless the
+user set it, :func:`jpeg2000` sets it to ``torch.get_num_threads()`` (the output does not
+depend on it).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from shamisa_bench.distortions.base import Draws, DistortionOp, apply_grouped
+
+__all__ = ["OPS", "jpeg", "jpeg2000", "to_uint8"]
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """``(N, 3, H, W)`` float in [0, 1] -> uint8 on the CPU (rounded to nearest)."""
+    return (x.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()
+
+
+def _from_uint8(u: Tensor, like: Tensor) -> Tensor:
+    return u.to(device=like.device, dtype=like.dtype) / 255.0
+
+
+def jpeg(x: Tensor, quality: Tensor, draws: Draws = ()) -> Tensor:
+    """JPEG encode/decode at integer ``quality`` ``(N,)`` in 1..100 (libjpeg, 4:2:0)."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    u8 = to_uint8(x)
+
+    def codec(_: Tensor, q: float, idx: Tensor) -> Tensor:
+        encoded = encode_jpeg([u8[i] for i in idx.tolist()], quality=int(round(q)))
+        decoded = decode_jpeg(encoded)
+        return _from_uint8(torch.stack(decoded), x)
+
+    return apply_grouped(x, quality, codec)
+
+
+def _check_openjpeg() -> None:
+    from PIL import features
+
+    if not features.check("jpg_2000"):
+        raise RuntimeError(
+            "jpeg2000 needs Pillow built with OpenJPEG (PIL.features.check('jpg_2000') is False); "
+            "install a Pillow wheel that includes it"
+        )
+
+
+def _j2k_roundtrip(img: np.ndarray, ratio: float) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    # OpenJPEG needs every resolution level to keep at least one pixel.
+    levels = max(1, min(6, int(math.floor(math.log2(max(1, min(h, w))))) + 1))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(
+        buf,
+        format="JPEG2000",
+        quality_mode="rates",
+        quality_layers=[float(ratio)],
+        num_resolutions=levels,
+        irreversible=True,
+    )
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def jpeg2000(x: Tensor, ratio: Tensor, draws: Draws = ()) -> Tensor:
+    """JPEG 2000 (9/7 wavelet) encode/decode at compression ``ratio`` ``(N,)`` (>= 1).
+
+    The ratio is OpenJPEG's rate: uncompressed 24-bit size over coded size.
+    """
+    _check_openjpeg()
+    os.environ.setdefault("OPJ_NUM_THREADS", str(max(1, torch.get_num_threads())))
+    u8 = to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(u8)
+    for i, r in enumerate(ratio.tolist()):
+        out[i] = _j2k_roundtrip(u8[i], max(1.0, float(round(r))))
+    return _from_uint8(torch.from_numpy(out).permute(0, 3, 1, 2), x)
+
+
+OPS: dict[str, DistortionOp] = {
+    "jpeg2000": DistortionOp(jpeg2000),
+    "jpeg": DistortionOp(jpeg),
+}
