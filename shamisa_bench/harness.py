@@ -254,6 +254,7 @@ def _dataset_info(table: Any) -> dict[str, Any]:
     spec = table.spec
     info = dict(table.summary()) if hasattr(table, "summary") else {"n_images": len(table.frame)}
     info.update(
+        title=getattr(spec, "title", None),
         version=spec.version,
         kind=getattr(spec, "kind", None),
         lower_better=bool(spec.lower_better),

@@ -299,3 +299,15 @@ def test_bench_ridge_cli_prints_json(capsys):
                  "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_splits"] == 2 and out["n_alphas"] == 4 and out["total_s"] >= 0
+
+
+def test_bench_run_times_cold_warm_and_resume(env):
+    from shamisa_bench.harness_cli import bench_run
+
+    out = bench_run("tiny", metrics=("dummy-score", "dummy-feat"), data_root=env["data"],
+                    registry_root=env["registry"], device="cpu")
+    assert out["n_units"] == 2 and out["statuses"] == {"ok": 2}
+    assert out["n_images"] == {"tiny": N_IMAGES}
+    assert out["cold_s"] > 0 and out["warm_overwrite_s"] > 0 and out["warm_resume_s"] > 0
+    assert out["speedup_warm_overwrite"] == pytest.approx(
+        out["cold_s"] / out["warm_overwrite_s"], rel=0.05, abs=0.1)

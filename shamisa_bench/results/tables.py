@@ -96,6 +96,7 @@ class Leaderboard:
         tokens: column order (the suite's dataset/pair order as stored in the units).
         cells: (metric, protocol, token) -> cell.
         protocols: protocols present.
+        datasets: name -> the dataset block of the first unit that used it.
     """
 
     suite: str
@@ -106,6 +107,7 @@ class Leaderboard:
     tokens: tuple[tuple[str, str], ...]
     cells: Mapping[tuple[str, str, str], Cell]
     protocols: tuple[str, ...] = field(default_factory=tuple)
+    datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def cell(self, metric: str, protocol: str, token: str) -> Cell | None:
         """The cell, or None when the unit was never run."""
@@ -140,6 +142,7 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leader
     main = ""
     order: list[str] = []
     proto_order: list[str] = []
+    datasets: dict[str, Mapping[str, Any]] = {}
     for path, rec in iter_units(results_dir, suite):
         unit = rec["unit"]
         if unit["suite"] != suite:
@@ -155,6 +158,8 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leader
         for t in rec["table"].get("order", []):
             if t not in order:
                 order.append(t)
+        for dname, info in (rec.get("datasets") or {}).items():
+            datasets.setdefault(dname, info)
         token = unit_token(unit)
         if token not in order:
             order.append(token)
@@ -200,6 +205,7 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leader
         tokens=tokens,
         cells=cells,
         protocols=tuple(proto_order),
+        datasets=dict(sorted(datasets.items())),
     )
 
 
@@ -268,6 +274,17 @@ def render_markdown(lb: Leaderboard) -> str:
             c = lb.cell(m, p, t)
             row.append("–" if c is None or c.status != "ok" else str(c.n_images))
         lines.append(f"| {m} | " + " | ".join(row) + " |")
+    if lb.datasets:
+        lines += ["", "## Datasets", ""]
+        for dname, info in lb.datasets.items():
+            title = info.get("title") or dname
+            extra = []
+            if info.get("label_type"):
+                extra.append(f"labels: {info['label_type']}")
+            if info.get("partial"):
+                extra.append(f"partial copy ({info.get('partial_reason') or 'images missing'})")
+            lines.append(f"- `{dname}`: {title}; {info.get('n_images', '?')} images"
+                         + ("; " + "; ".join(extra) if extra else ""))
     notes = _notes(lb)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -324,12 +341,18 @@ def write_tables(lb: Leaderboard, results_dir: str | os.PathLike[str]) -> tuple[
 
 def render_console(lb: Leaderboard, console: Any = None,
                    keys: Sequence[str] | None = None) -> None:
-    """Print the leaderboard as rich tables (best cell bold green)."""
+    """Print the leaderboard as rich tables (best cell bold green).
+
+    Args:
+        lb: the leaderboard.
+        console: a rich Console (default: a new one on stdout).
+        keys: score keys to show (default: the main score only; the files hold them all).
+    """
     from rich.console import Console
     from rich.table import Table
 
     con = console or Console()
-    for key in keys or lb.score_keys:
+    for key in keys or (lb.main_score,):
         table = Table(title=f"{lb.suite}: {_LABELS.get(key, key)} (median over splits)")
         table.add_column("metric", style="bold")
         for p, t in lb.tokens:
