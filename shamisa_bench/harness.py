@@ -41,7 +41,7 @@ from shamisa_bench.results import (
 )
 from shamisa_bench.results.provenance import utc_now
 
-__all__ = ["Plan", "RunConfig", "RunSummary", "Unit", "load_tables", "plan_suite", "run_suite"]
+__all__ = ["Plan", "RunConfig", "RunSummary", "Unit", "load_tables", "plan_suite", "run_suite", "scrub_paths"]
 
 #: Protocol kinds ``run`` can execute.
 RUNNABLE_PROTOCOLS = ("intra", "cross")
@@ -167,6 +167,17 @@ class RunSummary:
     def n_failed(self) -> int:
         """Units recorded as failed in this run."""
         return len(self.written.get("failed", []))
+
+
+def scrub_paths(text: str) -> str:
+    """Shorten machine-specific paths in a message stored in results (cwd -> ., home -> ~)."""
+    import os
+
+    out = str(text)
+    for prefix, short in ((os.getcwd(), "."), (str(Path.home()), "~")):
+        if prefix and prefix not in ("/", "."):
+            out = out.replace(prefix + os.sep, short + os.sep).replace(prefix, short)
+    return out
 
 
 def _existing_ok(path: Path) -> bool:
@@ -444,7 +455,7 @@ def run_suite(
                     if cfg.cache_dir is not None:
                         cache = ArrayCache(cfg.cache_dir, adapter.identity())
                 except MetricUnavailable as err:
-                    unavailable = str(err)
+                    unavailable = scrub_paths(str(err))
                 for unit in units:
                     started, t0 = utc_now(), time.perf_counter()
                     record = _base_record(unit, plan, adapter, spec)
@@ -460,7 +471,7 @@ def run_suite(
                                         on_image=lambda n: prog.advance(images_task, n),
                                     )
                         except MetricUnavailable as err:
-                            unavailable = str(err)
+                            unavailable = scrub_paths(str(err))
                     if unavailable is not None:
                         record.update(status="unavailable", reason=unavailable)
                         record["scores"] = {"per_split": [], "aggregate": {}}
@@ -476,8 +487,9 @@ def run_suite(
                         raise
                     except Exception as err:  # noqa: BLE001 - recorded, the suite goes on
                         tb = traceback.format_exc(limit=4).strip().splitlines()
-                        record.update(status="failed", reason=f"{type(err).__name__}: {err}",
-                                      traceback=tb[-6:])
+                        record.update(status="failed",
+                                      reason=scrub_paths(f"{type(err).__name__}: {err}"),
+                                      traceback=[scrub_paths(t) for t in tb[-6:]])
                         record["scores"] = {"per_split": [], "aggregate": {}}
                         msg = f"FAILED ({type(err).__name__}: {err})"
                     write(unit, record, started, t0, checkpoint)

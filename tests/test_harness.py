@@ -243,6 +243,15 @@ def test_cache_hit_second_run_does_not_call_metric(env, monkeypatch):
     assert counter["n"] == N_IMAGES
 
 
+def test_corrupt_image_is_a_recorded_failure_naming_the_file(env):
+    (env["data"] / "tiny" / "img" / "img09.png").write_bytes(b"not a png at all")
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-score") == 0
+    rec = _unit(env, "tiny", "intra", "dummy-score", "tiny")
+    assert rec["n_images"] == N_IMAGES - 1 and rec["n_excluded"] == 1
+    (failure,) = rec["failures"]
+    assert failure["name"] == "img/img09.png" and "img09.png" in failure["reason"]
+
+
 def test_cross_handles_dmos_direction(env):
     assert _run(env, "--suite", "tinycross") == 0
     for metric in ("dummy-feat", "dummy-score"):

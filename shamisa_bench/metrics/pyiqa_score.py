@@ -44,12 +44,43 @@ class PyiqaScore(MetricAdapter):
         self.kwargs: dict[str, Any] = dict(getattr(spec, "kwargs", None) or {})
         self._metric: Any = None
         self._device = "cpu"
+        self._weights: tuple[str, str] | None = None
+
+    def _shamisa_weights(self) -> tuple[str, str]:
+        """(encoder weights sha256, head file sha256) of the ``shamisa`` kind's weights."""
+        if self._weights is None:
+            try:
+                from shamisa_bench.archs.shamisa_arch import DEFAULT_HEAD, resolve_weights
+                from shamisa_bench.model import read_encoder_export, sha256_file
+
+                head = self.kwargs.get("head_dataset") or getattr(self.spec, "head", None)
+                if not head:
+                    prefix = "shamisa-"
+                    head = self.pyiqa_name[len(prefix):] if self.pyiqa_name.startswith(prefix) else DEFAULT_HEAD
+                w = resolve_weights(self.kwargs.get("pretrained_model_path"),
+                                    self.kwargs.get("head_path"), head)
+                enc = read_encoder_export(w.encoder, verify=False).weights_sha256
+                self._weights = (enc, sha256_file(w.head))
+            except Exception as err:  # noqa: BLE001 - no weights = unavailable, with the reason
+                msg = " ".join(str(err).split())[:400]
+                raise MetricUnavailable(f"SHAMISA weights: {type(err).__name__}: {msg}") from err
+        return self._weights
+
+    def checkpoint_sha256(self) -> str | None:
+        """The encoder export's weights sha256 for the ``shamisa`` kind, else None."""
+        if getattr(self.spec, "kind", "") != "shamisa":
+            return None
+        return self._shamisa_weights()[0]
 
     def identity_fields(self) -> Mapping[str, Any]:
+        head_sha = None
+        if getattr(self.spec, "kind", "") == "shamisa":
+            head_sha = self._shamisa_weights()[1]
         return {
             "pyiqa_name": self.pyiqa_name,
             "kwargs": self.kwargs,
             "head": getattr(self.spec, "head", None),
+            "head_sha256": head_sha,
             "pyiqa_version": _pyiqa_version(),
         }
 

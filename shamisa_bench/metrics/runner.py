@@ -28,23 +28,14 @@ def decode_image(path: str) -> Any:
     Uses ``shamisa_bench.imageio.load_image`` (the project's decoder), which raises a
     ValueError subclass naming the file for a corrupt image.
     """
-    try:
-        from shamisa_bench.imageio import load_image
-    except ImportError:  # the decoder module not installed yet: plain PIL, same contract
-        return _pil_load(path).unsqueeze(0)
+    from shamisa_bench.imageio import load_image
+
     return load_image(path).unsqueeze(0)
 
 
-def _pil_load(path: str) -> Any:
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{path}: cannot decode image ({err})") from err
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+def _local(err: BaseException, path: str, name: str) -> str:
+    """The error text with the image's absolute path replaced by its dataset name."""
+    return str(err).replace(str(path), name)
 
 
 @dataclass(frozen=True)
@@ -122,7 +113,7 @@ def compute_outputs(
     try:
         for i, (path, name, key) in enumerate(zip(images, names, keys)):
             if key is None:
-                failures.append((name, f"file not found: {path}"))
+                failures.append((name, f"file not found: {name}"))
             elif key in hits:
                 results[i] = hits[key]
                 n_cached += 1
@@ -132,12 +123,12 @@ def compute_outputs(
                 try:
                     x = decode(path)
                 except (ValueError, OSError) as err:
-                    failures.append((name, f"cannot decode {path}: {err}"))
+                    failures.append((name, f"cannot decode {name}: {_local(err, path, name)}"))
                 else:
                     try:
                         out = adapter.compute(x, name)
                     except Exception as err:  # noqa: BLE001 - recorded per image
-                        msg = " ".join(str(err).split())[:300]
+                        msg = " ".join(_local(err, path, name).split())[:300]
                         failures.append((name, f"metric error: {type(err).__name__}: {msg}"))
                     else:
                         results[i] = out
