@@ -18,8 +18,10 @@ from shamisa_bench import __version__
 _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.distortions.cli",
     "shamisa_bench.model.commands",
+    "shamisa_bench.pretrain",
     "shamisa_bench.data.cli",
     "shamisa_bench.harness_cli",
+    "shamisa_bench.metric_commands",
 )
 
 

@@ -1,0 +1,813 @@
+"""`shamisa-bench pretrain`: SHAMISA self-supervised pretraining, one CPU to many GPUs.
+
+The loop follows the reference a0 run (spec section 6): SGD with momentum, cosine annealing
+with warm restarts stepped per iteration (fractional epochs), fp16 autocast with gradient
+scaling on CUDA and fp32 on CPU. The same command runs under ``torchrun`` with
+DistributedDataParallel (NCCL on GPU, gloo on CPU); each rank builds a disjoint shard of
+every step's items and only rank 0 writes.
+
+A run folder holds::
+
+    config.json        the resolved configuration (checked on --resume)
+    log.jsonl          first line: command + config; then one record per step
+    checkpoint.pt      the latest full checkpoint (model, graph, optimiser, scaler, step)
+    export/            the final encoder-only export (encoder.pt + config.json)
+
+Every step's batch is a pure function of (seed, step, rank): the images it uses and every
+random draw of the distortion engine come from generators seeded from those three numbers,
+so a resumed run sees exactly the batches an uninterrupted run would, whatever the number
+of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from shamisa_bench.layout import LayoutSpec, StepBatch, collate_items
+
+__all__ = [
+    "PRESETS",
+    "PretrainConfig",
+    "PretrainError",
+    "StepDataset",
+    "preset_config",
+    "run_pretrain",
+]
+
+CONFIG_FORMAT = 1
+
+
+class PretrainError(RuntimeError):
+    """A pretraining run cannot start or cannot go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines a pretraining run's weights.
+
+    Attributes:
+        preset: the preset this config started from.
+        backbone: encoder backbone name (see ``shamisa_bench.model.BACKBONES``).
+        init: ``imagenet`` or ``random``.
+        layout: the step layout (items, contents, compositions, levels, crop size).
+        graph: the ablation name (``shamisa_bench.graphs.ABLATIONS``); it picks both the
+            relation-graph config and the loss config (``full`` is the method itself).
+        lr: base learning rate of SGD.
+        backbone_lr_mult: learning-rate multiplier for the encoder (1.0 in the reference).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        t_0: CosineAnnealingWarmRestarts T_0, in epochs.
+        t_mult: CosineAnnealingWarmRestarts T_mult.
+        eta_min: CosineAnnealingWarmRestarts eta_min.
+        epochs: passes over the pristine set; ``max_steps`` (if set) caps the run.
+        max_steps: number of optimiser steps; None means ``epochs`` worth of steps.
+        seed: the run seed; every random draw derives from it.
+        checkpoint_every: steps between full checkpoints.
+        max_unreadable_fraction: the run fails if more of the image files are unreadable.
+    """
+
+    preset: str
+    backbone: str
+    init: str
+    layout: LayoutSpec
+    graph: str = "full"
+    lr: float = 0.0015
+    backbone_lr_mult: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    t_0: int = 1
+    t_mult: int = 2
+    eta_min: float = 1e-6
+    epochs: float = 1.0
+    max_steps: int | None = None
+    seed: int = 27
+    checkpoint_every: int = 50
+    max_unreadable_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.init not in ("imagenet", "random"):
+            raise ValueError(f"init must be 'imagenet' or 'random', got {self.init!r}")
+        for name in ("lr", "backbone_lr_mult", "epochs"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps!r}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}")
+        if not 0 <= self.max_unreadable_fraction < 1:
+            raise ValueError(f"max_unreadable_fraction must be in [0, 1), got {self.max_unreadable_fraction!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        data = dict(data)
+        data["layout"] = LayoutSpec(**data["layout"])
+        return cls(**data)
+
+    def total_steps(self, n_images: int, world_size: int = 1) -> int:
+        """Optimiser steps of the run for a pristine set of ``n_images`` images."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch(n_images, world_size)))
+
+    def steps_per_epoch(self, n_images: int, world_size: int = 1) -> int:
+        return max(1, n_images // (self.layout.n_items * world_size))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's reference configuration (spec sections 2-6).
+    "a0": dict(backbone="resnet50", init="imagenet", layout=LayoutSpec()),
+    # efficientnet_lite0 with a CPU-sized layout that still has every graph branch:
+    # 2 contents give structural pairs (views 0 and 2 are both full scale), 2 items give
+    # ref-ref edges across items, 4 levels give dist-dist kernels, 2 * 4 * (1 + 3 * 4) = 104
+    # nodes leave kNN (k = 31) and transport (top 8N) meaningful.
+    "lite": dict(
+        backbone="efficientnet_lite0",
+        init="imagenet",
+        layout=LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=4, crop_size=192),
+        checkpoint_every=25,
+    ),
+    # For tests: tiny crops, tiny layout, a random-init resnet18.
+    "tiny": dict(
+        backbone="resnet18",
+        init="random",
+        layout=LayoutSpec(
+            n_items=2, n_contents=2, n_compositions=2, n_levels=2, crop_size=64, max_distortions=3
+        ),
+        max_steps=4,
+        checkpoint_every=2,
+    ),
+}
+
+
+def preset_config(preset: str, **overrides: Any) -> PretrainConfig:
+    """The config of a preset with some fields overridden (None values are ignored).
+
+    Raises:
+        ValueError: for an unknown preset or field.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}; valid: {sorted(fields)}")
+    values: dict[str, Any] = {"preset": preset, **PRESETS[preset]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return PretrainConfig(**values)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, well mixed (independent streams per step and rank)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def scan_images(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """All readable pristine images under ``folder`` and the unreadable ones with reasons.
+
+    Every file is decoded once, so a corrupt file is found here and not in a worker.
+
+    Raises:
+        PretrainError: if the folder does not exist or holds no image file.
+    """
+    from shamisa_bench.imageio import list_images, load_image
+
+    if not folder.is_dir():
+        raise PretrainError(f"image folder {folder} does not exist or is not a folder")
+    paths = list_images(folder)
+    if not paths:
+        raise PretrainError(f"no JPEG, PNG, BMP or TIFF images found under {folder}")
+    good: list[Path] = []
+    bad: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            load_image(path)
+        except (ValueError, OSError) as err:
+            bad.append((str(path), str(err)))
+        else:
+            good.append(Path(path))
+    if not good:
+        raise PretrainError(f"none of the {len(paths)} image files under {folder} could be read")
+    return good, bad
+
+
+class StepDataset(torch.utils.data.Dataset):
+    """Builds the structured batches of steps ``start..stop-1`` for one rank.
+
+    The items of global step ``s`` are the images at positions ``(s * world + rank) * B``
+    onwards of an epoch-wise permutation (B = items per rank), so ranks get disjoint shards.
+    Each item's extra contents and every distortion draw come from a generator seeded from
+    (seed, step, rank, item).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        layout: LayoutSpec,
+        *,
+        seed: int,
+        start: int,
+        stop: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if stop < start:
+            raise ValueError(f"stop ({stop}) must be >= start ({start})")
+        self.paths = [str(p) for p in paths]
+        self.layout = layout
+        self.seed = seed
+        self.start = start
+        self.stop = stop
+        self.rank = rank
+        self.world_size = world_size
+        self._perms: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            rng = np.random.default_rng(_mix_seed(self.seed, epoch, 0xE90C))
+            self._perms[epoch] = rng.permutation(len(self.paths))
+        return self._perms[epoch]
+
+    def item_indices(self, step: int) -> list[int]:
+        """Indices (into ``paths``) of the indexed image of each of this rank's items."""
+        n = len(self.paths)
+        per_step = self.layout.n_items * self.world_size
+        steps_per_epoch = max(1, n // per_step)
+        epoch, within = divmod(step, steps_per_epoch)
+        perm = self._permutation(epoch)
+        first = within * per_step + self.rank * self.layout.n_items
+        return [int(perm[(first + i) % n]) for i in range(self.layout.n_items)]
+
+    def build(self, step: int) -> StepBatch:
+        from shamisa_bench.distortions import build_item
+        from shamisa_bench.imageio import load_image
+
+        items = []
+        for slot, index in enumerate(self.item_indices(step)):
+            gen = torch.Generator().manual_seed(_mix_seed(self.seed, step, self.rank, slot))
+            extra = torch.randint(0, len(self.paths), (self.layout.n_contents - 1,), generator=gen)
+            contents = [load_image(self.paths[index])] + [load_image(self.paths[int(j)]) for j in extra]
+            items.append(build_item(contents, self.layout, generator=gen))
+        return collate_items(items, self.layout)
+
+    def __getitem__(self, i: int) -> tuple[int, StepBatch, float]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        t0 = time.perf_counter()
+        step = self.start + i
+        batch = self.build(step)
+        return step, batch, time.perf_counter() - t0
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ShamisaNet(nn.Module):
+    """The trainable whole: encoder + projector + relation graph (prototypes, aggregator).
+
+    One module so that DistributedDataParallel synchronises every trainable parameter.
+    """
+
+    def __init__(self, config: PretrainConfig) -> None:
+        super().__init__()
+        from shamisa_bench.graphs import GraphConfig, RelationGraph
+        from shamisa_bench.model import Projector, ShamisaModel, build_encoder
+
+        encoder = build_encoder(config.backbone, init=config.init, seed=config.seed)
+        self.model = ShamisaModel(encoder, Projector(encoder.feature_dim, seed=config.seed))
+        self.graph = RelationGraph(GraphConfig.ablation(config.graph), feature_dim=encoder.feature_dim)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.encoder
+
+    def forward(self, x: Tensor, nodes: Any) -> tuple[Tensor, Any]:
+        h, z = self.model(x)
+        return z, self.graph(h, nodes)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(name: str, dist_info: _Dist | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PretrainError("--device cuda was asked for, but torch sees no CUDA device")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", device.index if device.index is not None else local)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise PretrainError(f"unsupported device {name!r}; use cpu, cuda or auto")
+    return device
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _param_groups(net: ShamisaNet, config: PretrainConfig) -> list[dict[str, Any]]:
+    encoder = [p for p in net.encoder.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in encoder}
+    rest = [p for p in net.parameters() if p.requires_grad and id(p) not in enc_ids]
+    return [
+        {"params": encoder, "lr": config.lr * config.backbone_lr_mult, "name": "encoder"},
+        {"params": rest, "lr": config.lr, "name": "heads"},
+    ]
+
+
+def _load_resume(run_dir: Path, config: PretrainConfig) -> dict[str, Any]:
+    """Reads and checks a run folder for --resume without writing anything."""
+    cfg_path = run_dir / "config.json"
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not cfg_path.is_file():
+        raise PretrainError(f"cannot resume: {cfg_path} is missing (is {run_dir} a pretraining run folder?)")
+    try:
+        stored = json.loads(cfg_path.read_text())
+        stored_cfg = PretrainConfig.from_dict(stored["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PretrainError(f"cannot resume: {cfg_path} is not a valid run config ({err})") from err
+    ours, theirs = config.to_dict(), stored_cfg.to_dict()
+    ours.pop("max_steps"), theirs.pop("max_steps")
+    if ours != theirs:
+        diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+        raise PretrainError(
+            f"cannot resume: the run in {run_dir} was made with another config (differs in {diff}); "
+            "pass the same options, or start a new --out folder"
+        )
+    if not ckpt_path.is_file():
+        raise PretrainError(f"cannot resume: {ckpt_path} is missing")
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a corrupt file
+        raise PretrainError(f"cannot resume: checkpoint {ckpt_path} is corrupt or unreadable ({err})") from err
+    for key in ("net", "optimizer", "step", "scaler"):
+        if key not in state:
+            raise PretrainError(f"cannot resume: checkpoint {ckpt_path} lacks '{key}'")
+    return state
+
+
+def _check_finite(step: int, total: Tensor, terms: dict[str, Tensor]) -> None:
+    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+    if bad or not torch.isfinite(total):
+        names = ", ".join(bad) if bad else "total"
+        raise PretrainError(
+            f"non-finite loss at step {step} (term: {names}; values "
+            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            + "); the last good checkpoint is kept"
+        )
+
+
+def run_pretrain(
+    config: PretrainConfig,
+    images: Path,
+    out: Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    num_workers: int = 1,
+    progress: bool = True,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) one pretraining run.
+
+    Args:
+        config: the resolved configuration.
+        images: folder of pristine images, searched recursively.
+        out: the run folder.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        resume: continue from ``out/checkpoint.pt`` (the config must match).
+        num_workers: DataLoader worker processes building batches (0 = in the main process).
+        progress: show a rich progress bar (rank 0 only).
+        command: the command line, recorded as the log's first line.
+
+    Returns:
+        A summary dict: steps done, final loss, export path, seconds.
+
+    Raises:
+        PretrainError: bad folders, bad resume state, unreadable data, non-finite loss.
+    """
+    from shamisa_bench.losses import LossConfig, ShamisaLoss
+    from shamisa_bench.model import save_encoder_export
+
+    t_start = time.perf_counter()
+    dev = _resolve_device(device)
+    dist_info = _init_distributed(dev)
+    out = Path(out)
+    state = _load_resume(out, config) if resume else None
+    if not resume and (out / "checkpoint.pt").exists():
+        raise PretrainError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+    paths, unreadable = scan_images(Path(images))
+    n_files = len(paths) + len(unreadable)
+    if len(unreadable) > config.max_unreadable_fraction * n_files:
+        raise PretrainError(
+            f"{len(unreadable)} of {n_files} image files under {images} are unreadable "
+            f"(more than {config.max_unreadable_fraction:.0%}), e.g. {unreadable[0][0]}: {unreadable[0][1]}"
+        )
+    total_steps = config.total_steps(len(paths), dist_info.world_size)
+    steps_per_epoch = config.steps_per_epoch(len(paths), dist_info.world_size)
+
+    torch.manual_seed(config.seed)  # the one place model init draws from
+    net = ShamisaNet(config).to(dev)
+    loss_fn = ShamisaLoss(LossConfig.ablation(config.graph))
+    optimizer = torch.optim.SGD(
+        _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=config.t_0, T_mult=config.t_mult, eta_min=config.eta_min
+    )
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_step = 0
+    if state is not None:
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+    if start_step >= total_steps and dist_info.is_main:
+        print(f"run in {out} already finished {start_step} of {total_steps} steps", file=sys.stderr)
+
+    train_net: nn.Module = net
+    if dist_info.enabled:
+        # Ablations that switch off transport/L_ot leave the prototypes without gradient.
+        train_net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=config.graph != "full",
+        )
+
+    log_path = out / "log.jsonl"
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        header = {
+            "command": list(command) if command is not None else sys.argv,
+            "config": config.to_dict(),
+            "images": str(images),
+            "n_images": len(paths),
+            "unreadable": len(unreadable),
+            "unreadable_files": unreadable[:50],
+            "world_size": dist_info.world_size,
+            "device": str(dev),
+            "total_steps": total_steps,
+            "resumed_from": start_step if resume else None,
+        }
+        if not resume:
+            _atomic_write_text(out / "config.json", json.dumps({"format": CONFIG_FORMAT, "config": config.to_dict()}, indent=2))
+            log_path.write_text("")
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(header) + "\n")
+
+    dataset = StepDataset(
+        paths, config.layout, seed=config.seed, start=start_step, stop=total_steps,
+        rank=dist_info.rank, world_size=dist_info.world_size,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        prefetch_factor=2 if num_workers > 0 else None,
+        persistent_workers=False,
+        pin_memory=dev.type == "cuda",
+    )
+
+    def save_checkpoint(step: int) -> None:
+        if dist_info.is_main:
+            _atomic_torch_save(
+                {
+                    "net": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "config": config.to_dict(),
+                },
+                out / "checkpoint.pt",
+            )
+
+    last = {"loss": float("nan")}
+    bar = _Progress(total_steps, start_step, enabled=progress and dist_info.is_main)
+    net.train()
+    step = start_step
+    wait_start = time.perf_counter()
+    try:
+        for step, batch, build_s in loader:
+            data_s = time.perf_counter() - wait_start
+            t0 = time.perf_counter()
+            scheduler.step(step / steps_per_epoch)
+            x = batch.crops.to(dev, non_blocking=True)
+            nodes = batch.nodes.to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                z, graph_out = train_net(x, nodes)
+            out_loss = loss_fn(z, graph_out)
+            total = out_loss.total
+            finite = torch.isfinite(total.detach()).to(torch.float32)
+            if dist_info.enabled:  # every rank stops together if any rank's loss is bad
+                import torch.distributed as dist
+
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not bool(finite):
+                _check_finite(step, total, out_loss.terms)
+                raise PretrainError(f"non-finite loss on another rank at step {step}; the last good checkpoint is kept")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            compute_s = time.perf_counter() - t0
+            loss_value = float(total.detach())
+            if dist_info.enabled:
+                import torch.distributed as dist
+
+                t = torch.tensor([loss_value], device=dev)
+                dist.all_reduce(t)
+                loss_value = float(t) / dist_info.world_size
+            last["loss"] = loss_value
+            if dist_info.is_main:
+                record = {
+                    "step": step,
+                    "loss": round(loss_value, 6),
+                    **{k: round(float(v.detach()), 6) for k, v in out_loss.terms.items()},
+                    "lr": optimizer.param_groups[1]["lr"],
+                    "lr_encoder": optimizer.param_groups[0]["lr"],
+                    "branch_weights": [round(float(w), 4) for w in graph_out.branch_weights],
+                    "data_s": round(data_s, 4),
+                    "build_s": round(build_s, 4),
+                    "compute_s": round(compute_s, 4),
+                }
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            bar.update(step + 1, loss_value)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
+                save_checkpoint(step + 1)
+            wait_start = time.perf_counter()
+    finally:
+        bar.close()
+    if dist_info.enabled:
+        # DDP keeps parameters in sync; BatchNorm running statistics are broadcast from rank 0
+        # at each forward, so after the last step every rank takes rank 0's.
+        import torch.distributed as dist
+
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
+    export_dir = out / "export"
+    if dist_info.is_main and start_step < total_steps:
+        save_checkpoint(total_steps)
+        save_encoder_export(
+            net.encoder,
+            export_dir,
+            extra={"pretrain": {"preset": config.preset, "steps": total_steps, "seed": config.seed, "graph": config.graph}},
+        )
+    checksums = [_param_checksum(net)]
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * dist_info.world_size
+        dist.all_gather_object(gathered, checksums[0])
+        checksums = gathered
+        dist.barrier()
+        if len(set(checksums)) != 1:
+            raise PretrainError(f"ranks ended with different weights (checksums {checksums})")
+    return {
+        "steps": total_steps,
+        "start_step": start_step,
+        "final_loss": last["loss"],
+        "export": str(export_dir),
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "rank": dist_info.rank,
+        "world_size": dist_info.world_size,
+        "rank_checksums": checksums,
+    }
+
+
+def _param_checksum(net: nn.Module) -> str:
+    """A sha256 over every parameter and buffer (to prove DDP ranks agree exactly)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _Progress:
+    """A rich progress bar with step, loss and ETA (a no-op when disabled)."""
+
+    def __init__(self, total: int, start: int, *, enabled: bool) -> None:
+        self._progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("steps", total=total, completed=start, loss="-")
+
+    def update(self, completed: int, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="lite", choices=sorted(PRESETS), help="starting configuration (default: lite)")
+    p.add_argument("--backbone", default=None, help="override the preset's backbone")
+    p.add_argument("--init", default=None, choices=("imagenet", "random"), help="encoder initialisation")
+    p.add_argument("--graph", default=None, help="relation-graph ablation (default: full)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (a0: 0.0015)")
+    p.add_argument("--backbone-lr-mult", type=float, default=None, help="encoder lr = lr x this (default 1)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the images (default 1)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps")
+    p.add_argument("--seed", type=int, default=None, help="run seed (a0: 27)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers building batches (default 1)")
+
+
+def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    return preset_config(
+        args.preset,
+        backbone=args.backbone,
+        init=args.init,
+        graph=args.graph,
+        lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    try:
+        summary = run_pretrain(
+            config, Path(args.images), Path(args.out), device=args.device, resume=args.resume,
+            num_workers=args.workers, progress=not args.no_progress, command=["shamisa-bench", *sys.argv[1:]],
+        )
+    except PretrainError as err:
+        from shamisa_bench.cli import CLIError
+
+        raise CLIError(str(err)) from err
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if summary["rank"] == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Times a short run: steps/s and the fraction of step time spent waiting for data."""
+    import tempfile
+
+    config = _config_from_args(args)
+    config = dataclasses.replace(config, max_steps=args.steps, checkpoint_every=10**9)
+    images = Path(args.images) if args.images else None
+    with tempfile.TemporaryDirectory() as tmp:
+        if images is None:
+            images = Path(tmp) / "images"
+            _write_bench_images(images, n=8, size=(480, 320))
+        run_dir = Path(tmp) / "run"
+        run_pretrain(config, images, run_dir, device=args.device, num_workers=args.workers, progress=False)
+        records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()[1:]]
+    timed = records[args.warmup:] or records
+    data = sum(r["data_s"] for r in timed)
+    compute = sum(r["compute_s"] for r in timed)
+    result = {
+        "preset": config.preset,
+        "backbone": config.backbone,
+        "layout": dataclasses.asdict(config.layout),
+        "crops_per_step": config.layout.n_nodes,
+        "device": args.device,
+        "workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "steps_timed": len(timed),
+        "steps_per_s": round(len(timed) / (data + compute), 4),
+        "seconds_per_step_median": round(float(np.median([r["data_s"] + r["compute_s"] for r in timed])), 4),
+        "data_wait_fraction": round(data / (data + compute), 4),
+        "batch_build_s_median": round(float(np.median([r["build_s"] for r in timed])), 4),
+    }
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _write_bench_images(folder: Path, *, n: int, size: tuple[int, int]) -> None:
+    """Writes ``n`` smooth random RGB images (a stand-in for pristine photos)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    w, h = size
+    for i in range(n):
+        low = torch.rand(3, h // 16, w // 16, generator=gen)
+        img = torch.nn.functional.interpolate(low[None], size=(h, w), mode="bicubic", align_corners=False)[0]
+        img = (img + 0.05 * torch.rand(3, h, w, generator=gen)).clamp(0, 1)
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i:02d}.png")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised SHAMISA pretraining on a folder of pristine images",
+        description="Pretrains the SHAMISA encoder. Works under torchrun for DDP (NCCL on GPU, gloo on CPU).",
+    )
+    p.add_argument("--images", required=True, help="folder of pristine images (searched recursively)")
+    p.add_argument("--out", required=True, help="run folder (log, checkpoints, export)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def register_bench(bench_sub: Any) -> None:
+    p = bench_sub.add_parser("pretrain", help="pretraining steps/s and data-wait fraction (JSON)")
+    p.add_argument("--images", default=None, help="pristine images (default: 8 generated 480x320 images)")
+    p.add_argument("--steps", type=int, default=6, help="steps to run (default 6)")
+    p.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing (default 1)")
+    p.add_argument("--json", action="store_true", help="compact JSON")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_bench)

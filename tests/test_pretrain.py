@@ -1,0 +1,234 @@
+"""Pretraining: run folder, determinism, resume (also after SIGKILL), bad input, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shamisa_bench.cli import main
+from shamisa_bench.pretrain import PretrainConfig, PretrainError, StepDataset, preset_config, run_pretrain
+
+
+def _write_images(folder: Path, n: int = 6, size: tuple[int, int] = (96, 80)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"im{i}.png")
+    return folder
+
+
+def _export_state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "export" / "encoder.pt", map_location="cpu", weights_only=True)
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _tiny(**overrides: object) -> PretrainConfig:
+    return preset_config("tiny", **overrides)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_images(tmp_path_factory.mktemp("pristine"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("ref") / "run"
+    run_pretrain(_tiny(), images, run, device="cpu", num_workers=0, progress=False)
+    return run
+
+
+def test_run_folder_contents(reference_run: Path) -> None:
+    lines = (reference_run / "log.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert "command" in header and header["config"]["preset"] == "tiny"
+    steps = [json.loads(line) for line in lines[1:]]
+    assert [r["step"] for r in steps] == [0, 1, 2, 3]
+    for r in steps:
+        assert np.isfinite(r["loss"]) and r["lr"] > 0
+        assert r["data_s"] >= 0 and r["compute_s"] > 0
+        for term in ("var", "inv", "cov"):
+            assert term in r
+    export_cfg = json.loads((reference_run / "export" / "config.json").read_text())
+    assert export_cfg["backbone"] == "resnet18"
+    assert (reference_run / "checkpoint.pt").is_file()
+
+
+def test_same_seed_same_weights_and_workers_do_not_matter(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "again"
+    run_pretrain(_tiny(), images, run, device="cpu", num_workers=2, progress=False)
+    assert _same_state(_export_state(run), _export_state(reference_run))
+    other = tmp_path / "other-seed"
+    run_pretrain(_tiny(seed=5), images, other, device="cpu", num_workers=0, progress=False)
+    assert not _same_state(_export_state(other), _export_state(reference_run))
+
+
+def test_resume_continues_to_identical_weights(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "split"
+    run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
+    run_pretrain(_tiny(max_steps=4), images, run, device="cpu", num_workers=0, progress=False, resume=True)
+    assert _same_state(_export_state(run), _export_state(reference_run))
+    steps = [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines() if '"step"' in l and '"command"' not in l]
+    assert steps == [0, 1, 2, 3]
+
+
+def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    env = dict(os.environ)  # same thread count as the in-process reference run
+    cmd = [sys.executable, "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run),
+           "--preset", "tiny", "--max-steps", "40", "--checkpoint-every", "2", "--device", "cpu",
+           "--workers", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"pretrain exited before its first checkpoint: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # Resume, but stop at 4 steps: the weights equal the uninterrupted 4-step run.
+    assert main(["pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny", "--max-steps", "4",
+                 "--checkpoint-every", "2", "--device", "cpu", "--workers", "0", "--no-progress", "--resume"]) == 0
+    assert _same_state(_export_state(run), _export_state(reference_run))
+
+
+def test_bad_resume_folders_write_nothing(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PretrainError, match="config.json"):
+        run_pretrain(_tiny(), images, empty, device="cpu", num_workers=0, progress=False, resume=True)
+    assert list(empty.iterdir()) == []
+
+    import shutil
+
+    wrong = tmp_path / "wrong"
+    shutil.copytree(reference_run, wrong)
+    before = {p.name: p.stat().st_mtime_ns for p in wrong.iterdir()}
+    with pytest.raises(PretrainError, match="another config"):
+        run_pretrain(_tiny(lr=0.5), images, wrong, device="cpu", num_workers=0, progress=False, resume=True)
+    (wrong / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    before = {p.name: p.stat().st_mtime_ns for p in wrong.iterdir()}
+    with pytest.raises(PretrainError, match="corrupt"):
+        run_pretrain(_tiny(), images, wrong, device="cpu", num_workers=0, progress=False, resume=True)
+    assert {p.name: p.stat().st_mtime_ns for p in wrong.iterdir()} == before
+
+
+def test_bad_image_folders(tmp_path: Path) -> None:
+    with pytest.raises(PretrainError, match="does not exist"):
+        run_pretrain(_tiny(), tmp_path / "nope", tmp_path / "run", device="cpu", num_workers=0, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PretrainError, match="no JPEG"):
+        run_pretrain(_tiny(), empty, tmp_path / "run", device="cpu", num_workers=0, progress=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"b{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(PretrainError, match="could be read"):
+        run_pretrain(_tiny(), broken, tmp_path / "run", device="cpu", num_workers=0, progress=False)
+
+
+def test_unreadable_files_are_counted_or_fail_the_run(tmp_path: Path) -> None:
+    folder = _write_images(tmp_path / "mixed", n=6)
+    (folder / "zz_broken.jpg").write_bytes(b"garbage")
+    with pytest.raises(PretrainError, match="1 of 7 image files .* unreadable"):
+        run_pretrain(_tiny(), folder, tmp_path / "strict", device="cpu", num_workers=0, progress=False)
+    run = tmp_path / "lenient"
+    run_pretrain(_tiny(max_steps=1, max_unreadable_fraction=0.5), folder, run, device="cpu", num_workers=0, progress=False)
+    header = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert header["unreadable"] == 1 and header["n_images"] == 6
+    assert header["unreadable_files"][0][0].endswith("zz_broken.jpg")
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "nan"
+    run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
+    good = (run / "checkpoint.pt").read_bytes()
+
+    import shamisa_bench.losses as losses
+
+    original = losses.ShamisaLoss.forward
+
+    def poisoned(self, z, graph_out):  # type: ignore[no-untyped-def]
+        out = original(self, z, graph_out)
+        out.terms["cov"] = out.terms["cov"] * float("nan")
+        return type(out)(total=out.total * float("nan"), terms=out.terms)
+
+    monkeypatch.setattr(losses.ShamisaLoss, "forward", poisoned)
+    with pytest.raises(PretrainError, match=r"step 2 \(term: cov"):
+        run_pretrain(_tiny(max_steps=4), images, run, device="cpu", num_workers=0, progress=False, resume=True)
+    assert (run / "checkpoint.pt").read_bytes() == good
+
+
+def test_ranks_get_disjoint_shards(images: Path) -> None:
+    layout = _tiny().layout
+    paths = sorted(images.iterdir())
+    ranks = [StepDataset(paths, layout, seed=1, start=0, stop=1, rank=r, world_size=2) for r in range(2)]
+    seen = [set(ds.item_indices(0)) for ds in ranks]
+    assert not seen[0] & seen[1]
+    assert len(seen[0]) == layout.n_items
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="init"):
+        preset_config("tiny", init="pretrained")
+    with pytest.raises(ValueError, match="unknown config fields"):
+        preset_config("tiny", learning_rate=1.0)
+
+
+def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
+    """Two CPU ranks with gloo: identical weights on both ranks at the end.
+
+    The DDP loss is the mean of the two ranks' losses, each over its own shard of the step
+    It is not the loss of one 2-item step in one process: ref-ref
+    edges between items, the kNN and transport neighbourhoods, and the variance/covariance
+    statistics are computed per rank (2 items each here, 4 per global step). So we check it
+    against the mean of the per-shard losses.
+    """
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny",
+           "--max-steps", "2", "--device", "cpu", "--workers", "0", "--no-progress"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2
+    assert len(summary["rank_checksums"]) == 2 and len(set(summary["rank_checksums"])) == 1
+    header = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert header["world_size"] == 2
+    # The logged step-0 loss is the mean of the two shards' losses, each computed here in
+    # one process from the same initial weights.
+    from shamisa_bench.losses import LossConfig, ShamisaLoss
+    from shamisa_bench.pretrain import ShamisaNet, scan_images
+
+    config = _tiny(max_steps=2)
+    paths, _ = scan_images(images)
+    shard_losses = []
+    for rank in range(2):
+        torch.manual_seed(config.seed)
+        net = ShamisaNet(config).train()
+        batch = StepDataset(paths, config.layout, seed=config.seed, start=0, stop=1, rank=rank, world_size=2).build(0)
+        z, graph_out = net(batch.crops, batch.nodes)
+        shard_losses.append(float(ShamisaLoss(LossConfig.ablation(config.graph))(z, graph_out).total.detach()))
+    step0 = json.loads((run / "log.jsonl").read_text().splitlines()[1])
+    assert step0["step"] == 0
+    assert step0["loss"] == pytest.approx(sum(shard_losses) / 2, rel=1e-4, abs=1e-4)
