@@ -1,4 +1,9 @@
-"""shamisa-bench: SHAMISA self-supervised NR-IQA and its benchmark harness."""
+"""shamisa-bench: SHAMISA self-supervised NR-IQA and its benchmark harness.
+
+Importing the package makes ``pyiqa.create_metric('shamisa')`` available in either import
+order without importing pyiqa itself (which costs seconds): see
+:func:`shamisa_bench.pyiqa_plugin.register_when_pyiqa_loads`.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
@@ -8,3 +13,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]
+
+from shamisa_bench.pyiqa_plugin import register_when_pyiqa_loads as _register_when_pyiqa_loads  # noqa: E402
+
+_register_when_pyiqa_loads()
