@@ -42,10 +42,11 @@ def synthetic_images(n: int, height: int = 384, width: int = 512, seed: int = 0)
             img[c] = 0.5 + 0.25 * np.sin(a * xx / 40 + b * yy / 55 + p * 6)
         for _ in range(12):
             y0, x0 = rng.integers(0, height), rng.integers(0, width)
-            hh, ww = rng.integers(10, height // 2), rng.integers(10, width // 2)
+            hh, ww = rng.integers(1, max(2, height // 2)), rng.integers(1, max(2, width // 2))
             img[:, y0 : y0 + hh, x0 : x0 + ww] = rng.uniform(0, 1, (3, 1, 1))
         for _ in range(8):
-            cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(5, 60)
+            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+            r = rng.uniform(0.02, 0.15) * max(height, width)
             mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
             img[:, mask] = rng.uniform(0, 1, (3, 1))
         img += rng.normal(0, 0.02, img.shape).astype(np.float32)

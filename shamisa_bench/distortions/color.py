@@ -47,8 +47,8 @@ def shift_images(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     n, _, h, w = x.shape
     ys = (2 * torch.arange(h, dtype=x.dtype, device=x.device) + 1) / h - 1
     xs = (2 * torch.arange(w, dtype=x.dtype, device=x.device) + 1) / w - 1
-    gy = ys[None, :, None] - (2.0 * dy.to(x)[:, None, None] / h)
-    gx = xs[None, None, :] - (2.0 * dx.to(x)[:, None, None] / w)
+    gy = ys[None, :, None] - (2.0 * dy / h).to(x)[:, None, None]
+    gx = xs[None, None, :] - (2.0 * dx / w).to(x)[:, None, None]
     grid = torch.stack([gx.expand(n, h, w), gy.expand(n, h, w)], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -65,9 +65,10 @@ def color_shift(x: Tensor, amount: Tensor, draws: Draws) -> Tensor:
     of sigma :data:`EDGE_SIGMA` and divided by its per-image maximum, so flat regions keep
     their green channel and edges take the shifted one (colour fringes).
     """
-    direction = draws[0].to(device=x.device, dtype=torch.float64)
-    amt = amount.to(device=x.device, dtype=torch.float64)
-    dy, dx = amt * torch.sin(direction), amt * torch.cos(direction)
+    # Python trigonometry per image: the same bits whatever the batch size.
+    pairs = list(zip(amount.tolist(), draws[0].cpu().tolist()))
+    dy = torch.tensor([a * math.sin(d) for a, d in pairs], dtype=torch.float64)
+    dx = torch.tensor([a * math.cos(d) for a, d in pairs], dtype=torch.float64)
     luma = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     edges = gaussian_blur(_sobel_magnitude(luma), EDGE_SIGMA)
     peak = edges.amax(dim=(1, 2, 3), keepdim=True)

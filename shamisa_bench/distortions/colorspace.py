@@ -2,8 +2,9 @@
 
 All functions take and return ``(N, 3, H, W)`` tensors. RGB is sRGB in [0, 1] (true RGB
 channel order). Channel mixing is written as explicit per-channel sums rather than a
-matrix product, so every pixel's result is independent of the batch size (bitwise), which
-the composition engine's prefix sharing relies on.
+matrix product, and non-integer powers are evaluated one image at a time
+(:func:`pow_per_image`), so every pixel's result is independent of the batch size
+(bitwise), which the composition engine's prefix sharing relies on.
 
 - Lab: CIE L*a*b* (D65 white, sRGB primaries); L in [0, 100], a* and b* roughly [-128, 127].
 - HSV: hue in [0, 1) (fraction of a turn), saturation and value in [0, 1].
@@ -16,9 +17,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "floor_mod",
     "hsv_to_rgb",
     "lab_to_rgb",
     "linear_to_srgb",
+    "pow_per_image",
     "rgb_to_hsv",
     "rgb_to_lab",
     "rgb_to_ycbcr",
@@ -32,11 +35,8 @@ _RGB2XYZ = (
     (0.2126729, 0.7151522, 0.0721750),
     (0.0193339, 0.1191920, 0.9503041),
 )
-_XYZ2RGB = (
-    (3.2404542, -1.5371385, -0.4985314),
-    (-0.9692660, 1.8760108, 0.0415560),
-    (0.0556434, -0.2040259, 1.0572252),
-)
+# Its exact inverse (not the rounded published one), so Lab round trips are tight.
+_XYZ2RGB = tuple(tuple(row) for row in torch.linalg.inv(torch.tensor(_RGB2XYZ, dtype=torch.float64)).tolist())
 _WHITE = (0.95047, 1.0, 1.08883)
 _DELTA = 6.0 / 29.0
 
@@ -52,6 +52,26 @@ _YCC2RGB = (
 )
 
 
+def pow_per_image(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent``, computed image by image (batch-size-invariant, bitwise).
+
+    torch evaluates transcendental functions with SIMD code in the body of each thread's
+    chunk and scalar code at its edges, and the two can differ in the last bit. The chunk
+    edges move with the tensor's size, so one image could get different bits in a batch of
+    6 and in a batch of 30. Calling the op on one image at a time keeps every image's
+    chunking, hence its bits, the same whatever the batch.
+    """
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        torch.pow(x[i], exponent, out=out[i])
+    return out
+
+
+def floor_mod(a: Tensor, b: float) -> Tensor:
+    """``a mod b`` (result in [0, b)) from exact elementwise steps (floor, multiply, subtract)."""
+    return a - torch.floor(a / b) * b
+
+
 def _mix(x: Tensor, m: tuple[tuple[float, float, float], ...]) -> Tensor:
     c0, c1, c2 = x[:, 0], x[:, 1], x[:, 2]
     return torch.stack([r[0] * c0 + r[1] * c1 + r[2] * c2 for r in m], dim=1)
@@ -60,14 +80,14 @@ def _mix(x: Tensor, m: tuple[tuple[float, float, float], ...]) -> Tensor:
 def srgb_to_linear(x: Tensor) -> Tensor:
     """sRGB gamma decoding; input clamped to [0, 1]."""
     x = x.clamp(0.0, 1.0)
-    curve = x.add(0.055).div_(1.055).pow_(2.4)
+    curve = pow_per_image(x.add(0.055).div_(1.055), 2.4)
     return torch.where(x <= 0.04045, x.div(12.92), curve)
 
 
 def linear_to_srgb(x: Tensor) -> Tensor:
     """sRGB gamma encoding; input clamped to [0, 1]."""
     x = x.clamp(0.0, 1.0)
-    curve = x.clamp_min(1e-12).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055)
+    curve = pow_per_image(x.clamp_min(1e-12), 1.0 / 2.4).mul_(1.055).sub_(0.055)
     return torch.where(x <= 0.0031308, x.mul(12.92), curve)
 
 
@@ -80,7 +100,7 @@ _XYZN2RGB = tuple(tuple(v * _WHITE[j] for j, v in enumerate(row)) for row in _XY
 def rgb_to_lab(x: Tensor) -> Tensor:
     """sRGB ``(N, 3, H, W)`` in [0, 1] -> CIE Lab (L in [0, 100])."""
     t = _mix(srgb_to_linear(x), _RGB2XYZN)
-    cube = t.clamp_min(_DELTA**3).pow_(1.0 / 3.0)
+    cube = pow_per_image(t.clamp_min(_DELTA**3), 1.0 / 3.0)
     f = torch.where(t > _DELTA**3, cube, t.mul_(1.0 / (3 * _DELTA**2)).add_(4.0 / 29.0))
     fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
     return torch.stack([fy * 116.0 - 16.0, (fx - fy).mul_(500.0), (fy - fz).mul_(200.0)], dim=1)
@@ -90,7 +110,7 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
     """CIE Lab -> sRGB in [0, 1]; out-of-gamut colours are clipped in linear RGB."""
     fy = (lab[:, 0] + 16.0) / 116.0
     f = torch.stack([lab[:, 1] / 500.0 + fy, fy, fy - lab[:, 2] / 200.0], dim=1)
-    cube = f.pow(3)
+    cube = f * f * f
     t = torch.where(f > _DELTA, cube, f.sub_(4.0 / 29.0).mul_(3 * _DELTA**2))
     return linear_to_srgb(_mix(t, _XYZN2RGB))
 
@@ -104,10 +124,10 @@ def rgb_to_hsv(x: Tensor) -> Tensor:
     safe_c = torch.where(c > 0, c, torch.ones_like(c))
     h = torch.where(
         v == r,
-        ((g - b) / safe_c) % 6.0,
+        floor_mod((g - b) / safe_c, 6.0),
         torch.where(v == g, (b - r) / safe_c + 2.0, (r - g) / safe_c + 4.0),
     )
-    h = torch.where(c > 0, h / 6.0, torch.zeros_like(h)) % 1.0
+    h = floor_mod(torch.where(c > 0, h / 6.0, torch.zeros_like(h)), 1.0)
     s = torch.where(v > 0, c / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
     return torch.stack([h, s, v], dim=1)
 
@@ -122,7 +142,7 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
     out = []
     for n in (5.0, 3.0, 1.0):
-        k = (n + h * 6.0) % 6.0
+        k = floor_mod(h * 6.0 + n, 6.0)
         out.append(v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
     return torch.stack(out, dim=1)
 

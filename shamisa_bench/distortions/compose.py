@@ -130,7 +130,10 @@ def make_composition(
     for k, name in enumerate(types):
         for lvl in range(len(var_severities)):
             s = var_severities[lvl] if k == var_pos else shared_severities[k]
-            val[lvl, k], sev[lvl, k] = severity_to_value(name, float(s))
+            # Severities are stored as float32: derive the value from the float32 severity,
+            # so the value recomputed from the metadata is exactly the value applied.
+            s32 = float(torch.tensor(float(s), dtype=torch.float32))
+            val[lvl, k], sev[lvl, k] = severity_to_value(name, s32)
     seeds = tuple(int(s) for s in op_seeds) if op_seeds is not None else tuple(range(n))
     return CompositionPlan(types=tuple(types), severities=sev, values=val, var_pos=int(var_pos), op_seeds=seeds)
 

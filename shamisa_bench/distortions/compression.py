@@ -1,4 +1,4 @@
-"""Compression group: JPEG (torchvision/libjpeg) and JPEG 2000 (Pillow/OpenJPEG).
+"""Compression group: JPEG (Pillow/libjpeg) and JPEG 2000 (Pillow/OpenJPEG).
 
 Both round-trip through 8-bit RGB on the CPU, whatever the input's device: the image is
 rounded to uint8, encoded, decoded and moved back. JPEG 2000 encodes one image at a time
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions.base import Draws, DistortionOp, apply_grouped
+from shamisa_bench.distortions.base import Draws, DistortionOp
 
 __all__ = ["OPS", "jpeg", "jpeg2000", "to_uint8"]
 
@@ -33,18 +33,27 @@ def _from_uint8(u: Tensor, like: Tensor) -> Tensor:
     return u.to(device=like.device, dtype=like.dtype) / 255.0
 
 
+def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
 def jpeg(x: Tensor, quality: Tensor, draws: Draws = ()) -> Tensor:
-    """JPEG encode/decode at integer ``quality`` ``(N,)`` in 1..100 (libjpeg, 4:2:0)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """JPEG encode/decode at integer ``quality`` ``(N,)`` in 1..100 (libjpeg via Pillow).
 
-    u8 = to_uint8(x)
-
-    def codec(_: Tensor, q: float, idx: Tensor) -> Tensor:
-        encoded = encode_jpeg([u8[i] for i in idx.tolist()], quality=int(round(q)))
-        decoded = decode_jpeg(encoded)
-        return _from_uint8(torch.stack(decoded), x)
-
-    return apply_grouped(x, quality, codec)
+    Pillow's defaults: standard quantisation tables scaled by the quality, 4:2:0 chroma
+    subsampling, baseline.
+    """
+    u8 = to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(u8)
+    for i, q in enumerate(quality.tolist()):
+        out[i] = _jpeg_roundtrip(u8[i], min(100, max(1, int(round(q)))))
+    return _from_uint8(torch.from_numpy(out).permute(0, 3, 1, 2), x)
 
 
 def _check_openjpeg() -> None:

@@ -112,7 +112,7 @@ def draw_randomness(name: str, generator: torch.Generator | None, n: int, h: int
     if op.draw is None:
         return ()
     if generator is None:
-        raise ValueError(f"{name} is random: pass an explicit torch.Generator")
+        raise ValueError(f"{name} is random: pass an explicit generator (a torch.Generator)")
     anchors_max = max(abs(a) for a in CATALOG[name].anchors)
     return op.draw(generator, n, h, w, max(float(vmax), anchors_max))
 

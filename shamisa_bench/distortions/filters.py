@@ -56,6 +56,17 @@ def box_disk_kernel(radius: int) -> Tensor:
     return cover / cover.sum()
 
 
+def _motion_kernel(radius: int, angle: float) -> Tensor:
+    theta = math.radians(angle)
+    c, s = math.cos(theta), math.sin(theta)  # Python floats: same bits for any batch
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    yy, xx = t[:, None], t[None, :]  # image rows grow downwards
+    along = xx * c - yy * s
+    perp = xx * s + yy * c
+    w = (1.0 - perp.abs()).clamp_min(0.0) * (radius + 0.5 - along.abs()).clamp(0.0, 1.0)
+    return w / w.sum()
+
+
 def motion_kernels(radius: int, angles: Tensor) -> Tensor:
     """Anti-aliased line kernels through the centre, one per angle.
 
@@ -64,21 +75,14 @@ def motion_kernels(radius: int, angles: Tensor) -> Tensor:
         angles: ``(N,)`` angles in degrees, 0 = horizontal, counter-clockwise.
 
     Returns:
-        ``(N, 1, 2 r + 1, 2 r + 1)`` float64 kernels, each summing to 1. A tap's weight is
-        its closeness to the line (1 - perpendicular distance) times its coverage along it.
+        ``(N, 1, 2 r + 1, 2 r + 1)`` float64 CPU kernels, each summing to 1. A tap's weight
+        is its closeness to the line (1 - perpendicular distance) times its coverage along
+        it. Each kernel is built on its own, so it does not depend on the batch.
     """
     n = angles.shape[0]
     if radius <= 0:
-        return torch.ones(n, 1, 1, 1, dtype=torch.float64, device=angles.device)
-    theta = angles.to(torch.float64) * (math.pi / 180.0)
-    c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=angles.device)
-    yy, xx = t[:, None], t[None, :]  # image rows grow downwards
-    along = xx * c - yy * s
-    perp = xx * s + yy * c
-    w = (1.0 - perp.abs()).clamp_min(0.0) * (radius + 0.5 - along.abs()).clamp(0.0, 1.0)
-    w = w / w.sum(dim=(1, 2), keepdim=True)
-    return w[:, None]
+        return torch.ones(n, 1, 1, 1, dtype=torch.float64)
+    return torch.stack([_motion_kernel(int(radius), float(a)) for a in angles.tolist()])[:, None]
 
 
 def fast_fft_size(n: int) -> int:
@@ -120,9 +124,21 @@ def fft_filter(x: Tensor, kernel: Tensor) -> Tensor:
     k = torch.zeros(kernel.shape[0], 1, ph, pw, dtype=x.dtype, device=x.device)
     k[:, :, :kh, :kw] = kernel.to(device=x.device, dtype=x.dtype)
     k = torch.roll(k, shifts=(-ry, -rx), dims=(2, 3))
-    spec = torch.fft.rfft2(padded, s=(ph, pw)) * torch.fft.rfft2(k)
+    spec = _complex_mul(torch.fft.rfft2(padded, s=(ph, pw)), torch.fft.rfft2(k))
     out = torch.fft.irfft2(spec, s=(ph, pw))
     return out[:, :, ry : ry + h, rx : rx + w]
+
+
+def _complex_mul(a: Tensor, b: Tensor) -> Tensor:
+    """``a * b`` for complex tensors (b broadcasts) from real multiplies and adds.
+
+    torch's fused SIMD complex multiply and its scalar fallback can round differently, and
+    which one an element gets depends on the batch size; separate real operations round
+    the same way everywhere.
+    """
+    ar, ai = a.real, a.imag
+    br, bi = b.real, b.imag
+    return torch.complex(ar * br - ai * bi, ar * bi + ai * br)
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
