@@ -41,6 +41,8 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         "--images", metavar="DIR", help="pristine images to cut (default: scikit-image photos, else synthetic)"
     )
     b.add_argument("--max-images", type=int, default=64, help="use at most this many images of DIR (default 64)")
+    b.add_argument("--crop-size", type=int, default=224, help="crop side; 224 is the a0 layout (default 224)")
+    b.add_argument("--type-batch", type=int, default=30, help="crops per type in the per-type timing (default 30)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print the JSON result (default: a readable summary)")
     b.set_defaults(func=_cmd_bench_engine)
@@ -68,8 +70,11 @@ def _cmd_distortions(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"SHAMISA distortion catalog: {len(rows)} types in {len(GROUPS)} groups")
-    for col in ("type", "group", "anchors (levels 1-5)", "int", "description"):
-        table.add_column(col, overflow="fold")
+    table.add_column("type", no_wrap=True)
+    table.add_column("group", no_wrap=True)
+    table.add_column("anchors (levels 1-5)", overflow="fold")
+    table.add_column("int", no_wrap=True)
+    table.add_column("description", overflow="fold")
     for r in rows:
         anchors = ", ".join(f"{a:g}" for a in r["anchors"])
         table.add_row(r["type"], r["group"], anchors, "yes" if r["integer"] else "", r["description"])
@@ -101,9 +106,10 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     from shamisa_bench.cli import CLIError
     from shamisa_bench.distortions.bench import bench_engine, default_bench_images
     from shamisa_bench.imageio import list_images, load_image
+    from shamisa_bench.layout import LayoutSpec
 
-    if args.steps < 1 or args.warmup < 0 or args.max_images < 1:
-        raise CLIError("--steps and --max-images must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.max_images < 1 or args.type_batch < 1 or args.crop_size < 16:
+        raise CLIError("--steps, --max-images and --type-batch must be >= 1, --warmup >= 0, --crop-size >= 16")
     if args.images:
         try:
             paths = list_images(args.images)
@@ -116,7 +122,11 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     else:
         images, kind = default_bench_images()
         source = f"{len(images)} {kind} images"
-    result = bench_engine(images, steps=args.steps, warmup=args.warmup, device=args.device, seed=args.seed)
+    spec = LayoutSpec(crop_size=args.crop_size)
+    result = bench_engine(
+        images, spec=spec, steps=args.steps, warmup=args.warmup, device=args.device, seed=args.seed,
+        type_batch=args.type_batch,
+    )
     result["images"] = source
     if args.json:
         print(json.dumps(result, indent=2))
@@ -127,5 +137,5 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
           f"over {result['steps']} steps -> {result['crops_per_s']:.1f} crops/s", file=out)
     print("  share of step time by type: " + ", ".join(
         f"{k} {v:.0%}" for k, v in list(result["step_share"].items())[:6]), file=out)
-    print("  ms per 224^2 crop: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ms_per_crop"].items()), file=out)
+    print(f"  ms per {args.crop_size}^2 crop: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ms_per_crop"].items()), file=out)
     return 0
