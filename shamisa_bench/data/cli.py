@@ -88,7 +88,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     details: list[str] = []
     for spec in specs:
         st = dataset_status(spec, data_root, cache_dir=args.cache_dir)
-        if not st.found:
+        if not st.found and spec.reader == "demo" and st.looked_for:
+            where = f"built on first use in {st.looked_for[0].parent}"
+            status = "not built"
+        elif not st.found:
             more = f" (+{len(st.looked_for) - 1} other places)" if len(st.looked_for) > 1 else ""
             where = f"looked for {st.looked_for[0]}{more}" if st.looked_for else "-"
             status = "not found"

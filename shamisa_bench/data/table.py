@@ -181,6 +181,10 @@ def _expected_paths(spec: DatasetSpec, data_root: Path) -> list[Path]:
 def _read(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_file: Path) -> ReadResult:
     from shamisa_bench.data.readers import READERS
 
+    if spec.reader == "demo":
+        from shamisa_bench.data.demo import read_demo
+
+        return read_demo(spec, layout, root, label_file)
     module = READERS[spec.reader]
     if layout.type == "pyiqa":
         return module.read_pyiqa_layout(spec, layout, root, label_file)
@@ -311,6 +315,22 @@ class DatasetStatus:
 def dataset_status(spec: DatasetSpec, data_root: Path | str | None = None, *, cache_dir: Path | str | None = None) -> DatasetStatus:
     """Check a dataset without raising: found, complete, counts and what is missing where."""
     data_root = Path(data_root) if data_root is not None else default_data_root()
+    if spec.reader == "demo":
+        from shamisa_bench.data.demo import demo_cached, demo_root
+
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        try:
+            built = demo_cached(spec, cache)
+        except ValueError as err:
+            return DatasetStatus(spec=spec, found=False, complete=False, problem=str(err))
+        if not built:
+            return DatasetStatus(
+                spec=spec,
+                found=False,
+                complete=False,
+                problem="not built yet: built offline on first use (a few seconds) and cached",
+                looked_for=(demo_root(spec, cache) / "meta.csv",),
+            )
     try:
         table = load_dataset(spec, data_root, allow_partial=True, cache_dir=cache_dir)
     except DatasetNotFoundError as err:
