@@ -395,6 +395,19 @@ def test_prefix_sharing_equals_from_scratch() -> None:
         assert torch.equal(shared[lvl * 2 : (lvl + 1) * 2], single)
 
 
+def test_group_can_sample_its_own_plan() -> None:
+    views = torch.stack(synthetic_images(2, 24, 24, seed=4))
+    out, meta = apply_composition_group(views, max_distortions=3, n_levels=4, generator=gen(8))
+    plan = sample_composition(3, 4, "gaussian", generator=gen(8))
+    assert meta.types == plan.types and torch.equal(meta.severities, plan.severities)
+    assert torch.equal(out, apply_composition_group(views, plan)[0])
+    assert torch.equal(out, apply_composition_from_scratch(views, generator=gen(8), max_distortions=3, n_levels=4)[0])
+    with pytest.raises(TypeError, match="plan"):
+        apply_composition_group(views)
+    with pytest.raises(TypeError, match="not both"):
+        apply_composition_group(views, plan, generator=gen(8))
+
+
 def test_levels_differ_only_in_the_varying_factor() -> None:
     views = torch.stack(synthetic_images(2, 32, 32, seed=2))
     plan = make_composition(["white_noise", "gaussian_blur"], [3.0, 0.0], [0.0, 0.0, 4.0], 1, [5, 6])

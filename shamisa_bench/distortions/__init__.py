@@ -22,7 +22,6 @@ from shamisa_bench.distortions.compose import (
     CompositionPlan,
     apply_composition_from_scratch,
     apply_composition_group,
-    composition_group,
     make_composition,
     sample_composition,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "apply_distortion",
     "build_item",
     "build_step",
-    "composition_group",
     "crop_views",
     "distort",
     "make_composition",

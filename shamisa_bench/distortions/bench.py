@@ -65,7 +65,7 @@ def default_bench_images(n: int = 8, seed: int = 0) -> tuple[list[Tensor], str]:
     except ImportError:
         return synthetic_images(n, seed=seed), "synthetic"
     photos = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry"):
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry"):
         loader = getattr(data, name, None)
         if loader is None:
             continue

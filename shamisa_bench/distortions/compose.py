@@ -42,7 +42,6 @@ __all__ = [
     "CompositionPlan",
     "apply_composition_from_scratch",
     "apply_composition_group",
-    "composition_group",
     "make_composition",
     "sample_composition",
 ]
@@ -182,7 +181,33 @@ def _op_draws(plan: CompositionPlan, k: int, n_views: int, h: int, w: int) -> tu
     return draw_randomness(plan.types[k], gen, n_views, h, w, vmax)
 
 
-def apply_composition_group(views: Tensor, plan: CompositionPlan) -> tuple[Tensor, CompositionMeta]:
+def _resolve_plan(
+    plan: CompositionPlan | None,
+    max_distortions: int,
+    n_levels: int,
+    sampler: str,
+    generator: torch.Generator | None,
+) -> CompositionPlan:
+    if plan is not None:
+        if generator is not None:
+            raise TypeError("pass either a plan or a generator to sample one, not both")
+        if not isinstance(plan, CompositionPlan):
+            raise TypeError(f"plan must be a CompositionPlan, got {type(plan).__name__}")
+        return plan
+    if generator is None:
+        raise TypeError("pass a plan, or a generator to sample one")
+    return sample_composition(max_distortions, n_levels, sampler, generator=generator)
+
+
+def apply_composition_group(
+    views: Tensor,
+    plan: CompositionPlan | None = None,
+    *,
+    max_distortions: int = 7,
+    n_levels: int = 5,
+    sampler: str = "gaussian",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, CompositionMeta]:
     """Apply a composition group to ``V`` views, sharing the prefix across levels.
 
     Operations before ``plan.var_pos`` run once on the ``V`` views; from the varying
@@ -190,13 +215,21 @@ def apply_composition_group(views: Tensor, plan: CompositionPlan) -> tuple[Tenso
 
     Args:
         views: ``(V, 3, H, W)`` float in [0, 1] (CPU or CUDA).
-        plan: from :func:`sample_composition` or :func:`make_composition`.
+        plan: from :func:`sample_composition` or :func:`make_composition`; when omitted,
+            one is sampled from ``generator`` with ``max_distortions``, ``n_levels`` and
+            ``sampler``.
+        generator: only to sample the plan (applying a plan needs no generator).
 
     Returns:
         ``(n_levels * V, 3, H, W)`` crops, level-major (``[level 0: views 0..V-1, level 1: ...]``),
         and the group's :class:`CompositionMeta`.
+
+    Raises:
+        TypeError: if neither or both of ``plan`` and ``generator`` are given.
+        ValueError: for views that are not ``(V, 3, H, W)`` or bad sampling arguments.
     """
     views = check_images(views, "views")
+    plan = _resolve_plan(plan, max_distortions, n_levels, sampler, generator)
     n_views, _, h, w = views.shape
     levels = plan.n_levels
     y = views
@@ -214,12 +247,22 @@ def apply_composition_group(views: Tensor, plan: CompositionPlan) -> tuple[Tenso
     return y, plan.meta()
 
 
-def apply_composition_from_scratch(views: Tensor, plan: CompositionPlan) -> tuple[Tensor, CompositionMeta]:
+def apply_composition_from_scratch(
+    views: Tensor,
+    plan: CompositionPlan | None = None,
+    *,
+    max_distortions: int = 7,
+    n_levels: int = 5,
+    sampler: str = "gaussian",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, CompositionMeta]:
     """Reference path: apply every level's whole composition on its own.
 
-    Same contract and same output as :func:`apply_composition_group`, without sharing.
+    Same contract and, given the same plan (or the same generator state), bitwise the same
+    output as :func:`apply_composition_group`, without any sharing or batching of levels.
     """
     views = check_images(views, "views")
+    plan = _resolve_plan(plan, max_distortions, n_levels, sampler, generator)
     n_views, _, h, w = views.shape
     out = []
     for lvl in range(plan.n_levels):
@@ -229,16 +272,3 @@ def apply_composition_from_scratch(views: Tensor, plan: CompositionPlan) -> tupl
             y = apply_with_draws(y, name, plan.values[lvl, k].expand(n_views).contiguous(), draws)
         out.append(y)
     return torch.cat(out), plan.meta()
-
-
-def composition_group(
-    views: Tensor,
-    *,
-    max_distortions: int = 7,
-    n_levels: int = 5,
-    sampler: str = "gaussian",
-    generator: torch.Generator,
-) -> tuple[Tensor, CompositionMeta]:
-    """Sample a composition group and apply it to ``views`` (see :func:`apply_composition_group`)."""
-    plan = sample_composition(max_distortions, n_levels, sampler, generator=generator)
-    return apply_composition_group(views, plan)

@@ -4,9 +4,10 @@ Both round-trip through 8-bit RGB on the CPU, whatever the input's device: the i
 rounded to uint8, encoded, decoded and moved back. JPEG 2000 encodes one image at a time
 (Pillow holds the GIL while OpenJPEG encodes, so Python threads do not help); it is the
 engine's most expensive type. OpenJPEG can spread one encode over its own threads, which
-it reads from the ``OPJ_NUM_THREADS`` environment variable at every encode; unless the
-user set it, :func:`jpeg2000` sets it to ``torch.get_num_threads()`` (the output does not
-depend on it).
+it reads from the ``OPJ_NUM_THREADS`` environment variable at every encode. Unless the user
+set that variable, :func:`jpeg2000` sets it to ``torch.get_num_threads()`` for the duration
+of its encodes and removes it afterwards (so a data-loader worker limited to one torch
+thread also encodes on one thread). The output does not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -66,6 +69,19 @@ def _check_openjpeg() -> None:
         )
 
 
+@contextmanager
+def _openjpeg_threads() -> Iterator[None]:
+    """Let OpenJPEG use torch's thread count, unless the user set ``OPJ_NUM_THREADS``."""
+    if "OPJ_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OPJ_NUM_THREADS"] = str(max(1, torch.get_num_threads()))
+    try:
+        yield
+    finally:
+        os.environ.pop("OPJ_NUM_THREADS", None)
+
+
 def _j2k_roundtrip(img: np.ndarray, ratio: float) -> np.ndarray:
     from PIL import Image
 
@@ -92,11 +108,11 @@ def jpeg2000(x: Tensor, ratio: Tensor, draws: Draws = ()) -> Tensor:
     The ratio is OpenJPEG's rate: uncompressed 24-bit size over coded size.
     """
     _check_openjpeg()
-    os.environ.setdefault("OPJ_NUM_THREADS", str(max(1, torch.get_num_threads())))
     u8 = to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty_like(u8)
-    for i, r in enumerate(ratio.tolist()):
-        out[i] = _j2k_roundtrip(u8[i], max(1.0, float(round(r))))
+    with _openjpeg_threads():
+        for i, r in enumerate(ratio.tolist()):
+            out[i] = _j2k_roundtrip(u8[i], max(1.0, float(round(r))))
     return _from_uint8(torch.from_numpy(out).permute(0, 3, 1, 2), x)
 
 
