@@ -198,7 +198,7 @@ def bench_run(
             "suite": suite,
             "device": device,
             "n_units": n_units,
-            "n_images": {k: int(len(v.frame)) for k, v in tables.items()},
+            "n_images": {k: len(v.frame) for k, v in tables.items()},
             "dataset_load_s": round(t_data, 3),
             "cold_s": round(t_cold, 3),
             "warm_overwrite_s": round(t_warm, 3),

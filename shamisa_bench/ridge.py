@@ -21,7 +21,6 @@ does.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,7 +235,7 @@ def fit_ridge(
 def _splits_for_bench(n: int, n_splits: int, seed: int) -> list[tuple[NDArray, NDArray]]:
     rng = np.random.default_rng(seed)
     out = []
-    n_tr, n_va = int(round(0.7 * n)), int(round(0.1 * n))
+    n_tr, n_va = round(0.7 * n), round(0.1 * n)
     for _ in range(n_splits):
         perm = rng.permutation(n)
         out.append((np.sort(perm[:n_tr]), np.sort(perm[n_tr : n_tr + n_va])))

@@ -57,7 +57,7 @@ class FeatureProbe(MetricAdapter):
 
             try:
                 self._sha = read_encoder_export(self.export, verify=False).weights_sha256
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:  # unreadable export = unavailable
                 raise MetricUnavailable(f"encoder export {self.export}: {err}") from err
         return self._sha
 
@@ -83,7 +83,7 @@ class FeatureProbe(MetricAdapter):
                 enc = model.build_encoder(self.backbone, self.init, seed=self.init_seed)
         except MetricUnavailable:
             raise
-        except Exception as err:  # noqa: BLE001 - weights/export missing or unreadable
+        except Exception as err:  # weights or export missing = unavailable
             msg = " ".join(str(err).split())[:300]
             raise MetricUnavailable(f"encoder for {self.name}: {type(err).__name__}: {msg}") from err
         self._encoder = enc.eval().to(device)

@@ -61,7 +61,7 @@ class PyiqaScore(MetricAdapter):
                                     self.kwargs.get("head_path"), head)
                 enc = read_encoder_export(w.encoder, verify=False).weights_sha256
                 self._weights = (enc, sha256_file(w.head))
-            except Exception as err:  # noqa: BLE001 - no weights = unavailable, with the reason
+            except Exception as err:  # no weights = unavailable, with the reason
                 msg = " ".join(str(err).split())[:400]
                 raise MetricUnavailable(f"SHAMISA weights: {type(err).__name__}: {msg}") from err
         return self._weights
@@ -98,7 +98,7 @@ class PyiqaScore(MetricAdapter):
                 raise MetricUnavailable(f"shamisa pyiqa plugin not available ({err})") from err
         try:
             metric = pyiqa.create_metric(self.pyiqa_name, device=device, **self.kwargs)
-        except Exception as err:  # noqa: BLE001 - any failure to build is "unavailable"
+        except Exception as err:  # any failure to build = unavailable
             msg = " ".join(str(err).split())[:300]
             raise MetricUnavailable(
                 f"pyiqa.create_metric({self.pyiqa_name!r}) failed: {type(err).__name__}: {msg}"

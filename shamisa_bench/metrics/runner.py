@@ -10,7 +10,7 @@ cached as it is and counted by the protocol.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,12 +62,11 @@ class MetricOutputs:
     failures: tuple[tuple[str, str], ...] = ()
     n_cached: int = 0
     n_computed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def nonfinite(self) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """``(has_nan, has_inf)`` masks, shape ``(N,)``, over images that did not fail."""
-        v = self.values.reshape(len(self.names), -1) if self.values.size else np.zeros(
-            (len(self.names), 1))
+        n = len(self.names)
+        v = self.values.reshape(n, -1) if self.values.size else np.zeros((n, 1))
         nan = np.isnan(v).any(axis=1) & ~self.failed
         inf = np.isinf(v).any(axis=1) & ~self.failed & ~nan
         return nan, inf

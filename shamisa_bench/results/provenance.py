@@ -55,7 +55,7 @@ def git_state() -> tuple[str | None, bool | None]:
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(
-                ["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=10
+                ["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=10, check=False
             )
         except (OSError, subprocess.SubprocessError):
             return None
