@@ -447,7 +447,7 @@ def _load(root: Path | str | None, overlays: Sequence[Path | str]) -> tuple[Regi
                 out[name] = spec
 
     # cross-references
-    for name, (path, data) in sorted(raw["suites"].items()):
+    for name, (path, _data) in sorted(raw["suites"].items()):
         suite = suites.get(name)
         if suite is None:
             continue
@@ -596,7 +596,14 @@ class _Checker:
 
 
 def _tname(types: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list", dict: "a mapping"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true/false",
+        list: "a list",
+        dict: "a mapping",
+    }
     ts = types if isinstance(types, tuple) else (types,)
     return " or ".join(names.get(t, t.__name__) for t in ts)
 
@@ -747,7 +754,9 @@ def _build_protocol(c: _Checker) -> ProtocolSpec | None:
     description = c.get("description", str, "")
     ratios = c.get("ratios", list, [0.7, 0.1, 0.2])
     if ratios is not None:
-        if len(ratios) != 3 or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios):
+        if len(ratios) != 3 or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios
+        ):
             c.bad(f"field 'ratios' must be three non-negative numbers, got {ratios!r}")
         elif abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0 or ratios[2] <= 0:
             c.bad(f"field 'ratios' must sum to 1 with train > 0 and test > 0, got {ratios!r}")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fixtures.iqa_datasets import build
+
 from shamisa_bench.cli import main
 from shamisa_bench.data import fetch as fetch_mod
 from shamisa_bench.data.fetch import FETCHABLE, FetchError, fetch_dataset
@@ -31,7 +31,9 @@ def _registry_with(tmp_path: Path, **n_images: int) -> Path:
     return dst
 
 
-def test_datasets_table_reports_found_complete_partial_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_datasets_table_reports_found_complete_partial_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     kadid = build("kadid10k", data, "official")
     spaq = build("spaq", data, "pyiqa")
@@ -41,7 +43,11 @@ def test_datasets_table_reports_found_complete_partial_missing(tmp_path: Path, c
     out = capsys.readouterr().out
     assert code == 0
     lines = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.startswith("│") and ln.split("│")[1].strip()}
-    assert "complete" in lines["kadid10k"] and f"{len(kadid)}/{len(kadid)}" in lines["kadid10k"] and "official" in lines["kadid10k"]
+    assert (
+        "complete" in lines["kadid10k"]
+        and f"{len(kadid)}/{len(kadid)}" in lines["kadid10k"]
+        and "official" in lines["kadid10k"]
+    )
     assert "partial" in lines["spaq"] and f"{len(spaq) - 1}/{len(spaq)}" in lines["spaq"] and "pyiqa" in lines["spaq"]
     assert "not found" in lines["live"]
     assert f"spaq: 1 listed image(s) missing under {data / 'SPAQ' / 'TestImage'}" in out
@@ -64,7 +70,9 @@ def test_fetchable_names_are_pyiqa_download_keys() -> None:
     assert set(FETCHABLE) <= set(REG.datasets)
 
 
-def test_fetch_offline_fails_fast_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fetch_offline_fails_fast_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the connectivity check answers without touching the network
     calls = []
     monkeypatch.setattr(fetch_mod, "_pyiqa_download", lambda *a: calls.append(a))

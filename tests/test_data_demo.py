@@ -20,8 +20,14 @@ REG = load_registry()
 def _small(**opts: object):  # type: ignore[no-untyped-def]
     """The registry's demo entry with a tiny recipe (3 photos x 2 types x 2 severities, 64 px)."""
     base = REG.dataset("demo")
-    options = {**base.options, "sources": ["astronaut", "camera", "coins"], "distortions": ["gaussian_blur", "white_noise"],
-               "severities": [1, 4], "size": 64, **opts}
+    options = {
+        **base.options,
+        "sources": ["astronaut", "camera", "coins"],
+        "distortions": ["gaussian_blur", "white_noise"],
+        "severities": [1, 4],
+        "size": 64,
+        **opts,
+    }
     n = len(options["sources"]) * len(options["distortions"]) * len(options["severities"])  # type: ignore[arg-type]
     return dataclasses.replace(base, options=options, n_images=n, n_references=len(options["sources"]))  # type: ignore[arg-type]
 

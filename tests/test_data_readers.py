@@ -7,8 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from fixtures.iqa_datasets import BUILDERS, TruthRow, build, write_image
+
 from shamisa_bench.data import (
     DatasetNotFoundError,
     LabelFileError,
@@ -217,7 +217,12 @@ def _csv_spec(**options: object) -> DatasetSpec:
 
 def test_generic_csv_with_ref_split_and_image_dir(tmp_path: Path) -> None:
     root = tmp_path / "clive-dev"
-    rows = [("a.png", 1.5, "r1", "train"), ("b.png", 2.5, "r1", "train"), ("c.png", 3.5, "r2", "val"), ("d.png", 4.5, "r3", "test")]
+    rows = [
+        ("a.png", 1.5, "r1", "train"),
+        ("b.png", 2.5, "r1", "train"),
+        ("c.png", 3.5, "r2", "val"),
+        ("d.png", 4.5, "r3", "test"),
+    ]
     (root / "pics").mkdir(parents=True)
     (root / "labels.csv").write_text("file,score,group,part\n" + "".join(f"{n},{m},{g},{s}\n" for n, m, g, s in rows))
     for n, *_ in rows:

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixtures.iqa_datasets import build
-from shamisa_bench.data import DatasetTable, group_split, load_dataset, make_split_set, make_splits, official_split, split_columns
+
+from shamisa_bench.data import (
+    DatasetTable,
+    group_split,
+    load_dataset,
+    make_split_set,
+    make_splits,
+    official_split,
+    split_columns,
+)
 from shamisa_bench.registry import load_registry
 
 REG = load_registry()
@@ -99,7 +107,9 @@ def test_make_splits_follows_the_registry(tmp_path: Path) -> None:
     o = make_splits(flive, seed=0)
     split_col = flive.frame["official_split"].to_numpy()
     assert o.method == "official" and o.seed is None
-    assert set(split_col[o.train]) == {"train"} and set(split_col[o.val]) == {"val"} and set(split_col[o.test]) == {"test"}
+    assert (
+        set(split_col[o.train]) == {"train"} and set(split_col[o.val]) == {"val"} and set(split_col[o.test]) == {"test"}
+    )
     assert len(make_split_set(flive, n_splits=10)) == 1
 
 

@@ -20,10 +20,28 @@ from shamisa_bench.registry import (
 REPO = Path(__file__).resolve().parents[1]
 
 DATASETS = {"live", "csiq", "tid2013", "kadid10k", "livec", "koniq10k", "spaq", "flive", "clive-dev", "demo"}
-PYIQA_SCORES = {"niqe", "brisque", "ilniqe", "nrqm", "piqe", "entropy", "arniqa", "dbcnn", "hyperiqa", "musiq",
-                 "clipiqa", "topiq_nr", "maniqa", "liqe"}
-PROBES = {"lite0-imagenet": ("efficientnet_lite0", "imagenet"), "lite0-random": ("efficientnet_lite0", "random"),
-          "resnet50-imagenet": ("resnet50", "imagenet"), "resnet50-random": ("resnet50", "random")}
+PYIQA_SCORES = {
+    "niqe",
+    "brisque",
+    "ilniqe",
+    "nrqm",
+    "piqe",
+    "entropy",
+    "arniqa",
+    "dbcnn",
+    "hyperiqa",
+    "musiq",
+    "clipiqa",
+    "topiq_nr",
+    "maniqa",
+    "liqe",
+}
+PROBES = {
+    "lite0-imagenet": ("efficientnet_lite0", "imagenet"),
+    "lite0-random": ("efficientnet_lite0", "random"),
+    "resnet50-imagenet": ("resnet50", "imagenet"),
+    "resnet50-random": ("resnet50", "random"),
+}
 SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness"}
 
 
@@ -115,9 +133,16 @@ def test_versions_for_provenance(reg: Registry) -> None:
 
 
 def test_validate_catches_dangling_reference(reg_copy: Path) -> None:
-    _write(reg_copy / "suites" / "broken.yaml", {
-        "name": "broken", "version": 1, "datasets": ["live", "nope"], "metrics": ["piqe", "ghost"], "protocol": "intra",
-    })
+    _write(
+        reg_copy / "suites" / "broken.yaml",
+        {
+            "name": "broken",
+            "version": 1,
+            "datasets": ["live", "nope"],
+            "metrics": ["piqe", "ghost"],
+            "protocol": "intra",
+        },
+    )
     problems = validate_registry(reg_copy)
     assert any("broken.yaml" in p and "'nope'" in p and "dataset" in p for p in problems)
     assert any("broken.yaml" in p and "'ghost'" in p and "metric" in p for p in problems)
@@ -173,12 +198,23 @@ def test_yaml_tags_and_two_level_include_are_rejected(reg_copy: Path) -> None:
 def test_overlay_adds_a_user_dataset_with_one_file(tmp_path: Path) -> None:
     overlay = tmp_path / "mine"
     (overlay / "datasets").mkdir(parents=True)
-    _write(overlay / "datasets" / "mydata.yaml", {
-        "name": "mydata", "version": 1, "kind": "authentic", "label_type": "mos", "n_images": 3,
-        "mos_range": [1, 5], "lower_better": False, "reader": "csv", "split": "random", "citation": "mine",
-        "layouts": [{"type": "csv", "root": "mydata"}],
-        "options": {"csv": "labels.csv", "image_column": "file", "mos_column": "score"},
-    })
+    _write(
+        overlay / "datasets" / "mydata.yaml",
+        {
+            "name": "mydata",
+            "version": 1,
+            "kind": "authentic",
+            "label_type": "mos",
+            "n_images": 3,
+            "mos_range": [1, 5],
+            "lower_better": False,
+            "reader": "csv",
+            "split": "random",
+            "citation": "mine",
+            "layouts": [{"type": "csv", "root": "mydata"}],
+            "options": {"csv": "labels.csv", "image_column": "file", "mos_column": "score"},
+        },
+    )
     reg = load_registry(overlays=[overlay])
     assert reg.dataset("mydata").options["csv"] == "labels.csv"
     assert "live" in reg.datasets and reg.warnings == ()
@@ -187,7 +223,10 @@ def test_overlay_adds_a_user_dataset_with_one_file(tmp_path: Path) -> None:
 def test_cli_validate_exit_codes(reg_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--registry", str(reg_copy)]) == 0
     assert "OK" in capsys.readouterr().out
-    _write(reg_copy / "suites" / "broken.yaml", {"name": "broken", "version": 1, "datasets": ["nope"], "metrics": ["piqe"], "protocol": "intra"})
+    _write(
+        reg_copy / "suites" / "broken.yaml",
+        {"name": "broken", "version": 1, "datasets": ["nope"], "metrics": ["piqe"], "protocol": "intra"},
+    )
     assert main(["validate", "--registry", str(reg_copy)]) == 1
     err = capsys.readouterr().err
     assert "broken.yaml" in err and "'nope'" in err

@@ -17,7 +17,9 @@ def _data_root_default() -> Path:
 
 
 def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True) -> None:
-    p.add_argument("--registry", type=Path, default=None, help="registry folder (default: the one shipped with the package)")
+    p.add_argument(
+        "--registry", type=Path, default=None, help="registry folder (default: the one shipped with the package)"
+    )
     if data_root:
         p.add_argument(
             "--data-root",
@@ -33,7 +35,9 @@ def register(subparsers: Any) -> None:
     _add_common(p)
     p.add_argument("names", nargs="*", help="datasets to show (default: all)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache folder for built datasets (demo)")
-    p.add_argument("--verify", action="store_true", help="also decode every image of the found datasets and list corrupt ones")
+    p.add_argument(
+        "--verify", action="store_true", help="also decode every image of the found datasets and list corrupt ones"
+    )
     p.set_defaults(func=_cmd_datasets)
 
     p = subparsers.add_parser("validate", help="check the registry's schema and cross-references (exit 1 on problems)")

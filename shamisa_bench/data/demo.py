@@ -5,10 +5,11 @@ wheel (``skimage/data/*.png|jpg``), read directly from the package folder so tha
 fetch can happen. Each is centre-cropped to a square and resized to ``size`` pixels, then
 distorted with :func:`shamisa_bench.distortions.distort` at fixed severities (one batched
 call per distortion type, each with its own seeded ``torch.Generator``). Every distorted image
-is saved as PNG and labelled with a **pseudo-MOS**: a full-reference score (``pseudo_mos_metric``; the registry uses GMSD, mapped
-to ``1 - GMSD`` so that higher is better) that pyiqa computes offline between the saved
-distorted image and its saved source. These labels are not human opinion; the registry entry,
-the table summary and ``shamisa-bench datasets`` say so.
+is saved as PNG and labelled with a **pseudo-MOS**: a full-reference score
+(``pseudo_mos_metric``; the registry uses GMSD, mapped to ``1 - GMSD`` so that higher is
+better) that pyiqa computes offline between the saved distorted image and its saved source.
+These labels are not human opinion; the registry entry, the table summary and
+``shamisa-bench datasets`` say so.
 
 The set is built once into ``<cache_dir>/datasets/demo-v<version>-<recipe hash>/`` (a
 temporary folder renamed into place when complete) and reused afterwards; a changed recipe
@@ -76,7 +77,9 @@ def _recipe(spec: DatasetSpec) -> dict[str, Any]:
         "seed": int(opts.get("seed", 0)),
     }
     if recipe["pseudo_mos_metric"] not in _TO_PSEUDO_MOS:
-        raise ValueError(f"demo: pseudo_mos_metric must be one of {sorted(_TO_PSEUDO_MOS)}, got {recipe['pseudo_mos_metric']!r}")
+        raise ValueError(
+            f"demo: pseudo_mos_metric must be one of {sorted(_TO_PSEUDO_MOS)}, got {recipe['pseudo_mos_metric']!r}"
+        )
     unknown = [s for s in recipe["sources"] if s not in SOURCE_FILES]
     if unknown:
         raise ValueError(f"demo: unknown source photo(s) {unknown}; bundled ones: {sorted(SOURCE_FILES)}")
@@ -221,7 +224,9 @@ def build_demo(spec: DatasetSpec, cache_dir: Path | str, *, force: bool = False)
                 _save_png(y8[i], tmp / name)
                 rows[(src, dist, level)] = f"{name},{score:.6f},{src},{dist},{level:g}"
         lines = ["image,mos,ref,distortion,severity"]
-        lines += [rows[(src, dist, float(level))] for src in sources for dist in recipe["distortions"] for level in sevs]
+        lines += [
+            rows[(src, dist, float(level))] for src in sources for dist in recipe["distortions"] for level in sevs
+        ]
         (tmp / _META).write_text("\n".join(lines) + "\n", encoding="utf-8")
         info = {
             "recipe": recipe,
@@ -262,8 +267,13 @@ def read_demo(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_file: 
 
     csv_spec = dataclasses.replace(
         spec,
-        options={"csv": _META, "image_column": "image", "mos_column": "mos", "ref_column": "ref",
-                 "extra_columns": ["distortion", "severity"]},
+        options={
+            "csv": _META,
+            "image_column": "image",
+            "mos_column": "mos",
+            "ref_column": "ref",
+            "extra_columns": ["distortion", "severity"],
+        },
     )
     result = read_csv_dataset(csv_spec, layout, root, label_file)
     rows = [dataclasses.replace(r, extra={**r.extra, "severity": float(r.extra["severity"])}) for r in result.rows]

@@ -109,15 +109,22 @@ def fetch_dataset(
         try:
             downloader(spec.name, tmp)
         except Exception as err:  # pyiqa raises many kinds (HTTP, hub, assertion)
-            raise FetchError(f"downloading {spec.name!r} failed: {type(err).__name__}: {err}. Nothing was written to {data_root}.") from err
+            raise FetchError(
+                f"downloading {spec.name!r} failed: {type(err).__name__}: {err}. Nothing was written to {data_root}."
+            ) from err
         for archive in list(tmp.iterdir()):
             if archive.is_file() and archive.name.endswith((".tgz", ".tar", ".tar.gz", ".zip")):
                 archive.unlink()
         if locate(spec, tmp) is None:
-            raise FetchError(f"downloaded {spec.name!r} but it does not read back as any registered layout. Nothing was written to {data_root}.")
+            raise FetchError(
+                f"downloaded {spec.name!r} but it does not read back as any registered layout. "
+                f"Nothing was written to {data_root}."
+            )
         clashes = [p.name for p in tmp.iterdir() if p.name != "meta_info" and (data_root / p.name).exists()]
         if clashes:
-            raise FetchError(f"{data_root} already has {clashes}; remove them or choose another --data-root. Nothing was written.")
+            raise FetchError(
+                f"{data_root} already has {clashes}; remove them or choose another --data-root. Nothing was written."
+            )
         for entry in sorted(tmp.iterdir()):
             if entry.name == "meta_info" and entry.is_dir():
                 target_dir = data_root / "meta_info"

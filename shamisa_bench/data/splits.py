@@ -147,7 +147,9 @@ def group_split(
         buckets[part_of[g]].append(i)
     parts = [np.array(sorted(b), dtype=np.int64) for b in buckets]
     part_hashes, total = _hashes(names, parts)
-    return Split(train=parts[0], val=parts[1], test=parts[2], seed=int(seed), method=method, part_hashes=part_hashes, hash=total)
+    return Split(
+        train=parts[0], val=parts[1], test=parts[2], seed=int(seed), method=method, part_hashes=part_hashes, hash=total
+    )
 
 
 def official_split(names: Sequence[str], assignment: Sequence[str | None]) -> Split:
@@ -166,7 +168,9 @@ def official_split(names: Sequence[str], assignment: Sequence[str | None]) -> Sp
         raise ValueError("the official split leaves train or test empty")
     parts = [np.array(b, dtype=np.int64) for b in buckets]
     part_hashes, total = _hashes(names, parts)
-    return Split(train=parts[0], val=parts[1], test=parts[2], seed=None, method="official", part_hashes=part_hashes, hash=total)
+    return Split(
+        train=parts[0], val=parts[1], test=parts[2], seed=None, method="official", part_hashes=part_hashes, hash=total
+    )
 
 
 def make_splits(table: DatasetTable, seed: int, ratios: Sequence[float] = (0.7, 0.1, 0.2)) -> Split:
@@ -211,7 +215,9 @@ def make_split_set(
     return [make_splits(table, base_seed + i, ratios) for i in range(n_splits)]
 
 
-def split_columns(table: DatasetTable, splits: Sequence[Split], ratios: Sequence[float] = (0.7, 0.1, 0.2)) -> pd.DataFrame:
+def split_columns(
+    table: DatasetTable, splits: Sequence[Split], ratios: Sequence[float] = (0.7, 0.1, 0.2)
+) -> pd.DataFrame:
     """Splits as pyiqa-style meta-CSV columns (``ratio712_seed<seed>_split_<i>`` = train/val/test).
 
     Returns:

@@ -134,7 +134,8 @@ def fetch_hint(spec: DatasetSpec, data_root: Path) -> str:
         return f"Fetch it with: shamisa-bench data fetch {spec.name} --data-root {data_root}"
     if spec.reader == "demo":
         return "The demo set is built locally; check the cache folder is writable."
-    return f"It cannot be fetched automatically; place it under {data_root} as above (see {spec.homepage or 'its release notes'})."
+    where = spec.homepage or "its release notes"
+    return f"It cannot be fetched automatically; place it under {data_root} as above (see {where})."
 
 
 def _sha256(path: Path) -> str:
@@ -249,7 +250,12 @@ def load_dataset(
         if path is None:
             missing.append(row.name)
             continue
-        rec: dict[str, Any] = {"image": str(path.resolve()), "name": row.name, "mos": float(row.mos), "ref": str(row.ref)}
+        rec: dict[str, Any] = {
+            "image": str(path.resolve()),
+            "name": row.name,
+            "mos": float(row.mos),
+            "ref": str(row.ref),
+        }
         if result.split_source is not None:
             rec["official_split"] = row.split
         rec.update(row.extra)
@@ -312,7 +318,9 @@ class DatasetStatus:
     looked_for: tuple[Path, ...] = field(default_factory=tuple)
 
 
-def dataset_status(spec: DatasetSpec, data_root: Path | str | None = None, *, cache_dir: Path | str | None = None) -> DatasetStatus:
+def dataset_status(
+    spec: DatasetSpec, data_root: Path | str | None = None, *, cache_dir: Path | str | None = None
+) -> DatasetStatus:
     """Check a dataset without raising: found, complete, counts and what is missing where."""
     data_root = Path(data_root) if data_root is not None else default_data_root()
     if spec.reader == "demo":
@@ -334,7 +342,9 @@ def dataset_status(spec: DatasetSpec, data_root: Path | str | None = None, *, ca
     try:
         table = load_dataset(spec, data_root, allow_partial=True, cache_dir=cache_dir)
     except DatasetNotFoundError as err:
-        return DatasetStatus(spec=spec, found=False, complete=False, problem="not found", looked_for=tuple(err.expected))
+        return DatasetStatus(
+            spec=spec, found=False, complete=False, problem="not found", looked_for=tuple(err.expected)
+        )
     except (LabelFileError, ValueError, OSError, ImportError) as err:
         found = locate(spec, data_root) if spec.reader != "demo" else None
         return DatasetStatus(

@@ -84,9 +84,16 @@ def parse_mos(value: Any, path: Path, line: int) -> float:
 
 
 _SPLITS = {
-    "0": "train", "train": "train", "training": "train",
-    "1": "val", "val": "val", "valid": "val", "validation": "val",
-    "2": "test", "test": "test", "testing": "test",
+    "0": "train",
+    "train": "train",
+    "training": "train",
+    "1": "val",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "2": "test",
+    "test": "test",
+    "testing": "test",
 }
 
 
@@ -104,7 +111,9 @@ def split_value(value: Any, path: Path, line: int) -> str | None:
     return _SPLITS[text]
 
 
-def read_delimited(path: Path, *, delimiter: str | None = None, header: bool = True) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_delimited(
+    path: Path, *, delimiter: str | None = None, header: bool = True
+) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Read a CSV-like text file.
 
     Args:
@@ -195,7 +204,9 @@ def mat_strings(mat: dict[str, Any], key: str, path: Path) -> list[str]:
     import numpy as np
 
     if key not in mat:
-        raise LabelFileError(path, None, f"variable {key!r} not found (has: {sorted(k for k in mat if not k.startswith('__'))})")
+        raise LabelFileError(
+            path, None, f"variable {key!r} not found (has: {sorted(k for k in mat if not k.startswith('__'))})"
+        )
     out = []
     for i, item in enumerate(np.asarray(mat[key], dtype=object).ravel(), start=1):
         value = item
@@ -215,7 +226,9 @@ def mat_numbers(mat: dict[str, Any], key: str, path: Path) -> list[float]:
     import numpy as np
 
     if key not in mat:
-        raise LabelFileError(path, None, f"variable {key!r} not found (has: {sorted(k for k in mat if not k.startswith('__'))})")
+        raise LabelFileError(
+            path, None, f"variable {key!r} not found (has: {sorted(k for k in mat if not k.startswith('__'))})"
+        )
     try:
         return [float(v) for v in np.asarray(mat[key], dtype=np.float64).ravel()]
     except (TypeError, ValueError):

@@ -48,7 +48,10 @@ def _cell_str(value: Any) -> str:
 def _table(label_file: Path) -> list[tuple[int, list[Any]]]:
     if label_file.suffix.lower() == ".xlsx":
         header, body, _ = read_sheet(label_file, sheet="all_by_image")
-        idx = [find_column(header, [c], label_file) for c in ("image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos")]
+        idx = [
+            find_column(header, [c], label_file)
+            for c in ("image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos")
+        ]
         return [(line, [cells[i] if i < len(cells) else None for i in idx]) for line, cells in body]
     text_rows: list[tuple[int, list[Any]]] = []
     first = next((ln for ln in label_file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()), "")
@@ -64,7 +67,9 @@ def _table(label_file: Path) -> list[tuple[int, list[Any]]]:
             if m is None:
                 if ln.split()[0].lower() == "image":
                     continue  # header line
-                raise LabelFileError(label_file, line, f"expected 'image dst_idx dst_type dst_lev dmos_std dmos', got {ln.strip()!r}")
+                raise LabelFileError(
+                    label_file, line, f"expected 'image dst_idx dst_type dst_lev dmos_std dmos', got {ln.strip()!r}"
+                )
             text_rows.append((line, list(m.groups())))
     if text_rows and str(text_rows[0][1][0]).strip().lower() == "image":
         text_rows = text_rows[1:]
@@ -89,7 +94,15 @@ def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_fi
             raise LabelFileError(label_file, line, f"dst_lev {lev!r} is not an integer") from None
         _folder, tag = TYPES[key]
         name = f"{image}.{tag}.{level}.png"
-        rows.append(Row(name=name, mos=parse_mos(dmos, label_file, line), ref=image.lower(), line=line, extra={"distortion": TYPES[key][0]}))
+        rows.append(
+            Row(
+                name=name,
+                mos=parse_mos(dmos, label_file, line),
+                ref=image.lower(),
+                line=line,
+                extra={"distortion": TYPES[key][0]},
+            )
+        )
     dirs = [root / d for d in layout.images] if layout.images else [root / "dst_imgs"]
     return ReadResult(rows=rows, image_dirs=dirs, by_basename=True)
 

@@ -45,6 +45,8 @@ def read_csv_dataset(spec: DatasetSpec, layout: DatasetLayout, root: Path, label
                 raise LabelFileError(label_file, line, "missing reference group")
         split = split_value(cells[c_split], label_file, line) if c_split is not None else None
         extra = {k: cells[i] for k, i in extras.items() if i is not None}
-        rows.append(Row(name=name, mos=parse_mos(cells[c_mos], label_file, line), ref=ref, line=line, split=split, extra=extra))
+        rows.append(
+            Row(name=name, mos=parse_mos(cells[c_mos], label_file, line), ref=ref, line=line, split=split, extra=extra)
+        )
     image_dir = root / str(opts.get("image_dir", "."))
     return ReadResult(rows=rows, image_dirs=[image_dir], split_source=label_file if c_split is not None else None)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shamisa_bench.data.errors import LabelFileError
 from shamisa_bench.data.readers._base import ReadResult
 from shamisa_bench.data.readers._common import Row, canonical_name, find_column, parse_mos, read_delimited, ref_key
-from shamisa_bench.data.errors import LabelFileError
 from shamisa_bench.data.readers.pyiqa_layout import read_pyiqa
 from shamisa_bench.registry import DatasetLayout, DatasetSpec
 
@@ -42,7 +42,15 @@ def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_fi
             raise LabelFileError(label_file, line, "missing image name")
         if not cells[c_ref].strip():
             raise LabelFileError(label_file, line, "missing reference name")
-        rows.append(Row(name=name, mos=parse_mos(cells[c_mos], label_file, line), ref=ref_key(cells[c_ref]), line=line, extra={"distortion": _dist(name)}))
+        rows.append(
+            Row(
+                name=name,
+                mos=parse_mos(cells[c_mos], label_file, line),
+                ref=ref_key(cells[c_ref]),
+                line=line,
+                extra={"distortion": _dist(name)},
+            )
+        )
     dirs = [root / d for d in layout.images] if layout.images else [root / "images"]
     return ReadResult(rows=rows, image_dirs=dirs)
 

@@ -37,7 +37,11 @@ def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_fi
         raise LabelFileError(refs_path, None, "file not found (the LIVE release ships it next to dmos.mat)")
     refnames = mat_strings(load_mat(refs_path), "refnames_all", refs_path)
     total = sum(n for _, n in FOLDERS)
-    for what, values, path in (("dmos", dmos, label_file), ("orgs", orgs, label_file), ("refnames_all", refnames, refs_path)):
+    for what, values, path in (
+        ("dmos", dmos, label_file),
+        ("orgs", orgs, label_file),
+        ("refnames_all", refnames, refs_path),
+    ):
         if len(values) != total:
             raise LabelFileError(path, None, f"{what} has {len(values)} entries; LIVE release 2 has {total}")
     names = [f"{folder}/img{k}.bmp" for folder, n in FOLDERS for k in range(1, n + 1)]
@@ -57,4 +61,12 @@ def _fix(name: str) -> str:
 
 
 def read_pyiqa_layout(spec: DatasetSpec, layout: DatasetLayout, root: Path, meta: Path) -> ReadResult:
-    return read_pyiqa(spec, layout, root, meta, full_reference=True, fix_name=_fix, distortion=lambda n: n.split("/")[0] if "/" in n else None)
+    return read_pyiqa(
+        spec,
+        layout,
+        root,
+        meta,
+        full_reference=True,
+        fix_name=_fix,
+        distortion=lambda n: n.split("/")[0] if "/" in n else None,
+    )

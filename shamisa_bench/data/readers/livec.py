@@ -55,4 +55,6 @@ def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_fi
 
 
 def read_pyiqa_layout(spec: DatasetSpec, layout: DatasetLayout, root: Path, meta: Path) -> ReadResult:
-    return read_pyiqa(spec, layout, root, meta, full_reference=False, fix_name=lambda n: None if is_training_image(n) else n)
+    return read_pyiqa(
+        spec, layout, root, meta, full_reference=False, fix_name=lambda n: None if is_training_image(n) else n
+    )

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from shamisa_bench.data.errors import LabelFileError
 from shamisa_bench.data.readers._base import ReadResult
-from shamisa_bench.data.readers._common import Row, canonical_name, find_column, parse_mos, read_delimited, ref_key, split_value
+from shamisa_bench.data.readers._common import (
+    Row,
+    canonical_name,
+    find_column,
+    parse_mos,
+    read_delimited,
+    ref_key,
+    split_value,
+)
 from shamisa_bench.registry import DatasetLayout, DatasetSpec
 
 __all__ = ["read_pyiqa"]
@@ -74,7 +82,9 @@ def read_pyiqa(
             ref = ref_key(ref_cell)
         else:
             ref = name
-        split = split_value(cells[split_col], meta_path, line) if split_col is not None and split_col < len(cells) else None
+        split = (
+            split_value(cells[split_col], meta_path, line) if split_col is not None and split_col < len(cells) else None
+        )
         extra = {}
         dist = distortion(name)
         if dist is not None:
@@ -82,4 +92,6 @@ def read_pyiqa(
         rows.append(Row(name=name, mos=mos, ref=ref, line=line, split=split, extra=extra))
     dirs = [root / d for d in layout.images] or [root]
     has_split = any(r.split for r in rows)
-    return ReadResult(rows=rows, image_dirs=dirs, by_basename=by_basename, split_source=meta_path if has_split else None)
+    return ReadResult(
+        rows=rows, image_dirs=dirs, by_basename=by_basename, split_source=meta_path if has_split else None
+    )
