@@ -338,6 +338,8 @@ def load_head(path: str | os.PathLike[str]) -> QualityHead:
             the file.
     """
     file = Path(path)
+    if file.is_dir():
+        raise HeadError(f"{file}: is a folder; a head is one .pt file written by shamisa-bench fit-head")
     if not file.is_file():
         raise HeadError(f"{file}: no such head file")
     try:
