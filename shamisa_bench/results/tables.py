@@ -238,7 +238,9 @@ def _notes(lb: Leaderboard) -> list[str]:
         statuses = sorted({c.status for c in lb.cells.values()
                            if c.metric == m and c.status != "ok"})
         if statuses:
-            notes.append(f"`{m}`: {'/'.join(statuses)} — {'; '.join(r for r in reasons if r)}")
+            why = "; ".join(r for r in reasons if r)
+            why = why if len(why) <= 240 else why[:239] + "…"
+            notes.append(f"`{m}`: {'/'.join(statuses)} — {why} (full reason in its unit files)")
     for (m, p, t), c in sorted(lb.cells.items()):
         if c.status == "ok" and (c.n_excluded or c.n_nonfinite):
             notes.append(
