@@ -14,6 +14,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = ["__version__"]
 
-from shamisa_bench.pyiqa_plugin import register_when_pyiqa_loads as _register_when_pyiqa_loads  # noqa: E402
+from shamisa_bench.pyiqa_plugin import register_when_pyiqa_loads as _register_when_pyiqa_loads
 
 _register_when_pyiqa_loads()

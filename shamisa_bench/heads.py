@@ -574,7 +574,7 @@ def validation_splits(
         raise ValueError(f"need at least 2 images/reference groups to make validation splits, got {len(unique)}")
     code = {key: i for i, key in enumerate(unique)}
     group_of = np.array([code[key] for key in keys], dtype=np.int64)
-    n_val = min(max(int(round(val_fraction * len(unique))), 1), len(unique) - 1)
+    n_val = min(max(round(val_fraction * len(unique)), 1), len(unique) - 1)
     rng = np.random.default_rng(seed)
     splits = []
     for _ in range(n_splits):

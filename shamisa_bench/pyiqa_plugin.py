@@ -173,7 +173,7 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
         self.remove()
         try:
             self.callback()
-        except Exception as err:  # never break the user's import of pyiqa
+        except Exception as err:  # noqa: BLE001 - never break the user's import of pyiqa
             warnings.warn(
                 f"shamisa-bench could not register its pyiqa metrics: {type(err).__name__}: {err}",
                 RuntimeWarning,
@@ -197,7 +197,7 @@ def register_when_pyiqa_loads() -> None:
         if "pyiqa" in sys.modules:
             try:
                 register()
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - never break the user's import of shamisa_bench
                 warnings.warn(
                     f"shamisa-bench could not register its pyiqa metrics: {type(err).__name__}: {err}",
                     RuntimeWarning,

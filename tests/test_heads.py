@@ -69,7 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     encoder = load_encoder_export(export)
     train, q_train = blur_images(24, seed=10)
     test, q_test = blur_images(12, seed=20)
-    kw = dict(protocol="whole", min_size=MIN_SIZE)
+    kw = {"protocol": "whole", "min_size": MIN_SIZE}
     return {
         "root": root,
         "export": export,
@@ -171,7 +171,7 @@ def test_validation_splits_are_seeded_and_group_disjoint() -> None:
 
 def test_fit_head_rejects_bad_input() -> None:
     x = np.zeros((10, 4))
-    kw = dict(mos_range=(0.0, 1.0), lower_better=False, dataset="d", protocol="whole")
+    kw = {"mos_range": (0.0, 1.0), "lower_better": False, "dataset": "d", "protocol": "whole"}
     with pytest.raises(ValueError, match="at least 5"):
         fit_head(x[:4], np.arange(4.0), **kw)
     with pytest.raises(ValueError, match="all mos values are equal"):

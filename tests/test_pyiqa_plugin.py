@@ -31,10 +31,10 @@ from shamisa_bench.heads import HeadError, QualityHead, save_head, scale_mos
 from shamisa_bench.model import build_encoder, save_encoder_export
 
 pyiqa = pytest.importorskip("pyiqa")
-from pyiqa.default_model_configs import DEFAULT_CONFIGS  # noqa: E402
-from pyiqa.utils.registry import ARCH_REGISTRY  # noqa: E402
+from pyiqa.default_model_configs import DEFAULT_CONFIGS
+from pyiqa.utils.registry import ARCH_REGISTRY
 
-from shamisa_bench import pyiqa_plugin  # noqa: E402
+from shamisa_bench import pyiqa_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_SIZE = 96
@@ -51,19 +51,19 @@ def _one_thread() -> object:
 
 def _random_head(dim: int, sha: str | None, *, protocol: str = "whole", seed: int = 0, **kw: object) -> QualityHead:
     gen = torch.Generator().manual_seed(seed)
-    fields: dict[str, object] = dict(
-        weight=torch.randn(dim, generator=gen) * 4.0 / math.sqrt(dim),
-        bias=0.5,
-        feature_mean=torch.full((dim,), 1.0 / math.sqrt(dim)),
-        feature_std=torch.ones(dim),
-        mos_range=(0.0, 1.0),
-        lower_better=False,
-        dataset="unit",
-        protocol=protocol,
-        min_size=MIN_SIZE,
-        encoder_sha256=sha,
-        backbone="resnet18",
-    )
+    fields: dict[str, object] = {
+        "weight": torch.randn(dim, generator=gen) * 4.0 / math.sqrt(dim),
+        "bias": 0.5,
+        "feature_mean": torch.full((dim,), 1.0 / math.sqrt(dim)),
+        "feature_std": torch.ones(dim),
+        "mos_range": (0.0, 1.0),
+        "lower_better": False,
+        "dataset": "unit",
+        "protocol": protocol,
+        "min_size": MIN_SIZE,
+        "encoder_sha256": sha,
+        "backbone": "resnet18",
+    }
     fields.update(kw)
     return QualityHead(**fields)  # type: ignore[arg-type]
 
