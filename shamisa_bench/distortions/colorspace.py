@@ -2,9 +2,13 @@
 
 All functions take and return ``(N, 3, H, W)`` tensors. RGB is sRGB in [0, 1] (true RGB
 channel order). Channel mixing is written as explicit per-channel sums rather than a
-matrix product, and non-integer powers are evaluated one image at a time
-(:func:`pow_per_image`), so every pixel's result is independent of the batch size
-(bitwise), which the composition engine's prefix sharing relies on.
+matrix product (only exactly rounded operations). The three non-integer powers (sRGB
+gamma decoding and encoding, the Lab cube root) go through :func:`blocked_pow`: torch's
+SIMD and scalar code paths for ``pow`` can differ in the last bit, and which path an
+element takes depends on where the thread chunks of the whole tensor fall, i.e. on the
+batch size. Inside :func:`pow_blocks` (which the composition engine uses) ``pow`` runs on
+fixed blocks of images, so an image gets the same bits in a batch of ``V`` views and in a
+batch of ``n_levels * V`` crops, which prefix sharing relies on.
 
 - Lab: CIE L*a*b* (D65 white, sRGB primaries); L in [0, 100], a* and b* roughly [-128, 127].
 - HSV: hue in [0, 1) (fraction of a turn), saturation and value in [0, 1].
@@ -13,15 +17,20 @@ matrix product, and non-integer powers are evaluated one image at a time
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch import Tensor
 
 __all__ = [
+    "blocked_pow",
     "floor_mod",
     "hsv_to_rgb",
     "lab_to_rgb",
     "linear_to_srgb",
-    "pow_per_image",
+    "pow_blocks",
     "rgb_to_hsv",
     "rgb_to_lab",
     "rgb_to_ycbcr",
@@ -52,18 +61,32 @@ _YCC2RGB = (
 )
 
 
-def pow_per_image(x: Tensor, exponent: float) -> Tensor:
-    """``x ** exponent``, computed image by image (batch-size-invariant, bitwise).
+_POW_BLOCK: ContextVar[int] = ContextVar("shamisa_pow_block", default=0)
 
-    torch evaluates transcendental functions with SIMD code in the body of each thread's
-    chunk and scalar code at its edges, and the two can differ in the last bit. The chunk
-    edges move with the tensor's size, so one image could get different bits in a batch of
-    6 and in a batch of 30. Calling the op on one image at a time keeps every image's
-    chunking, hence its bits, the same whatever the batch.
+
+@contextmanager
+def pow_blocks(images: int) -> Iterator[None]:
+    """Within this context, :func:`blocked_pow` works on blocks of ``images`` images.
+
+    Batches whose size is a multiple of ``images`` then give every image the same bits as
+    a batch of exactly ``images``.
     """
+    token = _POW_BLOCK.set(max(0, int(images)))
+    try:
+        yield
+    finally:
+        _POW_BLOCK.reset(token)
+
+
+def blocked_pow(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent``; blockwise along the batch inside :func:`pow_blocks`."""
+    block = _POW_BLOCK.get()
+    n = x.shape[0]
+    if block <= 0 or block >= n:
+        return x.pow(exponent)
     out = torch.empty_like(x)
-    for i in range(x.shape[0]):
-        torch.pow(x[i], exponent, out=out[i])
+    for start in range(0, n, block):
+        torch.pow(x[start : start + block], exponent, out=out[start : start + block])
     return out
 
 
@@ -80,14 +103,14 @@ def _mix(x: Tensor, m: tuple[tuple[float, float, float], ...]) -> Tensor:
 def srgb_to_linear(x: Tensor) -> Tensor:
     """sRGB gamma decoding; input clamped to [0, 1]."""
     x = x.clamp(0.0, 1.0)
-    curve = pow_per_image(x.add(0.055).div_(1.055), 2.4)
+    curve = blocked_pow(x.add(0.055).div_(1.055), 2.4)
     return torch.where(x <= 0.04045, x.div(12.92), curve)
 
 
 def linear_to_srgb(x: Tensor) -> Tensor:
     """sRGB gamma encoding; input clamped to [0, 1]."""
     x = x.clamp(0.0, 1.0)
-    curve = pow_per_image(x.clamp_min(1e-12), 1.0 / 2.4).mul_(1.055).sub_(0.055)
+    curve = blocked_pow(x.clamp_min(1e-12), 1.0 / 2.4).mul_(1.055).sub_(0.055)
     return torch.where(x <= 0.0031308, x.mul(12.92), curve)
 
 
@@ -100,7 +123,7 @@ _XYZN2RGB = tuple(tuple(v * _WHITE[j] for j, v in enumerate(row)) for row in _XY
 def rgb_to_lab(x: Tensor) -> Tensor:
     """sRGB ``(N, 3, H, W)`` in [0, 1] -> CIE Lab (L in [0, 100])."""
     t = _mix(srgb_to_linear(x), _RGB2XYZN)
-    cube = pow_per_image(t.clamp_min(_DELTA**3), 1.0 / 3.0)
+    cube = blocked_pow(t.clamp_min(_DELTA**3), 1.0 / 3.0)
     f = torch.where(t > _DELTA**3, cube, t.mul_(1.0 / (3 * _DELTA**2)).add_(4.0 / 29.0))
     fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
     return torch.stack([fy * 116.0 - 16.0, (fx - fy).mul_(500.0), (fy - fz).mul_(200.0)], dim=1)

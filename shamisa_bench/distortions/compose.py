@@ -14,7 +14,10 @@ applied to all levels at once its draws are tiled over the levels. Operation ``k
 ``v`` therefore sees the same random numbers at every level and in either evaluation order,
 so :func:`apply_composition_group` (prefix computed once, each operation one batched call)
 and :func:`apply_composition_from_scratch` (every level on its own) give bitwise identical
-crops. Sharing the draws across levels also means the levels of a group differ only in the
+crops. The arithmetic is arranged for this too: every elementwise step is exactly rounded
+or batch-independent (see :mod:`~shamisa_bench.distortions.colorspace` and
+:mod:`~shamisa_bench.distortions.filters`), and the few transcendental ``pow`` calls run
+on blocks of ``V`` images (:func:`~shamisa_bench.distortions.colorspace.pow_blocks`). Sharing the draws across levels also means the levels of a group differ only in the
 varying factor's severity.
 """
 
@@ -35,6 +38,7 @@ from shamisa_bench.distortions.catalog import (
     severity_to_value,
     types_in_group,
 )
+from shamisa_bench.distortions.colorspace import pow_blocks
 from shamisa_bench.distortions.engine import apply_with_draws, check_images, draw_randomness
 from shamisa_bench.layout import CompositionMeta
 
@@ -233,6 +237,12 @@ def apply_composition_group(
     n_views, _, h, w = views.shape
     levels = plan.n_levels
     y = views
+    with pow_blocks(n_views):
+        y = _apply_shared(y, plan, n_views, h, w, levels)
+    return y, plan.meta()
+
+
+def _apply_shared(y: Tensor, plan: CompositionPlan, n_views: int, h: int, w: int, levels: int) -> Tensor:
     for k, name in enumerate(plan.types):
         draws = _op_draws(plan, k, n_views, h, w)
         if k < plan.var_pos:
@@ -244,7 +254,7 @@ def apply_composition_group(
         else:
             vals = plan.values[0, k].expand(levels * n_views).contiguous()
             y = apply_with_draws(y, name, vals, tile_draws(draws, levels))
-    return y, plan.meta()
+    return y
 
 
 def apply_composition_from_scratch(
@@ -265,10 +275,11 @@ def apply_composition_from_scratch(
     plan = _resolve_plan(plan, max_distortions, n_levels, sampler, generator)
     n_views, _, h, w = views.shape
     out = []
-    for lvl in range(plan.n_levels):
-        y = views
-        for k, name in enumerate(plan.types):
-            draws = _op_draws(plan, k, n_views, h, w)
-            y = apply_with_draws(y, name, plan.values[lvl, k].expand(n_views).contiguous(), draws)
-        out.append(y)
+    with pow_blocks(n_views):
+        for lvl in range(plan.n_levels):
+            y = views
+            for k, name in enumerate(plan.types):
+                draws = _op_draws(plan, k, n_views, h, w)
+                y = apply_with_draws(y, name, plan.values[lvl, k].expand(n_views).contiguous(), draws)
+            out.append(y)
     return torch.cat(out), plan.meta()

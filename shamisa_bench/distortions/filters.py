@@ -107,11 +107,14 @@ def fft_filter(x: Tensor, kernel: Tensor) -> Tensor:
             shared by all images, otherwise image ``i`` uses ``kernel[i]``.
 
     Returns:
-        ``(N, C, H, W)``, same dtype and device as ``x``.
+        ``(N, C, H, W)``, same dtype and device as ``x``. For centrosymmetric kernels (all
+        the engine's: Gaussian, disk, line through the centre) every image's result is
+        bitwise independent of the batch it is in.
     """
     kh, kw = kernel.shape[-2:]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"kernel sizes must be odd, got {(kh, kw)}")
+    symmetric = bool(torch.equal(kernel, kernel.flip(-2, -1)))
     if kh == 1 and kw == 1:
         return x * kernel.reshape(-1, 1, 1, 1).to(x)
     n, c, h, w = x.shape
@@ -124,21 +127,16 @@ def fft_filter(x: Tensor, kernel: Tensor) -> Tensor:
     k = torch.zeros(kernel.shape[0], 1, ph, pw, dtype=x.dtype, device=x.device)
     k[:, :, :kh, :kw] = kernel.to(device=x.device, dtype=x.dtype)
     k = torch.roll(k, shifts=(-ry, -rx), dims=(2, 3))
-    spec = _complex_mul(torch.fft.rfft2(padded, s=(ph, pw)), torch.fft.rfft2(k))
+    kspec = torch.fft.rfft2(k)
+    if symmetric:
+        # A centrosymmetric kernel has a real spectrum: multiply re and im by it with one
+        # real, exactly rounded multiply (torch's fused complex multiply rounds differently
+        # in its SIMD and scalar paths, which would make results depend on the batch size).
+        spec = torch.view_as_complex(torch.view_as_real(torch.fft.rfft2(padded, s=(ph, pw))) * kspec.real[..., None])
+    else:
+        spec = torch.fft.rfft2(padded, s=(ph, pw)) * kspec
     out = torch.fft.irfft2(spec, s=(ph, pw))
     return out[:, :, ry : ry + h, rx : rx + w]
-
-
-def _complex_mul(a: Tensor, b: Tensor) -> Tensor:
-    """``a * b`` for complex tensors (b broadcasts) from real multiplies and adds.
-
-    torch's fused SIMD complex multiply and its scalar fallback can round differently, and
-    which one an element gets depends on the batch size; separate real operations round
-    the same way everywhere.
-    """
-    ar, ai = a.real, a.imag
-    br, bi = b.real, b.imag
-    return torch.complex(ar * br - ai * bi, ar * bi + ai * br)
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
