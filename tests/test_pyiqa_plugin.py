@@ -6,6 +6,7 @@ real weights, so nothing is downloaded and every test runs on CPU in seconds.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import math
 import os
@@ -103,10 +104,14 @@ def _images(n: int, h: int = 96, w: int = 112, seed: int = 0) -> torch.Tensor:
 
 
 _SCRIPTS = {
-    # `import pyiqa, shamisa_bench` then create_metric
+    # pyiqa alone finds the arch through the entry point (shamisa_bench not imported yet);
+    # then the `import pyiqa, shamisa_bench` order and create_metric
     "pyiqa_first": """
         import sys
-        import pyiqa, shamisa_bench
+        import pyiqa
+        from pyiqa.utils.registry import ARCH_REGISTRY
+        print('shamisa_bench' in sys.modules, 'SHAMISA' in ARCH_REGISTRY, ARCH_REGISTRY.get('SHAMISA').__module__)
+        import shamisa_bench
         m = pyiqa.create_metric('shamisa', device='cpu', pretrained_model_path=sys.argv[1], head_path=sys.argv[2])
         import torch
         s = m(torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0)))
@@ -120,14 +125,7 @@ _SCRIPTS = {
         import pyiqa
         m = pyiqa.create_metric('shamisa', device='cpu', pretrained_model_path=sys.argv[1], head_path=sys.argv[2])
         import torch
-        print(float(m(torch.rand(1, 3, 96, 96)).reshape(())) >= 0.0)
-        """,
-    # pyiqa alone (shamisa_bench never imported by the user) finds the arch via the entry point
-    "entry_point": """
-        import sys
-        import pyiqa
-        from pyiqa.utils.registry import ARCH_REGISTRY
-        print('shamisa_bench' in sys.modules, 'SHAMISA' in ARCH_REGISTRY, ARCH_REGISTRY.get('SHAMISA').__module__)
+        print(float(m(torch.rand(1, 3, 96, 96)).reshape(())) >= 0.0, 'shamisa' in pyiqa.list_models(metric_mode='NR'))
         """,
 }
 
@@ -162,11 +160,12 @@ def fresh_interpreters(weights: dict[str, Path]) -> dict[str, str]:
 
 
 def test_create_metric_after_import_pyiqa_first(fresh_interpreters: dict[str, str]) -> None:
-    assert fresh_interpreters["pyiqa_first"].split() == ["(2,", "1)", "True", "False"]
+    lines = fresh_interpreters["pyiqa_first"].splitlines()
+    assert lines[1].split() == ["(2,", "1)", "True", "False"]
 
 
 def test_create_metric_after_import_shamisa_first_and_import_is_cheap(fresh_interpreters: dict[str, str]) -> None:
-    assert fresh_interpreters["shamisa_first"].split() == ["False", "False", "True"]
+    assert fresh_interpreters["shamisa_first"].split() == ["False", "False", "True", "True"]
 
 
 def test_entry_point_declared_and_registers_the_arch(fresh_interpreters: dict[str, str]) -> None:
@@ -174,7 +173,45 @@ def test_entry_point_declared_and_registers_the_arch(fresh_interpreters: dict[st
     assert len(eps) == 1, "reinstall the project (pip install -e .) so its entry points are in the metadata"
     assert eps[0].value == "shamisa_bench.pyiqa_plugin:register"
     assert eps[0].load() is pyiqa_plugin.register
-    assert fresh_interpreters["entry_point"].split() == ["False", "True", "shamisa_bench.archs.shamisa_arch"]
+    first_line = fresh_interpreters["pyiqa_first"].splitlines()[0]
+    assert first_line.split() == ["False", "True", "shamisa_bench.archs.shamisa_arch"]
+
+
+def test_post_import_hook_fires_once_and_restores_the_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hooked_pkg_for_test").mkdir()
+    (tmp_path / "hooked_pkg_for_test" / "__init__.py").write_text("VALUE = 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls: list[int] = []
+
+    def callback() -> None:
+        calls.append(sys.modules["hooked_pkg_for_test"].VALUE)
+
+    hook = pyiqa_plugin._PostImportHook("hooked_pkg_for_test", callback)
+    monkeypatch.setattr(sys, "meta_path", [hook, *sys.meta_path])
+    try:
+        import hooked_pkg_for_test  # type: ignore[import-not-found]
+
+        assert calls == [41]  # ran after the module body, exactly once
+        assert hook not in sys.meta_path
+        assert type(hooked_pkg_for_test.__loader__).__name__ == "SourceFileLoader"
+        assert hooked_pkg_for_test.__spec__.loader is hooked_pkg_for_test.__loader__
+        importlib.reload(hooked_pkg_for_test)
+        assert calls == [41]
+    finally:
+        sys.modules.pop("hooked_pkg_for_test", None)
+
+    def failing() -> None:
+        raise RuntimeError("boom")
+
+    (tmp_path / "hooked_pkg_for_test2.py").write_text("X = 1\n")
+    monkeypatch.setattr(sys, "meta_path", [pyiqa_plugin._PostImportHook("hooked_pkg_for_test2", failing), *sys.meta_path])
+    try:
+        with pytest.warns(RuntimeWarning, match="could not register its pyiqa metrics: RuntimeError: boom"):
+            import hooked_pkg_for_test2  # type: ignore[import-not-found]  # noqa: F401
+    finally:
+        sys.modules.pop("hooked_pkg_for_test2", None)
 
 
 def test_register_is_idempotent_and_lists_metrics() -> None:
