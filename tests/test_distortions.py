@@ -329,6 +329,26 @@ def test_colorspace_round_trips_and_reference_values() -> None:
     assert rgb_to_ycbcr(red).flatten().tolist() == pytest.approx([0.299, 0.331264, 1.0], abs=1e-6)
 
 
+def test_filters_match_direct_convolution() -> None:
+    import torch.nn.functional as F
+
+    from shamisa_bench.distortions.filters import box_disk_kernel, fft_filter, gaussian_kernel, motion_kernels
+
+    assert gaussian_kernel(2.0).shape == (9, 9) and gaussian_kernel(5.0).shape == (21, 21)  # 2 ceil(2 s) + 1
+    assert gaussian_kernel(0.1).shape == (3, 3)
+    disk = box_disk_kernel(3)
+    assert disk.shape == (7, 7) and float(disk.sum()) == pytest.approx(1.0) and float(disk[0, 0]) == 0.0
+    flat = motion_kernels(3, torch.tensor([0.0, 90.0]))
+    assert float(flat[0, 0, 3].sum()) == pytest.approx(1.0)  # 0 degrees: the middle row only
+    assert float(flat[1, 0, :, 3].sum()) == pytest.approx(1.0)  # 90 degrees: the middle column only
+    x = torch.rand(2, 3, 20, 23, generator=gen(1), dtype=torch.float64)
+    for k in (gaussian_kernel(1.5), disk, torch.rand(5, 3, generator=gen(2), dtype=torch.float64)):
+        kh, kw = k.shape
+        ref = F.conv2d(F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate").reshape(-1, 1, 20 + kh - 1,
+                       23 + kw - 1), k.flip(-2, -1)[None, None]).reshape(2, 3, 20, 23)
+        assert torch.allclose(fft_filter(x, k[None, None]), ref, atol=1e-10)
+
+
 # --- compositions ----------------------------------------------------------------------
 
 
