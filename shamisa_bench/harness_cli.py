@@ -96,6 +96,17 @@ def register_bench(bench_subparsers: Any) -> None:
     r.set_defaults(func=_cmd_bench_run)
 
 
+def _check_device(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    elif device != "cpu":
+        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
+    return device
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from shamisa_bench.data import default_cache_dir
     from shamisa_bench.harness import RunConfig, run_suite
@@ -107,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         results_dir=args.results,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        device=args.device or _default_device(),
+        device=_check_device(args.device or _default_device()),
         seed=args.seed,
         overwrite=args.overwrite,
         allow_partial=args.allow_partial,
@@ -220,7 +231,7 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         cache_dir=args.cache_dir,
         registry_root=args.registry,
-        device=args.device or _default_device(),
+        device=_check_device(args.device or _default_device()),
     )
     print(json.dumps(out, indent=2))
     return 0
