@@ -320,3 +320,8 @@ def test_bench_run_times_cold_warm_and_resume(env):
     assert out["cold_s"] > 0 and out["warm_overwrite_s"] > 0 and out["warm_resume_s"] > 0
     assert out["speedup_warm_overwrite"] == pytest.approx(
         out["cold_s"] / out["warm_overwrite_s"], rel=0.05, abs=0.1)
+
+
+def test_bad_device_is_a_clear_error(env, capsys):
+    assert _run(env, "--suite", "tiny", "--device", "tpu") == 2
+    assert "--device must be cpu or cuda" in capsys.readouterr().err
