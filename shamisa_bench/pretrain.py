@@ -182,21 +182,25 @@ def _mix_seed(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
-def scan_images(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """All readable pristine images under ``folder`` and the unreadable ones with reasons.
+def scan_images(folders: Path | Sequence[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """All readable pristine images under ``folders`` and the unreadable ones with reasons.
 
     Every file is decoded once, so a corrupt file is found here and not in a worker.
 
     Raises:
-        PretrainError: if the folder does not exist or holds no image file.
+        PretrainError: if a folder does not exist or they hold no image file.
     """
     from shamisa_bench.imageio import list_images, load_image
 
-    if not folder.is_dir():
-        raise PretrainError(f"image folder {folder} does not exist or is not a folder")
-    paths = list_images(folder)
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    paths: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise PretrainError(f"image folder {folder} does not exist or is not a folder")
+        paths.extend(list_images(folder))
     if not paths:
-        raise PretrainError(f"no JPEG, PNG, BMP or TIFF images found under {folder}")
+        where = ", ".join(str(f) for f in folders)
+        raise PretrainError(f"no JPEG, PNG, BMP or TIFF images found under {where}")
     good: list[Path] = []
     bad: list[tuple[str, str]] = []
     for path in paths:
@@ -207,7 +211,7 @@ def scan_images(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
         else:
             good.append(Path(path))
     if not good:
-        raise PretrainError(f"none of the {len(paths)} image files under {folder} could be read")
+        raise PretrainError(f"none of the {len(paths)} image files under {', '.join(map(str, folders))} could be read")
     return good, bad
 
 
@@ -428,7 +432,7 @@ def _check_finite(step: int, total: Tensor, terms: dict[str, Tensor]) -> None:
 
 def run_pretrain(
     config: PretrainConfig,
-    images: Path,
+    images: Path | Sequence[Path],
     out: Path,
     *,
     device: str = "auto",
@@ -436,18 +440,21 @@ def run_pretrain(
     num_workers: int = 1,
     progress: bool = True,
     command: Sequence[str] | None = None,
+    export_every: int | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) one pretraining run.
 
     Args:
         config: the resolved configuration.
-        images: folder of pristine images, searched recursively.
+        images: folder(s) of pristine images, searched recursively.
         out: the run folder.
         device: ``cpu``, ``cuda`` or ``auto``.
         resume: continue from ``out/checkpoint.pt`` (the config must match).
         num_workers: DataLoader worker processes building batches (0 = in the main process).
         progress: show a rich progress bar (rank 0 only).
         command: the command line, recorded as the log's first line.
+        export_every: also write an encoder export every this many steps to
+            ``out/exports/stepNNNNNN`` (for choosing a checkpoint by validation SRCC).
 
     Returns:
         A summary dict: steps done, final loss, export path, seconds.
@@ -466,11 +473,13 @@ def run_pretrain(
     if not resume and (out / "checkpoint.pt").exists():
         raise PretrainError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
-    paths, unreadable = scan_images(Path(images))
+    if export_every is not None and export_every < 1:
+        raise PretrainError(f"export_every must be >= 1, got {export_every}")
+    paths, unreadable = scan_images(images)
     n_files = len(paths) + len(unreadable)
     if len(unreadable) > config.max_unreadable_fraction * n_files:
         raise PretrainError(
-            f"{len(unreadable)} of {n_files} image files under {images} are unreadable "
+            f"{len(unreadable)} of {n_files} image files are unreadable "
             f"(more than {config.max_unreadable_fraction:.0%}), e.g. {unreadable[0][0]}: {unreadable[0][1]}"
         )
     total_steps = config.total_steps(len(paths), dist_info.world_size)
@@ -510,7 +519,7 @@ def run_pretrain(
         header = {
             "command": list(command) if command is not None else sys.argv,
             "config": config.to_dict(),
-            "images": str(images),
+            "images": [str(p) for p in ([images] if isinstance(images, (str, Path)) else images)],
             "n_images": len(paths),
             "unreadable": len(unreadable),
             "unreadable_files": unreadable[:50],
@@ -610,6 +619,8 @@ def run_pretrain(
             bar.update(step + 1, loss_value)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
                 save_checkpoint(step + 1)
+            if export_every and (step + 1) % export_every == 0 and dist_info.is_main:
+                save_encoder_export(net.encoder, out / "exports" / f"step{step + 1:06d}", extra=_export_extra(config, step + 1))
             wait_start = time.perf_counter()
     finally:
         bar.close()
@@ -623,11 +634,7 @@ def run_pretrain(
     export_dir = out / "export"
     if dist_info.is_main and start_step < total_steps:
         save_checkpoint(total_steps)
-        save_encoder_export(
-            net.encoder,
-            export_dir,
-            extra={"pretrain": {"preset": config.preset, "steps": total_steps, "seed": config.seed, "graph": config.graph}},
-        )
+        save_encoder_export(net.encoder, export_dir, extra=_export_extra(config, total_steps))
     checksums = [_param_checksum(net)]
     if dist_info.enabled:
         import torch.distributed as dist
@@ -659,6 +666,10 @@ def _param_checksum(net: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _export_extra(config: PretrainConfig, steps: int) -> dict[str, Any]:
+    return {"pretrain": {"preset": config.preset, "steps": steps, "seed": config.seed, "graph": config.graph}}
 
 
 class _Progress:
@@ -724,8 +735,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     try:
         summary = run_pretrain(
-            config, Path(args.images), Path(args.out), device=args.device, resume=args.resume,
+            config, [Path(p) for p in args.images], Path(args.out), device=args.device, resume=args.resume,
             num_workers=args.workers, progress=not args.no_progress, command=["shamisa-bench", *sys.argv[1:]],
+            export_every=args.export_every,
         )
     except PretrainError as err:
         from shamisa_bench.cli import CLIError
@@ -795,10 +807,12 @@ def register(sub: Any) -> None:
         help="self-supervised SHAMISA pretraining on a folder of pristine images",
         description="Pretrains the SHAMISA encoder. Works under torchrun for DDP (NCCL on GPU, gloo on CPU).",
     )
-    p.add_argument("--images", required=True, help="folder of pristine images (searched recursively)")
+    p.add_argument("--images", required=True, nargs="+", help="folder(s) of pristine images (searched recursively)")
     p.add_argument("--out", required=True, help="run folder (log, checkpoints, export)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export-every", type=int, default=None,
+                   help="also write an encoder export every N steps under OUT/exports/ (checkpoint selection)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_pretrain)
 

@@ -197,8 +197,8 @@ def test_config_validation() -> None:
 def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     """Two CPU ranks with gloo: identical weights on both ranks at the end.
 
-    The DDP loss is the mean of the two ranks' losses, each over its own shard of the step
-    It is not the loss of one 2-item step in one process: ref-ref
+    The DDP loss is the mean of the two ranks' losses, each over its own shard of the step.
+    It is not the loss of one 4-item step in one process: ref-ref
     edges between items, the kNN and transport neighbourhoods, and the variance/covariance
     statistics are computed per rank (2 items each here, 4 per global step). So we check it
     against the mean of the per-shard losses.
