@@ -96,8 +96,12 @@ class PyiqaScore(MetricAdapter):
                     plugin.register()
             except ImportError as err:
                 raise MetricUnavailable(f"shamisa pyiqa plugin not available ({err})") from err
+        kwargs = dict(self.kwargs)
+        head = getattr(self.spec, "head", None)
+        if getattr(self.spec, "kind", "") == "shamisa" and head and "head_dataset" not in kwargs:
+            kwargs["head_dataset"] = head  # the head named by the registry, not the default one
         try:
-            metric = pyiqa.create_metric(self.pyiqa_name, device=device, **self.kwargs)
+            metric = pyiqa.create_metric(self.pyiqa_name, device=device, **kwargs)
         except Exception as err:  # any failure to build = unavailable
             msg = " ".join(str(err).split())[:300]
             raise MetricUnavailable(
