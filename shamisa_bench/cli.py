@@ -22,6 +22,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.data.cli",
     "shamisa_bench.harness_cli",
     "shamisa_bench.metric_commands",
+    "shamisa_bench.robustness.cli",
 )
 
 

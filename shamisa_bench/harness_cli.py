@@ -110,6 +110,11 @@ def _check_device(device: str) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from shamisa_bench.data import default_cache_dir
     from shamisa_bench.harness import RunConfig, run_suite
+    from shamisa_bench.robustness.cli import dispatch_run
+
+    code = dispatch_run(args)  # a robustness suite runs there
+    if code is not None:
+        return code
 
     cfg = RunConfig(
         suite=args.suite,
@@ -140,6 +145,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from shamisa_bench.results import build_leaderboard, render_console, write_tables
+    from shamisa_bench.robustness.cli import dispatch_report
+
+    code = dispatch_report(args)  # robustness results of that name: rebuild their report
+    if code is not None:
+        return code
 
     lb = build_leaderboard(args.results, args.suite)
     md, cs = write_tables(lb, args.results)

@@ -1,0 +1,139 @@
+"""CLI of the robustness reports: ``shamisa-bench robustness`` and the run/report hooks.
+
+``shamisa-bench robustness --metrics piqe entropy --images DIR`` measures the metrics on
+the images of DIR; without ``--images`` the suite's sources are used (``demo``: the photos
+bundled with scikit-image). ``shamisa-bench run --suite robustness`` and
+``shamisa-bench report --suite <name>`` reach this module through :func:`dispatch_run`
+and :func:`dispatch_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["dispatch_report", "dispatch_run", "register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``robustness``."""
+    p = subparsers.add_parser(
+        "robustness",
+        help="how each metric reacts to each distortion: JSON + report under results/robustness/",
+        description="Apply every distortion type over a severity grid, random compositions and "
+        "quality-preserving transforms to a set of source images, score them with each metric "
+        "(cached), and write results/robustness/<name>/<metric>.json plus <name>.md and PNGs.",
+    )
+    p.add_argument("--suite", default="robustness",
+                   help="suite giving the default metrics, sources and protocol (default: robustness)")
+    p.add_argument("--metrics", nargs="+", metavar="NAME", help="metrics (default: the suite's)")
+    p.add_argument("--images", nargs="+", type=Path, metavar="DIR",
+                   help="folders of source images (default: the suite's datasets; demo = bundled photos)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="registered datasets whose images are the sources (instead of --images)")
+    p.add_argument("--name", help="results name (default: the suite name)")
+    p.add_argument("--max-images", type=int, help="source images per folder or dataset")
+    p.add_argument("--image-size", type=int, help="side of the square source images (pixels)")
+    p.add_argument("--compositions", type=int, help="number of random compositions")
+    p.add_argument("--head-dataset", metavar="NAME",
+                   help="labelled dataset the feature probes' ridge heads are fit on (default: the "
+                   "protocol's, demo)")
+    _common(p)
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild the report of --name from its JSON files")
+    p.set_defaults(func=_cmd_robustness)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", type=Path, help="folder holding the datasets")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: ./results)")
+    p.add_argument("--cache-dir", type=Path, help="score/feature cache (default: the user cache folder)")
+    p.add_argument("--no-cache", action="store_true", help="compute everything, cache nothing")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--seed", type=int, help="seed of the distorted set (default: the protocol's)")
+    p.add_argument("--overwrite", action="store_true", help="recompute metrics that have results")
+    p.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Any:
+    from shamisa_bench.data import default_cache_dir
+    from shamisa_bench.harness_cli import _default_device
+    from shamisa_bench.robustness.runner import RobustnessConfig
+
+    return RobustnessConfig(
+        suite=args.suite,
+        metrics=tuple(args.metrics) if args.metrics else None,
+        datasets=tuple(args.datasets) if args.datasets else None,
+        data_root=args.data_root,
+        results_dir=args.results,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        device=args.device or _default_device(),
+        seed=args.seed,
+        overwrite=args.overwrite,
+        registry_root=args.registry,
+        progress=not args.no_progress,
+        **extra,
+    )
+
+
+def _execute(cfg: Any) -> int:
+    from rich.console import Console
+
+    from shamisa_bench.robustness.runner import run_robustness
+
+    console = Console()
+    summary = run_robustness(cfg, console=console)
+    counts: dict[str, int] = {}
+    for st in summary.statuses.values():
+        counts[st] = counts.get(st, 0) + 1
+    console.print(f"robustness {summary.name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                  + f"; {summary.duration_s:.1f} s (generation {summary.generation_s:.1f} s)", highlight=False)
+    for path in summary.report:
+        console.print(f"report: {path}", highlight=False)
+    return 1 if "failed" in counts else 0
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from shamisa_bench.cli import CLIError
+
+    if args.images and args.datasets:
+        raise CLIError("give either --images or --datasets, not both")
+    if args.report_only:
+        return _report(args.results, args.name or args.suite)
+    for folder in args.images or ():
+        if not folder.is_dir():
+            raise CLIError(f"{folder}: not an image folder (no such directory)")
+    return _execute(_config(args, name=args.name, images=tuple(args.images or ()),
+                            head_dataset=args.head_dataset, max_images=args.max_images,
+                            image_size=args.image_size, n_compositions=args.compositions))
+
+
+def _report(results: Path, name: str) -> int:
+    from shamisa_bench.robustness.report import write_report
+
+    for path in write_report(results, name):
+        print(f"report: {path}")
+    return 0
+
+
+def dispatch_run(args: argparse.Namespace) -> int | None:
+    """``shamisa-bench run``: run a robustness suite here; None for any other suite."""
+    from shamisa_bench.registry import load_registry
+
+    reg = load_registry(args.registry)
+    try:
+        kind = reg.protocol(reg.suite(args.suite).protocol).kind
+    except ValueError:
+        return None  # unknown suite: the harness reports it with the valid names
+    if kind != "robustness":
+        return None
+    return _execute(_config(args))
+
+
+def dispatch_report(args: argparse.Namespace) -> int | None:
+    """``shamisa-bench report``: rebuild a robustness report when ``--suite`` names one."""
+    if not (Path(args.results) / "robustness" / args.suite / "run.json").is_file():
+        return None
+    return _report(args.results, args.suite)

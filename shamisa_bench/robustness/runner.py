@@ -1,0 +1,464 @@
+"""Run the robustness protocol: sources -> distorted set -> cached scores -> JSON -> report.
+
+Each batch of the distorted set (:mod:`~shamisa_bench.robustness.generate`) is looked up
+in every metric's cache (the harness's :class:`~shamisa_bench.cache.ArrayCache`, keyed by
+the metric identity); it is generated only when some metric misses one of its images, and
+each metric computes only its misses. So every (source, distortion, severity) image is
+generated at most once per run and scored once per metric across runs.
+
+Outputs, under ``<results>/robustness/<name>/``:
+
+* ``<metric>.json``: one per metric (``status`` ok / unavailable / failed), the raw
+  qualities, the measurements, NaN counts and failures, the probe head, provenance;
+* ``run.json``: the set, the metric order, generation and wall time, provenance.
+
+The report (``<results>/robustness/<name>.md`` and its PNGs) is then rebuilt from those
+files alone by :func:`~shamisa_bench.robustness.report.write_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shamisa_bench.robustness.config import RobustnessParams
+from shamisa_bench.robustness.generate import DistortedSet, build_set, grid_name
+from shamisa_bench.robustness.measure import measure_metric
+
+__all__ = [
+    "RECORD_SCHEMA",
+    "RobustnessConfig",
+    "RobustnessSummary",
+    "raw_qualities",
+    "run_robustness",
+    "write_record",
+]
+
+#: ``schema`` and ``schema_version`` of the robustness JSON files.
+RECORD_SCHEMA = ("shamisa-bench/robustness", 1)
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """A robustness run, from the CLI or from Python.
+
+    Attributes:
+        name: results name: ``<results>/robustness/<name>.md`` (default: the suite's).
+        suite: suite giving metrics, sources and protocol (None: protocol ``robustness``).
+        metrics: metric names (None: the suite's).
+        images: image folders used as sources (override the suite's datasets).
+        datasets: registered datasets used as sources (None: the suite's; ``demo`` = the
+            bundled photographs).
+        head_dataset, max_images, image_size, n_compositions: override the protocol.
+        data_root: folder holding the datasets.
+        results_dir: results root.
+        cache_dir: score/feature cache and data-layer caches (None: no score cache).
+        device: ``cpu`` or ``cuda[:N]``.
+        seed: seed of the distorted set (None: the protocol's ``base_seed``).
+        overwrite: recompute metrics whose JSON exists for the same set.
+        registry_root: registry folder (None: the shipped one).
+        progress: show progress bars.
+    """
+
+    name: str | None = None
+    suite: str | None = "robustness"
+    metrics: tuple[str, ...] | None = None
+    images: tuple[Path, ...] = ()
+    datasets: tuple[str, ...] | None = None
+    head_dataset: str | None = None
+    max_images: int | None = None
+    image_size: int | None = None
+    n_compositions: int | None = None
+    data_root: Path | None = None
+    results_dir: Path = Path("results")
+    cache_dir: Path | None = None
+    device: str = "cpu"
+    seed: int | None = None
+    overwrite: bool = False
+    registry_root: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not str(self.device).startswith(("cpu", "cuda")):
+            raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise ValueError(f"name must be a plain file stem, got {self.name!r}")
+
+    @property
+    def run_name(self) -> str:
+        """The results name."""
+        return self.name or self.suite or "robustness"
+
+
+@dataclass(frozen=True)
+class RobustnessSummary:
+    """What a run did.
+
+    Attributes:
+        name: results name.
+        records: metric -> JSON path.
+        statuses: metric -> ok / unavailable / failed / skipped (existing result).
+        report: the report files written (md first, then PNGs).
+        duration_s: wall time of the run.
+        generation_s: time spent generating distorted images.
+    """
+
+    name: str
+    records: dict[str, Path] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+    report: tuple[Path, ...] = ()
+    duration_s: float = 0.0
+    generation_s: float = 0.0
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Clean (6 decimals, NaN -> null) and atomically write a JSON record; return it."""
+    from shamisa_bench.cache import atomic_write_bytes
+    from shamisa_bench.results import clean_json
+
+    clean = clean_json(record)
+    atomic_write_bytes(path, (json.dumps(clean, indent=1, allow_nan=False) + "\n").encode())
+    return clean
+
+
+def _existing(path: Path, sha: str) -> bool:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "ok" and rec.get("set", {}).get("sha256") == sha and \
+        [rec.get("schema"), rec.get("schema_version")] == list(RECORD_SCHEMA)
+
+
+def raw_qualities(dset: DistortedSet, quality: Mapping[str, float]) -> dict[str, Any]:
+    """Arrange per-image qualities (by image name) as the record's ``raw`` block.
+
+    Returns:
+        ``{"pristine": (S,), "invariance": {t: (S,)}, "grid": {type: {"severities",
+        "values", "quality": (S, L)}}, "compositions": [(S, n + 1)]}`` with NaN for missing.
+    """
+    nan = float("nan")
+    src = dset.sources.names
+    pristine = [quality.get(f"{s}/pristine", nan) for s in src]
+    return {
+        "pristine": pristine,
+        "invariance": {t: [quality.get(f"{s}/inv:{t}", nan) for s in src] for t in dset.params.invariance},
+        "grid": {g.type: {"severities": list(g.severities), "values": list(g.values),
+                          "quality": [[quality.get(grid_name(s, g.type, sev), nan) for sev in g.severities]
+                                      for s in src]}
+                 for g in dset.grid},
+        "compositions": [[[p] + [quality.get(f"{s}/comp{c}:k{k}", nan) for k in range(1, len(plan.types) + 1)]
+                          for s, p in zip(src, pristine)]
+                         for c, plan in enumerate(dset.compositions)],
+    }
+
+
+class _MetricState:
+    """One metric during a run: adapter, cache, head, outputs and failures."""
+
+    def __init__(self, name: str, spec: Any, adapter: Any) -> None:
+        self.name = name
+        self.spec = spec
+        self.adapter = adapter
+        self.cache: Any = None
+        self.head: Any = None
+        self.status = "ok"
+        self.reason: str | None = None
+        self.traceback: list[str] = []
+        self.values: dict[str, np.ndarray] = {}
+        self.failures: list[tuple[str, str]] = []
+        self.n_cached = 0
+        self.n_computed = 0
+        self.compute_s = 0.0
+        self.checkpoint: str | None = None
+        self.started = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ok"
+
+    def stop(self, status: str, err: BaseException) -> None:
+        from shamisa_bench.harness import scrub_paths
+
+        self.status = status
+        self.reason = scrub_paths(f"{err}" if status == "unavailable" else f"{type(err).__name__}: {err}")
+        if status == "failed":
+            self.traceback = [scrub_paths(t) for t in traceback.format_exc(limit=4).strip().splitlines()[-6:]]
+
+    def quality(self, names: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, float]:
+        """Quality (higher = better) per image name; missing images are left out."""
+        from shamisa_bench.scoring import orient
+
+        have = [(n, k) for n, k in zip(names, keys) if k in self.values]
+        if not have:
+            return {}
+        vals = np.stack([self.values[k] for _, k in have])
+        if self.adapter.output == "features":
+            q = self.head.predict(vals)
+        else:
+            q = orient(vals.reshape(-1), self.adapter.lower_better)
+        return {n: float(v) for (n, _), v in zip(have, q)}
+
+
+def _resolve(cfg: RobustnessConfig, reg: Any) -> tuple[Any, Any, RobustnessParams, tuple[str, ...], tuple[str, ...]]:
+    """(suite, protocol, params, metrics, source datasets) of a run."""
+    suite = reg.suite(cfg.suite) if cfg.suite else None
+    protocol = reg.protocol(suite.protocol if suite else "robustness")
+    if protocol.kind != "robustness":
+        raise ValueError(f"suite {cfg.suite!r} uses protocol kind {protocol.kind!r}, not robustness")
+    params = RobustnessParams.from_params(protocol.params, seed=protocol.base_seed if cfg.seed is None else cfg.seed)
+    comp = None if cfg.n_compositions is None else replace(params.compositions, n=cfg.n_compositions)
+    params = params.override(max_images=cfg.max_images, image_size=cfg.image_size,
+                             head_dataset=cfg.head_dataset, compositions=comp)
+    metrics = tuple(cfg.metrics) if cfg.metrics else tuple(suite.metrics if suite else ())
+    if not metrics:
+        raise ValueError("no metrics: pass --metrics or a suite that lists some")
+    for m in metrics:
+        reg.metric(m)  # unknown: ValueError listing the valid names
+    datasets = () if cfg.images else tuple(cfg.datasets or (suite.datasets if suite else ("demo",)))
+    for d in datasets:
+        reg.dataset(d)
+    return suite, protocol, params, metrics, datasets
+
+
+def run_robustness(
+    cfg: RobustnessConfig,
+    *,
+    registry: Any = None,
+    console: Any = None,
+    adapters: Mapping[str, Any] | None = None,
+) -> RobustnessSummary:
+    """Run (or resume) a robustness measurement and write its JSON files and report.
+
+    Args:
+        cfg: the run configuration.
+        registry: a loaded Registry (default: ``load_registry(cfg.registry_root)``).
+        console: a rich Console for progress and messages (None: quiet).
+        adapters: metric adapters to use instead of building them from the registry
+            (tests), by metric name.
+
+    Returns:
+        the summary.
+
+    Raises:
+        ValueError: unknown names (listing the valid ones), bad parameters, an empty image
+            folder or no readable source image.
+    """
+    from shamisa_bench.harness import _Progress
+    from shamisa_bench.metrics import MetricUnavailable, build_metric, describe_device
+    from shamisa_bench.registry import load_registry
+    from shamisa_bench.results import collect_provenance, git_state
+    from shamisa_bench.results.provenance import utc_now
+    from shamisa_bench.robustness.report import write_report
+    from shamisa_bench.robustness.sources import load_sources
+
+    t_run = time.perf_counter()
+    started = utc_now()
+    reg = registry if registry is not None else load_registry(cfg.registry_root)
+    suite, protocol, params, metrics, datasets = _resolve(cfg, reg)
+    sources = load_sources(folders=cfg.images, datasets=datasets, registry=reg, data_root=cfg.data_root,
+                           cache_dir=cfg.cache_dir, max_images=params.max_images, size=params.image_size)
+    dset = build_set(sources, params)
+    out_dir = cfg.results_dir / "robustness" / cfg.run_name
+    git = git_state()
+    device_desc = describe_device(cfg.device)
+    versions = {f"protocols/{protocol.name}": protocol.version}
+    if suite is not None:
+        versions[f"suites/{suite.name}"] = suite.version
+
+    def say(text: str) -> None:
+        if console is not None:
+            console.print(text, markup=False, highlight=False)
+
+    say(f"robustness {cfg.run_name}: {len(sources.names)} source image(s), {len(dset.grid)} types, "
+        f"{len(dset.compositions)} compositions, {dset.n_images} images per metric")
+    for n, r in sources.skipped:
+        say(f"source skipped: {n}: {r}")
+    states: list[_MetricState] = []
+    statuses: dict[str, str] = {}
+    for m in metrics:
+        path = out_dir / f"{m}.json"
+        if not cfg.overwrite and _existing(path, dset.sha256):
+            statuses[m] = "skipped"
+            continue
+        spec = reg.metric(m)
+        st = _MetricState(m, spec, (adapters or {}).get(m) or build_metric(spec, seed=params.seed))
+        st.started = utc_now()
+        states.append(st)
+        t0 = time.perf_counter()
+        try:
+            st.checkpoint = st.adapter.checkpoint_sha256()
+            if cfg.cache_dir is not None:
+                from shamisa_bench.cache import ArrayCache
+
+                st.cache = ArrayCache(cfg.cache_dir, st.adapter.identity())
+            if st.adapter.output == "features":
+                from shamisa_bench.robustness.head import fit_probe_head
+
+                say(f"{m}: fitting its ridge head on {params.head_dataset}")
+                st.head = fit_probe_head(st.adapter, reg, params.head_dataset, cache=st.cache,
+                                         device=cfg.device, data_root=cfg.data_root,
+                                         data_cache_dir=cfg.cache_dir, protocol=protocol, seed=params.seed)
+                versions[f"datasets/{params.head_dataset}"] = reg.dataset(params.head_dataset).version
+        except MetricUnavailable as err:
+            st.stop("unavailable", err)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - recorded in the metric's file; the run goes on
+            st.stop("failed", err)
+        st.compute_s += time.perf_counter() - t0
+        if not st.active:
+            say(f"{m}: {st.status} ({st.reason})")
+
+    gen_s = 0.0
+    try:
+        with _Progress(cfg.progress and console is not None, console) as prog:
+            task = prog.add("batches", len(dset.batches))
+            for batch in dset.batches:
+                need: list[tuple[_MetricState, list[int]]] = []
+                for st in states:
+                    if not st.active:
+                        continue
+                    hits = st.cache.get_many(batch.keys) if st.cache is not None else {}
+                    st.values.update(hits)
+                    st.n_cached += len(hits)
+                    miss = [i for i, k in enumerate(batch.keys) if k not in hits]
+                    if miss:
+                        need.append((st, miss))
+                # open first: a metric that turns out unavailable must not cause generation
+                need = [(st, miss) for st, miss in need if _open(st, cfg.device, MetricUnavailable)]
+                if need:
+                    t0 = time.perf_counter()
+                    images = batch.make()
+                    gen_s += time.perf_counter() - t0
+                    for st, miss in need:
+                        _score(st, batch, images, miss)
+                prog.advance(task)
+    finally:
+        for st in states:
+            if st.cache is not None:
+                st.cache.flush()
+            st.adapter.close()
+
+    summary_records: dict[str, Path] = {}
+    set_record = dset.record()
+    for st in states:
+        path = out_dir / f"{st.name}.json"
+        record = _record(st, dset, set_record, cfg)
+        record["provenance"] = collect_provenance(
+            device=device_desc, seed=params.seed, started_at=st.started, duration_s=st.compute_s,
+            checkpoint_sha256=st.checkpoint, registry_versions={**versions, f"metrics/{st.name}": st.spec.version},
+            git=git)
+        write_record(path, record)
+        statuses[st.name] = st.status
+        summary_records[st.name] = path
+        say(f"{st.name}: {st.status}" + (f" ({st.reason})" if st.reason else ""))
+    for m in metrics:
+        summary_records.setdefault(m, out_dir / f"{m}.json")
+    duration = time.perf_counter() - t_run
+    manifest = {
+        "schema": RECORD_SCHEMA[0] + "/run",
+        "schema_version": RECORD_SCHEMA[1],
+        "name": cfg.run_name,
+        "suite": suite.name if suite else None,
+        "metrics": list(metrics),
+        "statuses": statuses,
+        "set": {k: v for k, v in set_record.items() if k != "sources"} | {
+            "n_sources": len(sources.names), "sources": list(sources.names)},
+        "generation_s": gen_s,
+        "wall_time_s": duration,
+        "command_note": "metrics with status 'skipped' reused their existing JSON (same set sha256)",
+        "provenance": collect_provenance(device=device_desc, seed=params.seed, started_at=started,
+                                         duration_s=duration, registry_versions=versions, git=git),
+    }
+    write_record(out_dir / "run.json", manifest)
+    report = write_report(cfg.results_dir, cfg.run_name)
+    return RobustnessSummary(cfg.run_name, summary_records, statuses, report, duration, gen_s)
+
+
+def _open(st: _MetricState, device: str, unavailable: type[Exception]) -> bool:
+    """Open ``st``'s adapter if needed; False (recorded) when it cannot run."""
+    if st.adapter.is_open:
+        return True
+    t0 = time.perf_counter()
+    try:
+        st.adapter.open(device)
+    except unavailable as err:
+        st.stop("unavailable", err)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded; other metrics go on
+        st.stop("failed", err)
+    st.compute_s += time.perf_counter() - t0
+    return st.active
+
+
+def _score(st: _MetricState, batch: Any, images: list[Any], miss: list[int]) -> None:
+    """Compute ``st``'s missing images of a batch (failures recorded per image, not cached)."""
+    t0 = time.perf_counter()
+    for i in miss:
+        name, key = batch.names[i], batch.keys[i]
+        try:
+            out = np.asarray(st.adapter.compute(images[i][None], name))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - recorded per image, never cached
+            st.failures.append((name, " ".join(f"{type(err).__name__}: {err}".split())[:300]))
+            continue
+        st.values[key] = out
+        st.n_computed += 1
+        if st.cache is not None:
+            st.cache.put(key, out)
+    st.compute_s += time.perf_counter() - t0
+
+
+def _record(st: _MetricState, dset: DistortedSet, set_record: dict[str, Any], cfg: RobustnessConfig
+            ) -> dict[str, Any]:
+    from shamisa_bench.results import clean_json
+
+    ad = st.adapter
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA[0],
+        "schema_version": RECORD_SCHEMA[1],
+        "status": st.status,
+        "reason": st.reason,
+        "name": cfg.run_name,
+        "metric": {"name": st.name, "kind": getattr(st.spec, "kind", None),
+                   "version": getattr(st.spec, "version", None),
+                   "lower_better": bool(getattr(st.spec, "lower_better", False)),
+                   "output": ad.output,
+                   "quality": ("ridge head prediction" if ad.output == "features" else
+                               "minus the score" if ad.lower_better else "the score")},
+        "head": st.head.info if st.head is not None else None,
+        "set": set_record,
+    }
+    if st.traceback:
+        record["traceback"] = st.traceback
+    if st.status != "ok":
+        return record
+    quality: dict[str, float] = {}
+    for b in dset.batches:
+        quality.update(st.quality(b.names, b.keys))
+    # measure what is stored (rounded), so the report and the record always agree
+    raw = clean_json(raw_qualities(dset, quality))
+    nonfinite = [n for b in dset.batches for n in b.names
+                 if n not in quality or not np.isfinite(quality[n])]
+    failed = {n for n, _ in st.failures}
+    record.update(
+        raw=raw,
+        measurements=measure_metric(raw),
+        nonfinite={"n": len(nonfinite), "n_failed": len(failed),
+                   "names": [n for n in nonfinite if n not in failed][:200]},
+        failures=[{"name": n, "reason": r} for n, r in st.failures[:200]],
+        n_failures=len(st.failures),
+        cache={"n_cached": st.n_cached, "n_computed": st.n_computed},
+        compute_s=st.compute_s,
+    )
+    return record
