@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bench_run", "register", "register_bench"]
+__all__ = ["bench_run", "register", "register_bench", "run_config"]
 
 
 def _default_device() -> str:
@@ -107,16 +107,12 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def run_config(args: argparse.Namespace) -> Any:
+    """The RunConfig of ``run``'s arguments (``robustness`` takes the same ones)."""
     from shamisa_bench.data import default_cache_dir
-    from shamisa_bench.harness import RunConfig, run_suite
-    from shamisa_bench.robustness.cli import dispatch_run
+    from shamisa_bench.harness import RunConfig
 
-    code = dispatch_run(args)  # a robustness suite runs there
-    if code is not None:
-        return code
-
-    cfg = RunConfig(
+    return RunConfig(
         suite=args.suite,
         metrics=tuple(args.metrics) if args.metrics else None,
         datasets=tuple(args.datasets) if args.datasets else None,
@@ -130,6 +126,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         registry_root=args.registry,
         progress=not args.no_progress,
     )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from shamisa_bench.harness import run_suite
+    from shamisa_bench.robustness.cli import dispatch_run
+
+    code = dispatch_run(args)  # a robustness suite runs there
+    if code is not None:
+        return code
+    cfg = run_config(args)
     console = _console()
     summary = run_suite(cfg, console=console)
     counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(summary.written.items())) or "none"

@@ -53,29 +53,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--seed", type=int, help="seed of the distorted set (default: the protocol's)")
     p.add_argument("--overwrite", action="store_true", help="recompute metrics that have results")
+    p.add_argument("--allow-partial", action="store_true", help="use incomplete datasets (sources, heads)")
     p.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:
-    from shamisa_bench.data import default_cache_dir
-    from shamisa_bench.harness_cli import _default_device
+    from shamisa_bench.harness_cli import run_config
     from shamisa_bench.robustness.runner import RobustnessConfig
 
-    return RobustnessConfig(
-        suite=args.suite,
-        metrics=tuple(args.metrics) if args.metrics else None,
-        datasets=tuple(args.datasets) if args.datasets else None,
-        data_root=args.data_root,
-        results_dir=args.results,
-        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        device=args.device or _default_device(),
-        seed=args.seed,
-        overwrite=args.overwrite,
-        registry_root=args.registry,
-        progress=not args.no_progress,
-        **extra,
-    )
+    return RobustnessConfig(run=run_config(args), **extra)
 
 
 def _execute(cfg: Any) -> int:

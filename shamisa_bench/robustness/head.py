@@ -66,6 +66,7 @@ def fit_probe_head(
     data_cache_dir: Path | None,
     protocol: Any,
     seed: int,
+    allow_partial: bool = False,
 ) -> ProbeHead:
     """Fit a feature metric's head on ``dataset`` (see the module docstring).
 
@@ -78,6 +79,7 @@ def fit_probe_head(
         data_root, data_cache_dir: where the dataset lives / is built.
         protocol: a ProtocolSpec giving ratios, n_splits and the alpha grid.
         seed: base seed of the splits.
+        allow_partial: accept an incomplete dataset (recorded in the head's info).
 
     Raises:
         MetricUnavailable: the encoder cannot be loaded.
@@ -91,7 +93,8 @@ def fit_probe_head(
     from shamisa_bench.ridge import fit_ridge_path
     from shamisa_bench.scoring import orient
 
-    table = load_tables(registry, [dataset], RunConfig(data_root=data_root, cache_dir=data_cache_dir))[dataset]
+    cfg = RunConfig(data_root=data_root, cache_dir=data_cache_dir, allow_partial=allow_partial)
+    table = load_tables(registry, [dataset], cfg)[dataset]
     frame = table.frame
     outputs = compute_outputs(adapter, list(frame["image"]), list(frame["name"]), cache=cache, device=device)
     mos = frame["mos"].to_numpy(dtype=np.float64)
@@ -116,6 +119,7 @@ def fit_probe_head(
         "label_type": table.spec.label_type,
         "labels_negated": lower,
         "n_images": int(use.sum()),
+        "partial": bool(getattr(table, "partial", False)),
         "n_excluded": len(res.usable.excluded),
         "alpha": alpha,
         "alpha_selection": "median validation SRCC over splits (intra protocol)",

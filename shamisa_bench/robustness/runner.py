@@ -50,51 +50,38 @@ class RobustnessConfig:
     """A robustness run, from the CLI or from Python.
 
     Attributes:
-        name: results name: ``<results>/robustness/<name>.md`` (default: the suite's).
-        suite: suite giving metrics, sources and protocol (None: protocol ``robustness``).
-        metrics: metric names (None: the suite's).
-        images: image folders used as sources (override the suite's datasets).
-        datasets: registered datasets used as sources (None: the suite's; ``demo`` = the
-            bundled photographs).
+        run: the harness's RunConfig: ``suite`` gives the default metrics, sources
+            (``datasets``; ``demo`` = the bundled photographs) and the protocol (kind
+            ``robustness``); ``metrics``, ``datasets``, ``data_root``, ``results_dir``,
+            ``cache_dir`` (score/feature cache; None: none), ``device``, ``seed`` (of the
+            distorted set; None: the protocol's ``base_seed``), ``overwrite`` (recompute
+            metrics whose JSON exists for the same set), ``registry_root``, ``progress``
+            mean what they mean for ``run``.
+        name: results name: ``<results>/robustness/<name>.md`` (None: the suite's).
+        images: image folders used as sources (instead of datasets).
         head_dataset, max_images, image_size, n_compositions: override the protocol.
-        data_root: folder holding the datasets.
-        results_dir: results root.
-        cache_dir: score/feature cache and data-layer caches (None: no score cache).
-        device: ``cpu`` or ``cuda[:N]``.
-        seed: seed of the distorted set (None: the protocol's ``base_seed``).
-        overwrite: recompute metrics whose JSON exists for the same set.
-        registry_root: registry folder (None: the shipped one).
-        progress: show progress bars.
     """
 
+    run: Any = None
     name: str | None = None
-    suite: str | None = "robustness"
-    metrics: tuple[str, ...] | None = None
     images: tuple[Path, ...] = ()
-    datasets: tuple[str, ...] | None = None
     head_dataset: str | None = None
     max_images: int | None = None
     image_size: int | None = None
     n_compositions: int | None = None
-    data_root: Path | None = None
-    results_dir: Path = Path("results")
-    cache_dir: Path | None = None
-    device: str = "cpu"
-    seed: int | None = None
-    overwrite: bool = False
-    registry_root: Path | None = None
-    progress: bool = True
 
     def __post_init__(self) -> None:
-        if not str(self.device).startswith(("cpu", "cuda")):
-            raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if self.run is None:
+            from shamisa_bench.harness import RunConfig
+
+            object.__setattr__(self, "run", RunConfig(suite="robustness"))
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ValueError(f"name must be a plain file stem, got {self.name!r}")
 
     @property
     def run_name(self) -> str:
         """The results name."""
-        return self.name or self.suite or "robustness"
+        return self.name or self.run.suite
 
 
 @dataclass(frozen=True)
@@ -209,20 +196,19 @@ class _MetricState:
 
 def _resolve(cfg: RobustnessConfig, reg: Any) -> tuple[Any, Any, RobustnessParams, tuple[str, ...], tuple[str, ...]]:
     """(suite, protocol, params, metrics, source datasets) of a run."""
-    suite = reg.suite(cfg.suite) if cfg.suite else None
-    protocol = reg.protocol(suite.protocol if suite else "robustness")
+    run = cfg.run
+    suite = reg.suite(run.suite)
+    protocol = reg.protocol(suite.protocol)
     if protocol.kind != "robustness":
-        raise ValueError(f"suite {cfg.suite!r} uses protocol kind {protocol.kind!r}, not robustness")
-    params = RobustnessParams.from_params(protocol.params, seed=protocol.base_seed if cfg.seed is None else cfg.seed)
+        raise ValueError(f"suite {run.suite!r} uses protocol kind {protocol.kind!r}, not robustness")
+    params = RobustnessParams.from_params(protocol.params, seed=protocol.base_seed if run.seed is None else run.seed)
     comp = None if cfg.n_compositions is None else replace(params.compositions, n=cfg.n_compositions)
     params = params.override(max_images=cfg.max_images, image_size=cfg.image_size,
                              head_dataset=cfg.head_dataset, compositions=comp)
-    metrics = tuple(cfg.metrics) if cfg.metrics else tuple(suite.metrics if suite else ())
-    if not metrics:
-        raise ValueError("no metrics: pass --metrics or a suite that lists some")
+    metrics = tuple(run.metrics) if run.metrics else tuple(suite.metrics)
     for m in metrics:
         reg.metric(m)  # unknown: ValueError listing the valid names
-    datasets = () if cfg.images else tuple(cfg.datasets or (suite.datasets if suite else ("demo",)))
+    datasets = () if cfg.images else tuple(run.datasets or suite.datasets)
     for d in datasets:
         reg.dataset(d)
     return suite, protocol, params, metrics, datasets
@@ -261,17 +247,17 @@ def run_robustness(
 
     t_run = time.perf_counter()
     started = utc_now()
-    reg = registry if registry is not None else load_registry(cfg.registry_root)
+    run = cfg.run
+    reg = registry if registry is not None else load_registry(run.registry_root)
     suite, protocol, params, metrics, datasets = _resolve(cfg, reg)
-    sources = load_sources(folders=cfg.images, datasets=datasets, registry=reg, data_root=cfg.data_root,
-                           cache_dir=cfg.cache_dir, max_images=params.max_images, size=params.image_size)
+    sources = load_sources(folders=cfg.images, datasets=datasets, registry=reg, data_root=run.data_root,
+                           cache_dir=run.cache_dir, max_images=params.max_images, size=params.image_size,
+                           allow_partial=run.allow_partial)
     dset = build_set(sources, params)
-    out_dir = cfg.results_dir / "robustness" / cfg.run_name
+    out_dir = run.results_dir / "robustness" / cfg.run_name
     git = git_state()
-    device_desc = describe_device(cfg.device)
-    versions = {f"protocols/{protocol.name}": protocol.version}
-    if suite is not None:
-        versions[f"suites/{suite.name}"] = suite.version
+    device_desc = describe_device(run.device)
+    versions = {f"protocols/{protocol.name}": protocol.version, f"suites/{suite.name}": suite.version}
 
     def say(text: str) -> None:
         if console is not None:
@@ -285,7 +271,7 @@ def run_robustness(
     statuses: dict[str, str] = {}
     for m in metrics:
         path = out_dir / f"{m}.json"
-        if not cfg.overwrite and _existing(path, dset.sha256):
+        if not run.overwrite and _existing(path, dset.sha256):
             statuses[m] = "skipped"
             continue
         spec = reg.metric(m)
@@ -295,17 +281,18 @@ def run_robustness(
         t0 = time.perf_counter()
         try:
             st.checkpoint = st.adapter.checkpoint_sha256()
-            if cfg.cache_dir is not None:
+            if run.cache_dir is not None:
                 from shamisa_bench.cache import ArrayCache
 
-                st.cache = ArrayCache(cfg.cache_dir, st.adapter.identity())
+                st.cache = ArrayCache(run.cache_dir, st.adapter.identity())
             if st.adapter.output == "features":
                 from shamisa_bench.robustness.head import fit_probe_head
 
                 say(f"{m}: fitting its ridge head on {params.head_dataset}")
                 st.head = fit_probe_head(st.adapter, reg, params.head_dataset, cache=st.cache,
-                                         device=cfg.device, data_root=cfg.data_root,
-                                         data_cache_dir=cfg.cache_dir, protocol=protocol, seed=params.seed)
+                                         device=run.device, data_root=run.data_root,
+                                         data_cache_dir=run.cache_dir, protocol=protocol, seed=params.seed,
+                                         allow_partial=run.allow_partial)
                 versions[f"datasets/{params.head_dataset}"] = reg.dataset(params.head_dataset).version
         except MetricUnavailable as err:
             st.stop("unavailable", err)
@@ -319,7 +306,7 @@ def run_robustness(
 
     gen_s = 0.0
     try:
-        with _Progress(cfg.progress and console is not None, console) as prog:
+        with _Progress(run.progress and console is not None, console) as prog:
             task = prog.add("batches", len(dset.batches))
             for batch in dset.batches:
                 need: list[tuple[_MetricState, list[int]]] = []
@@ -333,7 +320,7 @@ def run_robustness(
                     if miss:
                         need.append((st, miss))
                 # open first: a metric that turns out unavailable must not cause generation
-                need = [(st, miss) for st, miss in need if _open(st, cfg.device, MetricUnavailable)]
+                need = [(st, miss) for st, miss in need if _open(st, run.device, MetricUnavailable)]
                 if need:
                     t0 = time.perf_counter()
                     images = batch.make()
@@ -367,7 +354,7 @@ def run_robustness(
         "schema": RECORD_SCHEMA[0] + "/run",
         "schema_version": RECORD_SCHEMA[1],
         "name": cfg.run_name,
-        "suite": suite.name if suite else None,
+        "suite": suite.name,
         "metrics": list(metrics),
         "statuses": statuses,
         "set": {k: v for k, v in set_record.items() if k != "sources"} | {
@@ -379,7 +366,7 @@ def run_robustness(
                                          duration_s=duration, registry_versions=versions, git=git),
     }
     write_record(out_dir / "run.json", manifest)
-    report = write_report(cfg.results_dir, cfg.run_name)
+    report = write_report(run.results_dir, cfg.run_name)
     return RobustnessSummary(cfg.run_name, summary_records, statuses, report, duration, gen_s)
 
 

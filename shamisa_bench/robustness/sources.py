@@ -146,6 +146,7 @@ def load_sources(
     cache_dir: Path | None = None,
     max_images: int = 8,
     size: int = 256,
+    allow_partial: bool = True,
 ) -> SourceSet:
     """Load the source images: ``max_images`` from each folder and each dataset.
 
@@ -158,6 +159,7 @@ def load_sources(
         data_root, cache_dir: where datasets live and are cached.
         max_images: images per folder or dataset.
         size: side of the square images.
+        allow_partial: accept an incomplete dataset (its present images are used).
 
     Returns:
         the SourceSet.
@@ -189,8 +191,8 @@ def load_sources(
         else:
             from shamisa_bench.harness import RunConfig, load_tables
 
-            table = load_tables(registry, [ds], RunConfig(data_root=data_root, cache_dir=cache_dir,
-                                                          allow_partial=True))[ds]
+            cfg = RunConfig(data_root=data_root, cache_dir=cache_dir, allow_partial=allow_partial)
+            table = load_tables(registry, [ds], cfg)[ds]
             rows = evenly_spaced(len(table.frame), max_images)
             paths = [Path(table.frame["image"].iloc[r]) for r in rows]
             n, i, p, s = _from_files(paths, [f"{ds}/{table.frame['name'].iloc[r]}" for r in rows], size)
