@@ -108,7 +108,7 @@ def test_bench_engine_json(photo: Path, tmp_path: Path, capsys: pytest.CaptureFi
     folder.mkdir()
     (folder / "a.png").write_bytes(photo.read_bytes())
     argv = ["bench", "engine", "--images", str(folder), "--steps", "2", "--warmup", "0",
-            "--crop-size", "24", "--type-batch", "4", "--json"]
+            "--crop-size", "24", "--type-batch", "4", "--no-malloc-tuning", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["crops_per_step"] == 252 and result["device"] == "cpu"
@@ -117,7 +117,8 @@ def test_bench_engine_json(photo: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert set(result["ms_per_crop"]) == set(CATALOG)
     assert all(v >= 0 for v in result["ms_per_crop"].values())
     assert 0 < sum(result["step_share"].values()) <= 1.0 + 1e-6
-    assert "1 of 1 images" in result["images"]
+    assert "1 of 1 images" in result["images"] and result["malloc_tuned"] is False
+    assert result["cpu_seconds_per_step"] > 0
 
 
 def test_bench_engine_readable_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ reference sampler.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import time
@@ -126,9 +127,11 @@ def bench_engine(
         type_batch: crops per type in the per-type timing.
 
     Returns:
-        A JSON-ready dict: ``seconds_per_step`` (median), ``crops_per_s``, per-type
+        A JSON-ready dict: ``seconds_per_step`` (median wall time), ``crops_per_s``,
+        ``cpu_seconds_per_step`` (median process CPU time, all threads), per-type
         ``ms_per_crop`` (isolated timing) and ``step_share`` (fraction of step time spent
-        in each type), plus the settings and environment.
+        in each type), plus the settings, the 1-minute load average at the end (timings
+        on a machine busy with other work are inflated) and the environment.
 
     Raises:
         ValueError: for no images, ``steps < 1`` or an unavailable device.
@@ -145,6 +148,7 @@ def bench_engine(
     gen = torch.Generator().manual_seed(seed)
     n_contents = spec.n_items * spec.n_contents
     times: list[float] = []
+    cpu_times: list[float] = []
     with record_type_times() as per_type:
         for i in range(warmup + steps):
             pick = torch.randint(len(imgs), (n_contents,), generator=gen).tolist()
@@ -153,11 +157,12 @@ def bench_engine(
             if i == warmup:
                 per_type.clear()
             _sync(dev)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             build_step(groups, spec, generator=gen)
             _sync(dev)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
     total = sum(times)
     share = {k: round(v[0] / total, 4) for k, v in sorted(per_type.items(), key=lambda kv: -kv[1][0])}
     median = statistics.median(times)
@@ -185,6 +190,8 @@ def bench_engine(
         "seconds_per_step": round(median, 4),
         "seconds_per_step_mean": round(statistics.fmean(times), 4),
         "seconds_per_step_all": [round(t, 4) for t in times],
+        "cpu_seconds_per_step": round(statistics.median(cpu_times), 4),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "crops_per_s": round(spec.n_nodes / median, 2) if median > 0 else math.inf,
         "step_share": share,
         "ms_per_crop": _per_type_costs(imgs, dev, type_batch, spec.crop_size, gen),
