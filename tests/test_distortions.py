@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -65,12 +66,28 @@ SPEC_ANCHORS = {
     "nonlinear_contrast": (0.4, 0.3, 0.2, 0.1, 0.05),
 }
 INTEGER_TYPES = {
-    "lens_blur", "motion_blur", "color_diffusion", "color_shift", "color_saturation_lab", "jpeg2000", "jpeg",
-    "non_eccentricity_patch", "quantization", "color_block", "high_sharpen",
+    "lens_blur",
+    "motion_blur",
+    "color_diffusion",
+    "color_shift",
+    "color_saturation_lab",
+    "jpeg2000",
+    "jpeg",
+    "non_eccentricity_patch",
+    "quantization",
+    "color_block",
+    "high_sharpen",
 }
 RANDOM_TYPES = {
-    "motion_blur", "color_shift", "white_noise", "white_noise_cc", "impulse_noise", "multiplicative_noise",
-    "jitter", "non_eccentricity_patch", "color_block",
+    "motion_blur",
+    "color_shift",
+    "white_noise",
+    "white_noise_cc",
+    "impulse_noise",
+    "multiplicative_noise",
+    "jitter",
+    "non_eccentricity_patch",
+    "color_block",
 }
 
 
@@ -194,8 +211,17 @@ def test_dtype_is_preserved(dtype: torch.dtype, images: torch.Tensor) -> None:
         assert float((out.float() - ref).abs().mean()) < (2e-3 if dtype == torch.float16 else 1e-5)
 
 
-MONOTONE = ["gaussian_blur", "lens_blur", "motion_blur", "jpeg", "jpeg2000",
-            "white_noise", "white_noise_cc", "impulse_noise", "multiplicative_noise"]
+MONOTONE = [
+    "gaussian_blur",
+    "lens_blur",
+    "motion_blur",
+    "jpeg",
+    "jpeg2000",
+    "white_noise",
+    "white_noise_cc",
+    "impulse_noise",
+    "multiplicative_noise",
+]
 
 
 @pytest.mark.parametrize("name", MONOTONE)
@@ -207,12 +233,18 @@ def test_distance_grows_with_severity(name: str) -> None:
     for level in range(5):
         y = distort(x, name, float(level), generator=gen(7))
         dist.append(float((y - x).pow(2).mean().sqrt()))
-    assert all(a < b for a, b in zip(dist, dist[1:])), (name, dist)
+    assert all(a < b for a, b in itertools.pairwise(dist)), (name, dist)
 
 
 def test_per_image_values_match_separate_calls(images: torch.Tensor) -> None:
-    for name, values in [("gaussian_blur", [0.5, 3.0]), ("jpeg", [40, 5]), ("quantization", [16, 3]),
-                         ("pixelate", [0.05, 0.4]), ("brighten", [0.1, 1.0]), ("lens_blur", [1, 6])]:
+    for name, values in [
+        ("gaussian_blur", [0.5, 3.0]),
+        ("jpeg", [40, 5]),
+        ("quantization", [16, 3]),
+        ("pixelate", [0.05, 0.4]),
+        ("brighten", [0.1, 1.0]),
+        ("lens_blur", [1, 6]),
+    ]:
         both = apply_distortion(images, name, torch.tensor(values))
         for i, v in enumerate(values):
             one = apply_distortion(images[i : i + 1], name, v)
@@ -344,8 +376,10 @@ def test_filters_match_direct_convolution() -> None:
     x = torch.rand(2, 3, 20, 23, generator=gen(1), dtype=torch.float64)
     for k in (gaussian_kernel(1.5), disk, torch.rand(5, 3, generator=gen(2), dtype=torch.float64)):
         kh, kw = k.shape
-        ref = F.conv2d(F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate").reshape(-1, 1, 20 + kh - 1,
-                       23 + kw - 1), k.flip(-2, -1)[None, None]).reshape(2, 3, 20, 23)
+        ref = F.conv2d(
+            F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate").reshape(-1, 1, 20 + kh - 1, 23 + kw - 1),
+            k.flip(-2, -1)[None, None],
+        ).reshape(2, 3, 20, 23)
         assert torch.allclose(fft_filter(x, k[None, None]), ref, atol=1e-10)
 
 
@@ -398,7 +432,7 @@ def test_prefix_sharing_equals_from_scratch() -> None:
         types = [others[0], name, others[1]]
         plans.append(make_composition(types, [1.5, 0, 2.5], [0.0, 3.7, 1.2, 3.7], 1, [i, i + 100, i + 200]))
     for plan in plans:
-        shared, meta = apply_composition_group(views, plan)
+        shared, _meta = apply_composition_group(views, plan)
         scratch, _ = apply_composition_from_scratch(views, plan)
         assert shared.shape == (4 * 2, 3, 24, 24)
         assert torch.equal(shared, scratch), plan.types  # bitwise
@@ -408,8 +442,11 @@ def test_prefix_sharing_equals_from_scratch() -> None:
         shared, _ = apply_composition_group(views, plan)
         lvl = 2
         alone = make_composition(
-            plan.types, plan.severities[0].tolist(), [float(plan.severities[lvl, plan.var_pos])],
-            plan.var_pos, plan.op_seeds,
+            plan.types,
+            plan.severities[0].tolist(),
+            [float(plan.severities[lvl, plan.var_pos])],
+            plan.var_pos,
+            plan.op_seeds,
         )
         single, _ = apply_composition_group(views, alone)
         assert torch.equal(shared[lvl * 2 : (lvl + 1) * 2], single)
@@ -458,7 +495,9 @@ def test_build_step_reference_layout_sizes() -> None:
     one = build_step([imgs[:1], imgs[1:2]], small, generator=gen(1))
     again = build_step([imgs[:1], imgs[1:2]], small, generator=gen(1))
     assert torch.equal(one.crops, again.crops)
-    assert [[c.types for c in item] for item in one.compositions] == [[c.types for c in item] for item in again.compositions]
+    assert [[c.types for c in item] for item in one.compositions] == [
+        [c.types for c in item] for item in again.compositions
+    ]
 
 
 def test_build_item_order_and_scales() -> None:

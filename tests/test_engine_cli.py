@@ -46,13 +46,31 @@ def test_distortions_table(capsys: pytest.CaptureFixture[str], monkeypatch: pyte
         assert name in out
 
 
-def test_distort_writes_a_labelled_contact_sheet(photo: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_distort_writes_a_labelled_contact_sheet(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     out = tmp_path / "sheets" / "sheet.png"
-    assert main(["distort", str(photo), "--out", str(out), "--types", "gaussian_blur", "jpeg",
-                 "color_block", "--seed", "3", "--size", "40"]) == 0
+    assert (
+        main(
+            [
+                "distort",
+                str(photo),
+                "--out",
+                str(out),
+                "--types",
+                "gaussian_blur",
+                "jpeg",
+                "color_block",
+                "--seed",
+                "3",
+                "--size",
+                "40",
+            ]
+        )
+        == 0
+    )
     assert "wrote" in capsys.readouterr().out
     sheet = np.asarray(Image.open(out).convert("RGB"))
     # 3 type rows + the composition row, reference + 5 levels per row
@@ -63,8 +81,25 @@ def test_distort_writes_a_labelled_contact_sheet(photo: Path, tmp_path: Path,
     assert np.abs(ref_cell.astype(int) - blur5.astype(int)).mean() > 2
     # Same seed, same sheet.
     again = tmp_path / "again.png"
-    assert main(["distort", str(photo), "--out", str(again), "--types", "gaussian_blur", "jpeg",
-                 "color_block", "--seed", "3", "--size", "40"]) == 0
+    assert (
+        main(
+            [
+                "distort",
+                str(photo),
+                "--out",
+                str(again),
+                "--types",
+                "gaussian_blur",
+                "jpeg",
+                "color_block",
+                "--seed",
+                "3",
+                "--size",
+                "40",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
 
 
@@ -73,7 +108,7 @@ def test_distort_all_types(photo: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "all.png"
     assert main(["distort", str(photo), "--out", str(out), "--size", "32"]) == 0
-    w, h = Image.open(out).size
+    _w, h = Image.open(out).size
     assert h >= 27 * 32  # 26 types + composition group
 
 
@@ -84,8 +119,9 @@ def test_distort_all_types(photo: Path, tmp_path: Path) -> None:
         (["--size", "4"], "--size"),
     ],
 )
-def test_distort_bad_arguments(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                               argv_tail: list[str], message: str) -> None:
+def test_distort_bad_arguments(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv_tail: list[str], message: str
+) -> None:
     assert main(["distort", str(photo), "--out", str(tmp_path / "s.png"), *argv_tail]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -107,8 +143,22 @@ def test_bench_engine_json(photo: Path, tmp_path: Path, capsys: pytest.CaptureFi
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "a.png").write_bytes(photo.read_bytes())
-    argv = ["bench", "engine", "--images", str(folder), "--steps", "2", "--warmup", "0",
-            "--crop-size", "24", "--type-batch", "4", "--no-malloc-tuning", "--json"]
+    argv = [
+        "bench",
+        "engine",
+        "--images",
+        str(folder),
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--crop-size",
+        "24",
+        "--type-batch",
+        "4",
+        "--no-malloc-tuning",
+        "--json",
+    ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["crops_per_step"] == 252 and result["device"] == "cpu"
@@ -122,8 +172,7 @@ def test_bench_engine_json(photo: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_bench_engine_readable_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "engine", "--steps", "1", "--warmup", "0", "--crop-size", "16",
-                 "--type-batch", "2"]) == 0
+    assert main(["bench", "engine", "--steps", "1", "--warmup", "0", "--crop-size", "16", "--type-batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "crops per step" in out and "s/step" in out
 

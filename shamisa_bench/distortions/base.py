@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Draws",
     "DistortionOp",
+    "Draws",
     "apply_grouped",
     "per_image",
     "tile_draws",

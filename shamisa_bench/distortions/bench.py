@@ -65,20 +65,21 @@ def default_bench_images(n: int = 8, seed: int = 0) -> tuple[list[Tensor], str]:
         from skimage import data
     except ImportError:
         return synthetic_images(n, seed=seed), "synthetic"
-    photos = []
+    photos, missing = [], []
     for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry"):
         loader = getattr(data, name, None)
-        if loader is None:
-            continue
         try:
-            arr = np.asarray(loader())
-        except Exception:  # noqa: BLE001 - any failure to load a bundled photo: skip to synthetic
+            arr = np.asarray(loader()) if loader is not None else None
+        except (OSError, ValueError, ImportError):  # a photo that needs a download, offline
+            arr = None
+        if arr is None or arr.ndim != 3 or arr.shape[2] < 3:
+            missing.append(name)
             continue
-        if arr.ndim == 3 and arr.shape[2] >= 3:
-            photos.append(torch.from_numpy(arr[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1).contiguous())
+        photos.append(torch.from_numpy(arr[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1).contiguous())
     if not photos:
-        return synthetic_images(n, seed=seed), "synthetic"
-    return [photos[i % len(photos)] for i in range(max(n, len(photos)))], "scikit-image"
+        return synthetic_images(n, seed=seed), "synthetic (scikit-image photos unavailable)"
+    kind = "scikit-image" + (f" (unavailable: {', '.join(missing)})" if missing else "")
+    return [photos[i % len(photos)] for i in range(max(n, len(photos)))], kind
 
 
 def _sync(device: torch.device) -> None:
@@ -152,8 +153,9 @@ def bench_engine(
     with record_type_times() as per_type:
         for i in range(warmup + steps):
             pick = torch.randint(len(imgs), (n_contents,), generator=gen).tolist()
-            groups = [[imgs[j] for j in pick[k * spec.n_contents : (k + 1) * spec.n_contents]]
-                      for k in range(spec.n_items)]
+            groups = [
+                [imgs[j] for j in pick[k * spec.n_contents : (k + 1) * spec.n_contents]] for k in range(spec.n_items)
+            ]
             if i == warmup:
                 per_type.clear()
             _sync(dev)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions.base import Draws, DistortionOp, apply_grouped
-from shamisa_bench.distortions.filters import box_disk_kernel, fft_filter
+from shamisa_bench.distortions.base import DistortionOp, Draws, apply_grouped
+from shamisa_bench.distortions.filters import box_disk_kernel, fft_filter, motion_kernels
 from shamisa_bench.distortions.filters import gaussian_blur as _gaussian_filter
-from shamisa_bench.distortions.filters import motion_kernels
 
 __all__ = ["OPS", "gaussian_blur", "lens_blur", "motion_blur"]
 
@@ -20,7 +19,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, draws: Draws = ()) -> Tensor:
 
 def lens_blur(x: Tensor, radius: Tensor, draws: Draws = ()) -> Tensor:
     """Disk (defocus) blur of integer ``radius`` ``(N,)`` pixels."""
-    return apply_grouped(x, radius, lambda xs, r, _: fft_filter(xs, box_disk_kernel(int(round(r)))[None, None]))
+    return apply_grouped(x, radius, lambda xs, r, _: fft_filter(xs, box_disk_kernel(round(r))[None, None]))
 
 
 def draw_motion_blur(generator: torch.Generator, n: int, h: int, w: int, vmax: float) -> Draws:
@@ -31,7 +30,7 @@ def draw_motion_blur(generator: torch.Generator, n: int, h: int, w: int, vmax: f
 def motion_blur(x: Tensor, radius: Tensor, draws: Draws) -> Tensor:
     """Line blur of half-length ``radius`` ``(N,)`` at the drawn per-image angles ``(N,)``."""
     angles = draws[0].cpu()
-    return apply_grouped(x, radius, lambda xs, r, idx: fft_filter(xs, motion_kernels(int(round(r)), angles[idx])))
+    return apply_grouped(x, radius, lambda xs, r, idx: fft_filter(xs, motion_kernels(round(r), angles[idx])))
 
 
 OPS: dict[str, DistortionOp] = {

@@ -23,8 +23,10 @@ __all__ = ["build_item", "build_step", "crop_views", "half_scale", "random_crop"
 
 def _check_content(img: object, i: int) -> Tensor:
     if not isinstance(img, Tensor) or not img.is_floating_point():
-        raise TypeError(f"content {i} must be a floating-point (3, H, W) tensor in [0, 1], got {type(img).__name__}"
-                        + (f" of dtype {img.dtype}" if isinstance(img, Tensor) else ""))
+        raise TypeError(
+            f"content {i} must be a floating-point (3, H, W) tensor in [0, 1], got {type(img).__name__}"
+            + (f" of dtype {img.dtype}" if isinstance(img, Tensor) else "")
+        )
     if img.dim() != 3 or img.shape[0] != 3 or min(img.shape) < 1:
         raise ValueError(f"content {i} must have shape (3, H, W), got {tuple(img.shape)}")
     return img

@@ -44,7 +44,8 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--crop-size", type=int, default=224, help="crop side; 224 is the a0 layout (default 224)")
     b.add_argument("--type-batch", type=int, default=30, help="crops per type in the per-type timing (default 30)")
     b.add_argument(
-        "--no-malloc-tuning", action="store_true",
+        "--no-malloc-tuning",
+        action="store_true",
         help="keep glibc's default allocator thresholds (see shamisa_bench.distortions.allocator)",
     )
     b.add_argument("--threads", type=int, help="torch CPU threads for the run (default: torch's own choice)")
@@ -102,8 +103,10 @@ def _cmd_distort(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     n_rows = len(args.types or []) or 26
-    print(f"wrote {out} ({sheet.width}x{sheet.height}, {n_rows} types x 5 levels"
-          f"{'' if args.no_composition else ' + a composition group'})")
+    print(
+        f"wrote {out} ({sheet.width}x{sheet.height}, {n_rows} types x 5 levels"
+        f"{'' if args.no_composition else ' + a composition group'})"
+    )
     return 0
 
 
@@ -138,7 +141,12 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     malloc_tuned = False if args.no_malloc_tuning else tune_malloc()
     spec = LayoutSpec(crop_size=args.crop_size)
     result = bench_engine(
-        images, spec=spec, steps=args.steps, warmup=args.warmup, device=args.device, seed=args.seed,
+        images,
+        spec=spec,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        seed=args.seed,
         type_batch=args.type_batch,
     )
     result["images"] = source
@@ -147,12 +155,23 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     out = sys.stdout
-    print(f"engine benchmark on {result['device']} ({result['torch_threads']} threads, "
-          f"malloc tuning {'on' if malloc_tuned else 'off'}), {source}", file=out)
-    print(f"  {result['crops_per_step']} crops per step, median {result['seconds_per_step']:.3f} s/step "
-          f"over {result['steps']} steps -> {result['crops_per_s']:.1f} crops/s "
-          f"(CPU {result['cpu_seconds_per_step']:.3f} s/step, load average {result['load_average_1min']})", file=out)
-    print("  share of step time by type: " + ", ".join(
-        f"{k} {v:.0%}" for k, v in list(result["step_share"].items())[:6]), file=out)
-    print(f"  ms per {args.crop_size}^2 crop: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ms_per_crop"].items()), file=out)
+    print(
+        f"engine benchmark on {result['device']} ({result['torch_threads']} threads, "
+        f"malloc tuning {'on' if malloc_tuned else 'off'}), {source}",
+        file=out,
+    )
+    print(
+        f"  {result['crops_per_step']} crops per step, median {result['seconds_per_step']:.3f} s/step "
+        f"over {result['steps']} steps -> {result['crops_per_s']:.1f} crops/s "
+        f"(CPU {result['cpu_seconds_per_step']:.3f} s/step, load average {result['load_average_1min']})",
+        file=out,
+    )
+    print(
+        "  share of step time by type: " + ", ".join(f"{k} {v:.0%}" for k, v in list(result["step_share"].items())[:6]),
+        file=out,
+    )
+    print(
+        f"  ms per {args.crop_size}^2 crop: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ms_per_crop"].items()),
+        file=out,
+    )
     return 0

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions.base import Draws, DistortionOp
+from shamisa_bench.distortions.base import DistortionOp, Draws
 
 __all__ = ["OPS", "jpeg", "jpeg2000", "to_uint8"]
 
@@ -55,7 +55,7 @@ def jpeg(x: Tensor, quality: Tensor, draws: Draws = ()) -> Tensor:
     u8 = to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty_like(u8)
     for i, q in enumerate(quality.tolist()):
-        out[i] = _jpeg_roundtrip(u8[i], min(100, max(1, int(round(q)))))
+        out[i] = _jpeg_roundtrip(u8[i], min(100, max(1, round(q))))
     return _from_uint8(torch.from_numpy(out).permute(0, 3, 1, 2), x)
 
 
@@ -87,7 +87,7 @@ def _j2k_roundtrip(img: np.ndarray, ratio: float) -> np.ndarray:
 
     h, w = img.shape[:2]
     # OpenJPEG needs every resolution level to keep at least one pixel.
-    levels = max(1, min(6, int(math.floor(math.log2(max(1, min(h, w))))) + 1))
+    levels = max(1, min(6, math.floor(math.log2(max(1, min(h, w)))) + 1))
     buf = io.BytesIO()
     Image.fromarray(img).save(
         buf,

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from shamisa_bench.distortions import blur, brightness, color, compression, noise, sharpness, spatial
-from shamisa_bench.distortions.base import Draws, DistortionOp
+from shamisa_bench.distortions.base import DistortionOp, Draws
 from shamisa_bench.distortions.catalog import CATALOG, check_type, severity_to_value
 
 __all__ = [
@@ -48,6 +48,7 @@ def record_type_times() -> Iterator[TypeTimes]:
         yield times
     finally:
         _TIMES.reset(token)
+
 
 OPS: dict[str, DistortionOp] = {
     **blur.OPS,

@@ -31,7 +31,7 @@ def gaussian_kernel(sigma: float) -> Tensor:
     """2-D Gaussian kernel of size ``2 * ceil(2 sigma) + 1``, normalised, float64 CPU."""
     if sigma <= 0:
         return torch.ones(1, 1, dtype=torch.float64)
-    r = int(math.ceil(2.0 * sigma))
+    r = math.ceil(2.0 * sigma)
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-(t**2) / (2.0 * sigma**2))
     g = g / g.sum()
@@ -117,7 +117,7 @@ def fft_filter(x: Tensor, kernel: Tensor) -> Tensor:
     symmetric = bool(torch.equal(kernel, kernel.flip(-2, -1)))
     if kh == 1 and kw == 1:
         return x * kernel.reshape(-1, 1, 1, 1).to(x)
-    n, c, h, w = x.shape
+    _n, _c, h, w = x.shape
     ry, rx = kh // 2, kw // 2
     padded = F.pad(x, (rx, rx, ry, ry), mode="replicate")
     # Circular convolution on a grid of at least (h + 2 ry, w + 2 rx): the kept region only

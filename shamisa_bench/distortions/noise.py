@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions.base import Draws, DistortionOp, per_image
+from shamisa_bench.distortions.base import DistortionOp, Draws, per_image
 from shamisa_bench.distortions.colorspace import rgb_to_ycbcr, ycbcr_to_rgb
 
 __all__ = ["OPS", "impulse_noise", "multiplicative_noise", "white_noise", "white_noise_cc"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions.base import Draws, DistortionOp, per_image
+from shamisa_bench.distortions.base import DistortionOp, Draws, per_image
 from shamisa_bench.distortions.colorspace import lab_to_rgb, rgb_to_lab
 from shamisa_bench.distortions.filters import gaussian_blur
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from torch import Tensor
 from shamisa_bench.distortions.catalog import CATALOG, check_type, severity_to_value
 from shamisa_bench.distortions.compose import apply_composition_group, sample_composition
 from shamisa_bench.distortions.engine import distort
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageFont
 
 __all__ = ["center_crop", "contact_sheet"]
 
@@ -32,14 +36,14 @@ def center_crop(img: Tensor, size: int) -> Tensor:
     return img[:, top : top + size, left : left + size]
 
 
-def _to_pil(x: Tensor):  # noqa: ANN202 - PIL is imported lazily
+def _to_pil(x: Tensor) -> Image.Image:
     from PIL import Image
 
     arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
-def _font(size: int):  # noqa: ANN202
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     from PIL import ImageFont
 
     try:
@@ -59,7 +63,7 @@ def contact_sheet(
     seed: int = 0,
     size: int = 224,
     composition: bool = True,
-):  # noqa: ANN201 - returns a PIL.Image.Image
+) -> Image.Image:
     """Render the engine on one image, for a person to judge.
 
     Args:

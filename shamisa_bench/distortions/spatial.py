@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shamisa_bench.distortions.base import Draws, DistortionOp, apply_grouped
+from shamisa_bench.distortions.base import DistortionOp, Draws, apply_grouped
 
 __all__ = [
     "BLOCK_SIZE",
@@ -60,7 +60,7 @@ def jitter(x: Tensor, amount: Tensor, draws: Draws) -> Tensor:
 
 def draw_patches(generator: torch.Generator, n: int, h: int, w: int, vmax: float) -> Draws:
     """``(n, K, 4)`` uniforms (source y, source x, offset y, offset x), K >= 100 patches."""
-    k = max(_MAX_PATCHES, int(math.ceil(vmax)))
+    k = max(_MAX_PATCHES, math.ceil(vmax))
     return (torch.rand(n, k, 4, generator=generator, device=generator.device, dtype=torch.float64),)
 
 
@@ -103,7 +103,7 @@ def pixelate(x: Tensor, strength: Tensor, draws: Draws = ()) -> Tensor:
 
     def pix(xs: Tensor, s: float, _: Tensor) -> Tensor:
         z = 0.95 - s**0.6
-        small = (max(1, int(round(h * z))), max(1, int(round(w * z))))
+        small = (max(1, round(h * z)), max(1, round(w * z)))
         down = F.interpolate(xs, size=small, mode="nearest")
         return F.interpolate(down, size=(h, w), mode="nearest")
 
@@ -143,13 +143,13 @@ def quantization(x: Tensor, levels: Tensor, draws: Draws = ()) -> Tensor:
 
 def draw_blocks(generator: torch.Generator, n: int, h: int, w: int, vmax: float) -> Draws:
     """``(n, K, 5)`` uniforms (y, x, r, g, b), K >= 10 blocks."""
-    k = max(_MAX_BLOCKS, int(math.ceil(vmax)))
+    k = max(_MAX_BLOCKS, math.ceil(vmax))
     return (torch.rand(n, k, 5, generator=generator, device=generator.device, dtype=torch.float64),)
 
 
 def color_block(x: Tensor, count: Tensor, draws: Draws) -> Tensor:
     """Paste ``count`` ``(N,)`` uniformly coloured 32x32 blocks at random places (later on top)."""
-    n, _, h, w = x.shape
+    _n, _, h, w = x.shape
     bh, bw = min(BLOCK_SIZE, h), min(BLOCK_SIZE, w)
     u = draws[0].cpu()
     y0 = (u[..., 0] * (h - bh + 1)).floor().long().clamp(0, h - bh).tolist()
