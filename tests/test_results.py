@@ -129,3 +129,25 @@ def test_leaderboard_rejects_mixed_columns(tmp_path):
     write_unit(unit_path(tmp_path, b["unit"]), b)
     with pytest.raises(ValueError, match="differ"):
         build_leaderboard(tmp_path, "s")
+
+
+def test_git_state_of_this_checkout() -> None:
+    """Inside a git checkout that tracks the package, provenance names the commit."""
+    import subprocess
+    from pathlib import Path
+
+    from shamisa_bench.results.provenance import git_state
+
+    pkg_init = Path(__file__).resolve().parents[1] / "shamisa_bench" / "__init__.py"
+    try:
+        tracked = subprocess.run(["git", "-C", str(pkg_init.parent), "ls-files", "--error-unmatch", str(pkg_init)],
+                                 capture_output=True, check=False).returncode == 0
+        head = subprocess.run(["git", "-C", str(pkg_init.parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        tracked = False
+    if not tracked:
+        pytest.skip("not running from a git checkout of the project")
+    sha, dirty = git_state()
+    assert sha == head and len(sha) == 40
+    assert isinstance(dirty, bool)

@@ -67,8 +67,7 @@ def git_state() -> tuple[str | None, bool | None]:
     top_path = Path(top).resolve()
     if not pkg.is_relative_to(top_path):
         return None, None
-    rel = (pkg / "__init__.py").relative_to(top_path)
-    if git("ls-files", "--error-unmatch", str(rel)) is None:
+    if git("ls-files", "--error-unmatch", str(pkg / "__init__.py")) is None:
         return None, None
     sha = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
