@@ -225,6 +225,18 @@ def test_set_is_deterministic_and_dedupes_integer_levels(env):
     assert other.sha256 != a.sha256
 
 
+def test_engine_change_changes_every_key(env, monkeypatch):
+    from shamisa_bench.robustness import generate
+
+    src = load_sources(folders=[env["images"]], max_images=2, size=32)
+    params = RobustnessParams(types=("jpeg",), severities=(0.0, 4.0))
+    before = build_set(src, params)
+    monkeypatch.setattr(generate, "engine_fingerprint", lambda: "another-engine")
+    after = build_set(src, params)
+    keys = lambda s: {k for b in s.batches for k in b.keys}  # noqa: E731
+    assert not keys(before) & keys(after)
+
+
 def test_type_response_counts_nan_and_constant_sources():
     sev = [0, 1, 2, 3]
     q = np.array([[4.0, 3.0, 2.0, 1.0],        # perfect: srcc -1, every step drops

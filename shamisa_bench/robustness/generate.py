@@ -17,8 +17,9 @@ cache misses one of its images):
 
 Every image is rounded to 8 bits. Its cache key is a sha256 of the source's content
 identity, the operation (types, applied values, operation seeds), the image size and the
-engine fingerprint (sha256 of the engine's source files), so a change of any of them
-misses the cache, and adding or removing a source leaves the others' entries valid.
+engine fingerprint (a hash of what every type does to a fixed probe image, see
+:func:`engine_fingerprint`), so a change of any of them misses the cache, and adding or
+removing a source leaves the others' entries valid.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from shamisa_bench.cache import canonical_json
@@ -46,12 +46,27 @@ __all__ = [
 
 @lru_cache(maxsize=1)
 def engine_fingerprint() -> str:
-    """sha256 (first 16 hex) of the distortion engine's source files, in name order."""
-    import shamisa_bench.distortions as engine
+    """What the engine does, hashed: sha256 (first 16 hex) of every catalog type.
 
+    Each type (its name, group and anchors) is applied at severities 0, 2 and 4 to a fixed
+    48 x 48 probe image with a fixed seed, through the same composition path the grid uses,
+    and the 8-bit results are hashed. A change of the engine's numbers changes the
+    fingerprint (and misses the cache); reformatting or moving code does not.
+    """
+    import torch
+
+    from shamisa_bench.distortions import CATALOG, apply_composition_group, make_composition
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 48), indexing="ij")
+    checker = ((torch.arange(48)[:, None] // 6 + torch.arange(48)[None, :] // 6) % 2).float()
+    probe = torch.stack([0.15 + 0.7 * xx, 0.15 + 0.7 * yy, 0.2 + 0.6 * checker])[None]
     h = hashlib.sha256()
-    for path in sorted(Path(engine.__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    with torch.inference_mode():
+        for name, entry in CATALOG.items():
+            plan = make_composition([name], [0.0], [0.0, 2.0, 4.0], 0, [12345])
+            y, _ = apply_composition_group(probe, plan)
+            h.update(canonical_json([name, entry.group, list(entry.anchors), entry.integer]).encode())
+            h.update((quantize8(y) * 255).round().to(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

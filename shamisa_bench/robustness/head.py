@@ -16,6 +16,7 @@ The head predicts labels in the quality direction (DMOS labels are negated first
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ class ProbeHead:
         weight: ``(F,)`` ridge weights on raw features.
         bias: intercept.
         info: JSON-ready provenance: dataset, version, label sha256, images used, alpha,
-            held-out SRCC of the alpha selection, the head's sha256.
+            held-out SRCC of the alpha selection, the head's sha256, seconds taken (features
+            included).
     """
 
     weight: NDArray[np.float64]
@@ -93,6 +95,7 @@ def fit_probe_head(
     from shamisa_bench.ridge import fit_ridge_path
     from shamisa_bench.scoring import orient
 
+    t0 = time.perf_counter()
     cfg = RunConfig(data_root=data_root, cache_dir=data_cache_dir, allow_partial=allow_partial)
     table = load_tables(registry, [dataset], cfg)[dataset]
     frame = table.frame
@@ -129,5 +132,6 @@ def fit_probe_head(
         "head_sha256": digest,
         "features_cached": int(outputs.n_cached),
         "features_computed": int(outputs.n_computed),
+        "fit_s": time.perf_counter() - t0,
     }
     return ProbeHead(weight, bias, info)
