@@ -447,11 +447,13 @@ def run_suite(
             adapter = build_metric(spec, seed=plan.seed)
             outputs: dict[str, Any] = {}
             unavailable: str | None = None
+            trained_on: frozenset[str] = frozenset()
             try:
                 cache = None
                 checkpoint = None
                 try:
                     checkpoint = adapter.checkpoint_sha256()
+                    trained_on = adapter.trained_on()
                     if cfg.cache_dir is not None:
                         cache = ArrayCache(cfg.cache_dir, adapter.identity())
                 except MetricUnavailable as err:
@@ -459,6 +461,16 @@ def run_suite(
                 for unit in units:
                     started, t0 = utc_now(), time.perf_counter()
                     record = _base_record(unit, plan, adapter, spec)
+                    seen = sorted(trained_on & {unit.dataset or unit.test})
+                    if unavailable is None and seen:
+                        # Its head saw these labels: every test image would be a training image.
+                        record.update(status="unavailable", scores={"per_split": [], "aggregate": {}},
+                                      reason=f"fit on {', '.join(seen)}'s labels, so it cannot be tested "
+                                             "there (evaluate the encoder as a feature-probe instead)")
+                        write(unit, record, started, t0, checkpoint)
+                        prog.log(f"{unit.metric} / {unit.token}: unavailable ({record['reason']})")
+                        prog.advance(units_task)
+                        continue
                     if unavailable is None:
                         try:
                             for d in unit.datasets:

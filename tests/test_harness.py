@@ -70,6 +70,7 @@ METRICS = {
     "dummy-feat": "kind: dummy\nparams:\n  output: features\n",
     "dummy-nan": "kind: dummy\nparams:\n  nan_for: [img03, img04]\n  fail_for: [img05]\n",
     "dummy-off": "kind: dummy\nparams:\n  unavailable: 'weights not downloaded (offline)'\n",
+    "dummy-fit": "kind: dummy\nparams:\n  trained_on: [tiny]\n",
     "probe18": "kind: feature-probe\nbackbone: resnet18\ninit: random\nprotocol: whole\n",
 }
 
@@ -263,6 +264,17 @@ def test_cross_handles_dmos_direction(env):
     assert len(feat["scores"]["per_split"]) == 3 and feat["n_images"] == N_IMAGES
     md = (env["results"] / "tables" / "tinycross.md").read_text()
     assert "tiny → tinyd" in md
+
+
+def test_metric_fit_on_the_dataset_is_not_tested_on_it(env):
+    # A head fit on tiny's labels would be scored on its own training images there.
+    assert _run(env, "--suite", "tinycross", "--metrics", "dummy-fit") == 0
+    tested_on_own = _unit(env, "tinycross", "cross", "dummy-fit", "tinyd--tiny")
+    assert tested_on_own["status"] == "unavailable" and "fit on tiny's labels" in tested_on_own["reason"]
+    tested_elsewhere = _unit(env, "tinycross", "cross", "dummy-fit", "tiny--tinyd")
+    assert tested_elsewhere["status"] == "ok"
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-fit") == 0
+    assert _unit(env, "tiny", "intra", "dummy-fit", "tiny")["status"] == "unavailable"
 
 
 def test_feature_probe_runs_and_caches(env):

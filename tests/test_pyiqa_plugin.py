@@ -91,11 +91,12 @@ def metric(weights: dict[str, Path]) -> torch.nn.Module:
 
 @pytest.fixture()
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No SHAMISA env vars; TORCH_HOME is an empty tmp folder."""
+    """No SHAMISA env vars; TORCH_HOME is an empty tmp folder; nothing ships in the package."""
     monkeypatch.delenv(ENCODER_ENV, raising=False)
     monkeypatch.delenv(HEAD_ENV, raising=False)
     home = tmp_path / "torch-home"
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(shamisa_arch, "shipped_dir", lambda: tmp_path / "no-shipped-weights")
     return home
 
 
@@ -382,6 +383,30 @@ def test_missing_weights_error_says_how_to_get_them(clean_env: Path) -> None:
         "no weights ship with this installation",
     ):
         assert needle in msg, needle
+
+
+def test_shipped_weights_score_offline_with_no_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import hashlib
+
+    monkeypatch.delenv(ENCODER_ENV, raising=False)
+    monkeypatch.delenv(HEAD_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-home"))
+    shipped = shamisa_arch.shipped_dir()
+    # every shipped file is listed with its sha256, and the encoder is the fp16 export (<= 12 MB)
+    sums = dict(reversed(line.split(maxsplit=1)) for line in (shipped / "SHA256SUMS").read_text().splitlines())
+    files = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file() and p.suffix != ".md"
+                   and p.name != "SHA256SUMS")
+    assert sorted(sums) == files
+    for name, digest in sums.items():
+        assert hashlib.sha256((shipped / name).read_bytes()).hexdigest() == digest, name
+    assert (shipped / "encoder" / "encoder.pt").stat().st_size <= 12 * 1024 * 1024
+    pyiqa_plugin.register()
+    assert {"shamisa", "shamisa-clivedev"} <= set(pyiqa.list_models(metric_mode="NR"))
+    for name in ("shamisa", "shamisa-clivedev"):
+        m = pyiqa.create_metric(name, device="cpu")
+        assert m.net.weights.encoder_source == "shipped" and m.net.weights.head_source == "shipped"
+        scores = m(_images(2, 224, 256))
+        assert scores.shape == (2, 1) and bool(((scores >= 0) & (scores <= 1)).all())
 
 
 def test_named_but_missing_paths_are_errors(clean_env: Path, weights: dict[str, Path], tmp_path: Path) -> None:

@@ -41,8 +41,11 @@ PROBES = {
     "lite0-random": ("efficientnet_lite0", "random"),
     "resnet50-imagenet": ("resnet50", "imagenet"),
     "resnet50-random": ("resnet50", "random"),
+    "shamisa-lite": ("efficientnet_lite0", "export"),
+    **{f"lite0-shamisa-{g}": ("efficientnet_lite0", "export")
+       for g in ("full", "vicreg-binary", "metadata-only", "structure-only")},
 }
-SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness"}
+SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation"}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,8 @@ def test_shipped_registry_is_valid_and_complete(reg: Registry) -> None:
         m = reg.metric(name)
         assert (m.kind, m.backbone, m.init) == ("feature-probe", backbone, init)
     assert reg.metric("shamisa").kind == "shamisa"
+    assert reg.metric("shamisa-lite").export == "shipped"
+    assert "shamisa" in reg.suite("demo").metrics  # the README's main command scores SHAMISA
 
 
 def test_packaged_registry_is_the_top_level_folder() -> None:

@@ -78,6 +78,10 @@ class MetricAdapter:
         """Kind-specific fields that change the outputs (subclasses extend)."""
         return {}
 
+    def trained_on(self) -> frozenset[str]:
+        """Registered datasets whose labels this metric was fit on (its scores there are not tests)."""
+        return frozenset()
+
     def identity(self) -> dict[str, Any]:
         """Everything that determines the per-image outputs: the cache identity."""
         return {

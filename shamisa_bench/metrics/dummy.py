@@ -9,6 +9,7 @@
 * ``nan_for``, ``inf_for``, ``fail_for``: image-name substrings for which the metric
   returns NaN, returns +Inf, or raises ``RuntimeError`` (to exercise the bad-output paths).
 * ``unavailable``: a reason string; opening the metric then raises MetricUnavailable.
+* ``trained_on``: dataset names whose labels the metric claims to have been fit on.
 
 Features are 10 numbers (K = 1): mean, std, mean |dx|, mean |dy|, per-channel means and
 per-channel standard deviations.
@@ -46,6 +47,10 @@ class DummyMetric(MetricAdapter):
         self.inf_for = tuple(spec_field(spec, "inf_for", ()))
         self.fail_for = tuple(spec_field(spec, "fail_for", ()))
         self.unavailable: str | None = spec_field(spec, "unavailable", None)
+        self._trained_on = frozenset(spec_field(spec, "trained_on", ()))
+
+    def trained_on(self) -> frozenset[str]:
+        return self._trained_on
 
     def identity_fields(self) -> Mapping[str, Any]:
         return {"statistic": self.statistic, "negate": self.negate, "nan_for": list(self.nan_for),

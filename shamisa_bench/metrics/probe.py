@@ -2,7 +2,8 @@
 
 The encoder comes from ``shamisa_bench.model``: ``build_encoder(backbone, init, seed=...)``
 for ``init`` in {imagenet, random}, or ``load_encoder_export(path)`` for ``init: export``
-(a relative path is resolved against the current directory). Features are
+(a relative path is resolved against the current directory; ``export: shipped`` names the
+encoder shipped inside the package, the one behind ``pyiqa.create_metric('shamisa')``). Features are
 ``encode_two_scale(encoder, x, protocol)`` of shape ``(1, K, 2D)``; one row ``(K, 2D)`` per
 image goes to the cache.
 """
@@ -18,7 +19,10 @@ from numpy.typing import NDArray
 
 from shamisa_bench.metrics.base import MetricAdapter, MetricUnavailable, spec_field
 
-__all__ = ["FeatureProbe"]
+__all__ = ["SHIPPED_EXPORT", "FeatureProbe"]
+
+#: ``export:`` value naming the encoder export shipped inside the package.
+SHIPPED_EXPORT = "shipped"
 
 
 class FeatureProbe(MetricAdapter):
@@ -44,6 +48,10 @@ class FeatureProbe(MetricAdapter):
         self.crop_size: int = int(spec_field(spec, "crop_size", 224))
         self.init_seed: int = int(spec_field(spec, "init_seed", seed))
         export = spec_field(spec, "export", None)
+        if export == SHIPPED_EXPORT:
+            from shamisa_bench.archs.shamisa_arch import ENCODER_SUBDIR, shipped_dir
+
+            export = shipped_dir() / ENCODER_SUBDIR
         self.export: Path | None = Path(export).resolve() if export else None
         self._sha: str | None = None
         self._encoder: Any = None

@@ -45,6 +45,7 @@ class PyiqaScore(MetricAdapter):
         self._metric: Any = None
         self._device = "cpu"
         self._weights: tuple[str, str] | None = None
+        self._head_dataset: str | None = None
 
     def _shamisa_weights(self) -> tuple[str, str]:
         """(encoder weights sha256, head file sha256) of the ``shamisa`` kind's weights."""
@@ -61,6 +62,9 @@ class PyiqaScore(MetricAdapter):
                                     self.kwargs.get("head_path"), head)
                 enc = read_encoder_export(w.encoder, verify=False).weights_sha256
                 self._weights = (enc, sha256_file(w.head))
+                from shamisa_bench.heads import load_head
+
+                self._head_dataset = load_head(w.head).dataset
             except Exception as err:  # no weights = unavailable, with the reason
                 msg = " ".join(str(err).split())[:400]
                 raise MetricUnavailable(f"SHAMISA weights: {type(err).__name__}: {msg}") from err
@@ -71,6 +75,13 @@ class PyiqaScore(MetricAdapter):
         if getattr(self.spec, "kind", "") != "shamisa":
             return None
         return self._shamisa_weights()[0]
+
+    def trained_on(self) -> frozenset[str]:
+        """The dataset the ``shamisa`` kind's head was fit on."""
+        if getattr(self.spec, "kind", "") != "shamisa":
+            return frozenset()
+        self._shamisa_weights()
+        return frozenset({self._head_dataset}) if self._head_dataset else frozenset()
 
     def identity_fields(self) -> Mapping[str, Any]:
         head_sha = None

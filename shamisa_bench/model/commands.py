@@ -4,6 +4,8 @@
   the torch hub cache (the only networked command here).
 * ``model verify-export DIR``: validate an encoder export (config, sha256, strict load)
   and print its summary as JSON.
+* ``model convert-export SRC --dtype float16 --out DST``: rewrite an export in another
+  storage dtype (how the shipped fp16 encoder is made), keeping its provenance.
 * ``bench encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
 
 Heavy imports happen inside the handlers so the CLI starts fast.
@@ -32,6 +34,11 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser("verify-export", help="check an encoder export and print its summary")
     verify.add_argument("path", help="export folder or its config.json")
     verify.set_defaults(func=_verify_export)
+    convert = sub.add_parser("convert-export", help="rewrite an export in another storage dtype (e.g. float16)")
+    convert.add_argument("path", help="export folder or its config.json")
+    convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), required=True)
+    convert.add_argument("--out", required=True, help="destination export folder")
+    convert.set_defaults(func=_convert_export)
 
 
 def register_bench(bench_subparsers: Any) -> None:
@@ -69,6 +76,26 @@ def _verify_export(args: argparse.Namespace) -> int:
         "ok": True,
     }
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _convert_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from shamisa_bench.model.export import load_encoder_export, read_encoder_export, save_encoder_export
+
+    source = read_encoder_export(args.path)
+    if Path(args.out).resolve() == source.config_path.parent.resolve():
+        raise ValueError(f"--out {args.out} is the source export; write the conversion elsewhere")
+    encoder = load_encoder_export(args.path)
+    extra = dict(source.config.get("extra") or {})
+    extra["converted_from"] = {"weights_sha256": source.weights_sha256, "dtype": source.dtype}
+    out = save_encoder_export(encoder, args.out, dtype=getattr(torch, args.dtype), extra=extra)
+    info = read_encoder_export(out)
+    print(json.dumps({"export": str(out), "dtype": info.dtype, "weights_sha256": info.weights_sha256,
+                      "bytes": info.weights_path.stat().st_size, "source_sha256": source.weights_sha256}, indent=2))
     return 0
 
 

@@ -4,6 +4,16 @@ The spec's projector for ResNet-50 is Linear 2048->3072, ReLU, Linear 3072->768,
 BatchNorm; ``z`` is not normalised. For other backbones the widths scale with the
 encoder width: hidden = 1.5 * D, out = 0.375 * D (resnet18: 512->768->192,
 efficientnet_lite0: 1280->1920->480).
+
+Initialisation (the spec does not fix it): PyTorch's default ``nn.Linear`` init assumes
+inputs of unit variance per coordinate, but h is L2-normalised, so each coordinate has
+variance about 1/D. With the default init z starts with a spread of about 0.005, L_var sits
+at its collapsed value (~0.99) and the only gradient out of it is second order in that
+spread: on a CPU budget of a few thousand steps z never leaves collapse, the graph pull
+term is ~0 and the encoder is shaped by R_graph alone. ``init="unit_norm_input"`` (the
+default) draws the first layer from N(0, 1) (for a unit-norm input, unit-variance
+pre-activations) and the second with Kaiming-normal for ReLU, so z starts with unit-scale
+coordinates; ``gain`` scales both. ``init="torch"`` (the default) keeps PyTorch's.
 """
 
 from __future__ import annotations
@@ -13,7 +23,10 @@ from torch import nn
 
 from shamisa_bench.model.backbones import Encoder, build_encoder, seeded
 
-__all__ = ["Projector", "ShamisaModel", "build_model", "projector_dims"]
+__all__ = ["PROJECTOR_INITS", "Projector", "ShamisaModel", "build_model", "projector_dims"]
+
+#: Projector initialisations (see the module docstring).
+PROJECTOR_INITS: tuple[str, ...] = ("unit_norm_input", "torch")
 
 _HIDDEN_RATIO = 1.5  # 3072 / 2048
 _OUT_RATIO = 0.375  # 768 / 2048
@@ -52,21 +65,39 @@ class Projector(nn.Sequential):
         out_dim: Output width; default ``round(0.375 * in_dim)``.
         seed: If given, the initial weights are a pure function of it (the global RNG
             is forked, not consumed). ``None`` draws from the global RNG.
+        init: ``"torch"`` (default, PyTorch's) or ``"unit_norm_input"`` (see the module docstring).
+        gain: scale of the ``unit_norm_input`` init (z starts with coordinates of about ``gain**2``).
 
     Attributes:
         in_dim, hidden_dim, out_dim: The widths.
     """
 
     def __init__(
-        self, in_dim: int, hidden_dim: int | None = None, out_dim: int | None = None, *, seed: int | None = None
+        self,
+        in_dim: int,
+        hidden_dim: int | None = None,
+        out_dim: int | None = None,
+        *,
+        seed: int | None = None,
+        init: str = "torch",
+        gain: float = 1.0,
     ) -> None:
         default_hidden, default_out = projector_dims(in_dim)
         hidden_dim = default_hidden if hidden_dim is None else hidden_dim
         out_dim = default_out if out_dim is None else out_dim
         _check_dim("hidden_dim", hidden_dim)
         _check_dim("out_dim", out_dim)
+        if init not in PROJECTOR_INITS:
+            raise ValueError(f"init must be one of {PROJECTOR_INITS}, got {init!r}")
         with seeded(seed):
             super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+            if init == "unit_norm_input":
+                with torch.no_grad():
+                    nn.init.normal_(self[0].weight, 0.0, float(gain))
+                    nn.init.zeros_(self[0].bias)
+                    nn.init.kaiming_normal_(self[2].weight, nonlinearity="relu")
+                    self[2].weight.mul_(float(gain))
+                    nn.init.zeros_(self[2].bias)
         self.in_dim = in_dim
         self.hidden_dim = hidden_dim
         self.out_dim = out_dim
