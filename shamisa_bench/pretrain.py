@@ -578,6 +578,7 @@ def run_pretrain(
             "device": str(dev),
             "total_steps": total_steps,
             "resumed_from": start_step if resume else None,
+            "provenance": _provenance(),
         }
         if not resume:
             _atomic_write_text(out / "config.json", json.dumps({"format": CONFIG_FORMAT, "config": config.to_dict()}, indent=2))
@@ -727,7 +728,7 @@ def run_pretrain(
         dist.barrier()
         if len(set(checksums)) != 1:
             raise PretrainError(f"ranks ended with different weights (checksums {checksums})")
-    return {
+    summary = {
         "steps": total_steps,
         "start_step": start_step,
         "final_loss": last["loss"],
@@ -739,6 +740,16 @@ def run_pretrain(
         "world_size": dist_info.world_size,
         "rank_checksums": checksums,
     }
+    if dist_info.is_main and start_step < total_steps:
+        from shamisa_bench.model import read_encoder_export
+
+        end = {"summary": {k: v for k, v in summary.items() if k not in ("rank", "export")},
+               "export_sha256": read_encoder_export(export_dir, verify=False).weights_sha256}
+        if (out / "best").exists():
+            end["best_sha256"] = read_encoder_export(out / "best", verify=False).weights_sha256
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(end) + "\n")
+    return summary
 
 
 def _param_checksum(net: nn.Module) -> str:
@@ -750,6 +761,14 @@ def _param_checksum(net: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _provenance() -> dict[str, Any]:
+    """Package versions, git sha and start time, for the log's first record."""
+    from shamisa_bench.results.provenance import git_state, package_versions, utc_now
+
+    sha, dirty = git_state()
+    return {**package_versions(), "git_sha": sha, "git_dirty": dirty, "started_at": utc_now()}
 
 
 def _best_logged_validation(log_path: Path, upto: int) -> dict[str, Any]:
@@ -908,7 +927,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             _write_bench_images(images, n=8, size=(480, 320))
         run_dir = Path(tmp) / "run"
         run_pretrain(config, images, run_dir, device=args.device, num_workers=args.workers, progress=False)
-        records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()[1:]]
+        records = [r for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()[1:]) if "loss" in r]
     timed = records[args.warmup:] or records
     data = sum(r["data_s"] for r in timed)
     compute = sum(r["compute_s"] for r in timed)

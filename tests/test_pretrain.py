@@ -56,8 +56,11 @@ def test_run_folder_contents(reference_run: Path) -> None:
     lines = (reference_run / "log.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
     assert "command" in header and header["config"]["preset"] == "tiny"
-    steps = [json.loads(line) for line in lines[1:]]
+    assert header["provenance"]["torch_version"] and "git_sha" in header["provenance"]
+    steps = [json.loads(line) for line in lines[1:-1]]
     assert [r["step"] for r in steps] == [0, 1, 2, 3]
+    end = json.loads(lines[-1])
+    assert end["summary"]["steps"] == 4 and len(end["export_sha256"]) == 64
     for r in steps:
         assert np.isfinite(r["loss"]) and r["lr"] > 0
         assert r["data_s"] >= 0 and r["compute_s"] > 0
