@@ -60,7 +60,7 @@ class ValidationProbe:
         split_seed: seed of the dataset split whose train and val parts are used.
         protocol: feature protocol (``whole`` or ``crops5``), as the harness evaluates.
         cache_dir: cache folder (only the built ``demo`` dataset lives there).
-        device: where features are computed.
+        device: where features are computed (None: wherever the encoder's weights are).
         n_divisions: random train/validation divisions of the images.
         val_fraction: share of the images in each division's validation part.
         registry: registry folder (default: the shipped one).
@@ -78,7 +78,7 @@ class ValidationProbe:
         split_seed: int = 0,
         protocol: str = "whole",
         cache_dir: Path | str | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         n_divisions: int = 10,
         val_fraction: float = 0.2,
         registry: Path | str | None = None,
@@ -93,7 +93,7 @@ class ValidationProbe:
         split = make_splits(table, split_seed)
         self.dataset = dataset
         self.protocol = protocol
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else None
         self.split_hash = split.hash
         self.skipped: list[tuple[str, str]] = []
         frame = table.frame
@@ -125,11 +125,12 @@ class ValidationProbe:
         from shamisa_bench.heads import extract_features
 
         t0 = time.perf_counter()
+        device = self.device if self.device is not None else next(encoder.parameters()).device
         was_training = encoder.training
         encoder.eval()
         try:
             feats = extract_features(
-                encoder, (im.float() / 255 for im in self._images), protocol=self.protocol, device=self.device
+                encoder, (im.float() / 255 for im in self._images), protocol=self.protocol, device=device
             )
         finally:
             encoder.train(was_training)

@@ -288,6 +288,13 @@ def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) 
     # The same encoder measured twice gives the same value (features and splits are deterministic).
     encoder = load_encoder_export(run / "best")
     assert probe(encoder).srcc == pytest.approx(best["val_srcc"], abs=1e-6)
+    # A resumed run remembers the best so far: same choice as the uninterrupted run.
+    split = tmp_path / "split"
+    run_pretrain(_tiny(max_steps=2), images, split, device="cpu", num_workers=0, progress=False,
+                 validation=probe, val_every=2)
+    resumed = run_pretrain(_tiny(max_steps=4), images, split, device="cpu", num_workers=0, progress=False,
+                           validation=probe, val_every=2, resume=True)
+    assert (resumed["best_step"], resumed["best_val_srcc"]) == (summary["best_step"], summary["best_val_srcc"])
 
 
 def test_validation_needs_val_every(images: Path, tmp_path: Path) -> None:

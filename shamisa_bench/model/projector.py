@@ -9,9 +9,8 @@ Initialisation (the spec does not fix it): PyTorch's default ``nn.Linear`` init 
 inputs of unit variance per coordinate, but h is L2-normalised, so each coordinate has
 variance about 1/D. With the default init z starts with a spread of about 0.005, L_var sits
 at its collapsed value (~0.99) and the only gradient out of it is second order in that
-spread: on a CPU budget of a few thousand steps z never leaves collapse, the graph pull
-term is ~0 and the encoder is shaped by R_graph alone. ``init="unit_norm_input"`` (the
-default) draws the first layer from N(0, 1) (for a unit-norm input, unit-variance
+spread: in our CPU runs of a few hundred steps z never left collapse, the graph pull term
+stayed ~0 and the encoder was shaped by R_graph alone. ``init="unit_norm_input"`` draws the first layer from N(0, 1) (for a unit-norm input, unit-variance
 pre-activations) and the second with Kaiming-normal for ReLU, so z starts with unit-scale
 coordinates; ``gain`` scales both. ``init="torch"`` (the default) keeps PyTorch's.
 """
