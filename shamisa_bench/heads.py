@@ -78,6 +78,7 @@ __all__ = [
     "RidgeHeadModule",
     "extract_features",
     "fit_head",
+    "select_alpha",
     "head_features",
     "load_head",
     "prepare_images",
@@ -593,6 +594,57 @@ def _feature_stats(rows: NDArray[np.float64], standardize: bool) -> tuple[NDArra
     return mean, std
 
 
+def select_alpha(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    config: FitConfig = FitConfig(),
+    groups: Sequence[Hashable] | None = None,
+) -> tuple[int, float, NDArray[np.float64], int]:
+    """Ridge alpha by median validation SRCC over random train/validation splits.
+
+    For each split the whole alpha path is fit on the training images' crop rows (MOS
+    repeated for each crop) and the validation images are predicted (crop predictions
+    averaged) and scored by SRCC.
+
+    Args:
+        x: (N, K, F) features, finite.
+        y: (N,) labels, finite.
+        config: alpha grid and splits.
+        groups: (N,) reference keys for group-disjoint splits, or None.
+
+    Returns:
+        ``(index, alpha, medians, n_splits)``: the chosen alpha's index and value, the median
+        validation SRCC of every alpha, shape (A,), and the number of splits.
+
+    Raises:
+        ValueError: no split could be scored.
+    """
+    from shamisa_bench.ridge import fit_ridge_path, predict_path, select_alpha_by_val
+    from shamisa_bench.scoring import srcc_many
+
+    n, k, dim = x.shape
+    alphas = config.alpha_grid()
+    splits = validation_splits(n, config.n_splits, config.val_fraction, config.seed, groups)
+    val_srcc = np.full((len(splits), alphas.size), np.nan)
+    for s, (tr, va) in enumerate(splits):
+        if tr.size < 2 or va.size < 2:
+            continue  # too small to score: counts as NaN (worst) in the median
+        weights, biases = fit_ridge_path(
+            x[tr].reshape(-1, dim), np.repeat(y[tr], k), alphas, standardize=config.standardize
+        )
+        pred = predict_path(x[va].reshape(-1, dim), weights, biases).reshape(alphas.size, va.size, k).mean(axis=2)
+        if np.ptp(y[va]) > 0:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                val_srcc[s] = srcc_many(pred, y[va])
+    if not np.isfinite(val_srcc).any():
+        raise ValueError(
+            f"no validation split could be scored ({n} images, {config.n_splits} splits); "
+            "use more images or a larger val_fraction"
+        )
+    index, alpha, medians = select_alpha_by_val(val_srcc, alphas)
+    return index, alpha, medians, len(splits)
+
+
 def fit_head(
     features: ArrayLike,
     mos: ArrayLike,
@@ -633,8 +685,7 @@ def fit_head(
     Raises:
         ValueError: Bad shapes, non-finite values, too few images, constant labels.
     """
-    from shamisa_bench.ridge import fit_ridge_path, predict_path, select_alpha_by_val
-    from shamisa_bench.scoring import srcc_many
+    from shamisa_bench.ridge import fit_ridge_path
 
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 2:
@@ -654,25 +705,7 @@ def fit_head(
     if protocol not in _PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(_PROTOCOLS)}")
 
-    alphas = config.alpha_grid()
-    splits = validation_splits(n, config.n_splits, config.val_fraction, config.seed, groups)
-    val_srcc = np.full((len(splits), alphas.size), np.nan)
-    for s, (tr, va) in enumerate(splits):
-        if tr.size < 2 or va.size < 2:
-            continue  # too small to score: counts as NaN (worst) in the median
-        weights, biases = fit_ridge_path(
-            x[tr].reshape(-1, dim), np.repeat(y[tr], k), alphas, standardize=config.standardize
-        )
-        pred = predict_path(x[va].reshape(-1, dim), weights, biases).reshape(alphas.size, va.size, k).mean(axis=2)
-        if np.ptp(y[va]) > 0:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                val_srcc[s] = srcc_many(pred, y[va])
-    if not np.isfinite(val_srcc).any():
-        raise ValueError(
-            f"no validation split could be scored ({n} images, {config.n_splits} splits); "
-            "use more images or a larger val_fraction"
-        )
-    index, alpha, medians = select_alpha_by_val(val_srcc, alphas)
+    index, alpha, medians, n_splits = select_alpha(x, y, config, groups)
 
     rows = x.reshape(-1, dim)
     weights, biases = fit_ridge_path(rows, np.repeat(y, k), [alpha], standardize=config.standardize)
@@ -692,7 +725,7 @@ def fit_head(
         min_size=int(min_size),
         alpha=float(alpha),
         n_train=int(n),
-        n_splits=len(splits),
+        n_splits=n_splits,
         val_srcc=float(medians[index]) if math.isfinite(medians[index]) else None,
         standardize=config.standardize,
         encoder_sha256=encoder_sha256,

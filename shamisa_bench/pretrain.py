@@ -522,10 +522,8 @@ def run_pretrain(
 
     if export_every is not None and export_every < 1:
         raise PretrainError(f"export_every must be >= 1, got {export_every}")
-    if validation is not None and (val_every is None or val_every < 1):
-        raise PretrainError(f"val_every must be >= 1 when validating, got {val_every}")
-    if val_every is not None and val_every < 1:
-        raise PretrainError(f"val_every must be >= 1, got {val_every}")
+    if (validation is not None and val_every is None) or (val_every is not None and val_every < 1):
+        raise PretrainError(f"val_every must be >= 1 (and is required with validation), got {val_every}")
     paths, unreadable = scan_images(images)
     n_files = len(paths) + len(unreadable)
     if len(unreadable) > config.max_unreadable_fraction * n_files:
@@ -903,8 +901,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             tune_allocator=not args.no_malloc_tuning,
         )
     except PretrainError as err:
-        from shamisa_bench.cli import CLIError
-
         raise CLIError(str(err)) from err
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

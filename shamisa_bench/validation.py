@@ -3,8 +3,9 @@
 A :class:`ValidationProbe` holds the train and validation parts of one split of a labelled
 dataset (never its test part). Called with an encoder, it extracts the evaluation
 protocol's two-scale features of those images and, over 10 random train/validation
-divisions of them, fits the ridge path and takes the validation SRCC; the result is the
-median over divisions at the alpha with the best median (spec section 7's rule). One
+divisions of them, chooses the ridge alpha exactly as ``fit-head`` does
+(:func:`shamisa_bench.heads.select_alpha`); the result is the median validation SRCC at
+that alpha. One
 division of a few dozen images is too noisy to choose checkpoints by. ``shamisa-bench pretrain
 --val-dataset clive-dev`` logs it every ``--val-every`` steps and keeps the export with the
 best value in ``RUN/best``.
@@ -85,6 +86,7 @@ class ValidationProbe:
     ) -> None:
         from shamisa_bench.data import load_dataset
         from shamisa_bench.data.splits import make_splits
+        from shamisa_bench.heads import FitConfig
         from shamisa_bench.imageio import ImageReadError, load_image
         from shamisa_bench.registry import load_registry
 
@@ -113,16 +115,12 @@ class ValidationProbe:
         if len(self._images) < 5:
             raise ValueError(f"validation dataset {dataset!r}: only {len(self._images)} readable images")
         self._mos = np.asarray(mos, dtype=np.float64)
-        from shamisa_bench.heads import validation_splits
-
-        self._divisions = validation_splits(len(mos), n_divisions, val_fraction, split_seed, groups=groups)
+        self._groups = groups
+        self._fit = FitConfig(n_splits=n_divisions, val_fraction=val_fraction, seed=split_seed)
 
     def __call__(self, encoder: torch.nn.Module) -> ValidationResult:
         """Measures ``encoder`` (left in the train/eval mode it came in)."""
-        from shamisa_bench.ridge import fit_ridge_path, geometric_alphas, predict_path, select_alpha_by_val
-        from shamisa_bench.scoring import srcc_many
-
-        from shamisa_bench.heads import extract_features
+        from shamisa_bench.heads import extract_features, select_alpha
 
         t0 = time.perf_counter()
         device = self.device if self.device is not None else next(encoder.parameters()).device
@@ -134,17 +132,13 @@ class ValidationProbe:
             )
         finally:
             encoder.train(was_training)
-        x = feats.mean(axis=1).astype(np.float64)  # crops5: crop features averaged
-        alphas = geometric_alphas(1e-3, 1e3, 100)
-        scores = np.empty((len(self._divisions), alphas.size))
-        for d, (train, val) in enumerate(self._divisions):
-            weights, bias = fit_ridge_path(x[train], self._mos[train], alphas)
-            scores[d] = srcc_many(predict_path(x[val], weights, bias), self._mos[val])
-        index, alpha, medians = select_alpha_by_val(scores, alphas)
+        index, alpha, medians, n_divisions = select_alpha(
+            feats.astype(np.float64), self._mos, self._fit, self._groups
+        )
         return ValidationResult(
             srcc=float(medians[index]),
             alpha=alpha,
             n_images=len(self._images),
-            n_divisions=len(self._divisions),
+            n_divisions=n_divisions,
             seconds=time.perf_counter() - t0,
         )
