@@ -27,10 +27,10 @@ def draw_motion_blur(generator: torch.Generator, n: int, h: int, w: int, vmax: f
     return (torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64) * 180.0,)
 
 
-def motion_blur(x: Tensor, radius: Tensor, draws: Draws) -> Tensor:
-    """Line blur of half-length ``radius`` ``(N,)`` at the drawn per-image angles ``(N,)``."""
+def motion_blur(x: Tensor, length: Tensor, draws: Draws) -> Tensor:
+    """Line blur of ``length`` ``(N,)`` pixels (1 = identity) at the drawn per-image angles ``(N,)``."""
     angles = draws[0].cpu()
-    return apply_grouped(x, radius, lambda xs, r, idx: fft_filter(xs, motion_kernels(round(r), angles[idx])))
+    return apply_grouped(x, length, lambda xs, r, idx: fft_filter(xs, motion_kernels(round(r), angles[idx])))
 
 
 OPS: dict[str, DistortionOp] = {

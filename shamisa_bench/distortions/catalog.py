@@ -101,7 +101,7 @@ _ENTRIES = (
         "blur",
         (1, 2, 4, 6, 10),
         True,
-        "line filter of half-length = value pixels at a random angle in [0, 180)",
+        "anti-aliased line filter of length = value pixels (1 = none) at a random angle in [0, 180)",
         (0, 64),
     ),
     # color
@@ -118,7 +118,7 @@ _ENTRIES = (
         "color",
         (1, 3, 6, 8, 12),
         True,
-        "green channel shifted by value pixels in a random direction, blended on edges",
+        "green channel shifted by value pixels (rounded per axis) in a random direction, blended on edges",
         (0, 64),
     ),
     DistortionType(
@@ -207,7 +207,7 @@ _ENTRIES = (
         "spatial",
         (0.05, 0.1, 0.2, 0.5, 1.0),
         False,
-        "5 iterations of bilinear resampling at random offsets up to value pixels",
+        "5 iterations of bilinear resampling at Gaussian random offsets of std = value pixels",
         (0.0, 16.0),
     ),
     DistortionType(
@@ -215,7 +215,7 @@ _ENTRIES = (
         "spatial",
         (20, 40, 60, 80, 100),
         True,
-        "value 16x16 patches copied to random offsets within 16 pixels",
+        "value 16x16 patches copied to random offsets within 8 pixels per axis",
         (0, 1000),
     ),
     DistortionType(
@@ -231,7 +231,7 @@ _ENTRIES = (
         "spatial",
         (20, 16, 13, 10, 7),
         True,
-        "intensities quantised to value levels, thresholds at histogram quantiles",
+        "intensities binned into value equal-width levels, bin indices stretched onto [0, 1]",
         (2, 256),
     ),
     DistortionType(
@@ -248,7 +248,7 @@ _ENTRIES = (
         "sharpness_contrast",
         (1, 2, 3, 6, 12),
         True,
-        "unsharp mask of amount = value on Lab-L (Gaussian sigma 3, radius 6)",
+        "unsharp mask of amount = value on Lab-L (13x13 Gaussian of sigma 6)",
         (0, 50),
     ),
     DistortionType(
@@ -256,7 +256,7 @@ _ENTRIES = (
         "sharpness_contrast",
         (0.0, -0.15, -0.3, -0.4, -0.6),
         False,
-        "linear contrast curve through (0.25, 0.25-value/4) and (0.75, 0.75+value/4)",
+        "spline contrast curve, lower contrast for value < 0 (0 = none; see sharpness.contrast_offset)",
         (-0.99, 4.0),
     ),
     DistortionType(
@@ -264,7 +264,7 @@ _ENTRIES = (
         "sharpness_contrast",
         (0.0, 0.15, 0.3, 0.4, 0.6),
         False,
-        "linear contrast curve through (0.25, 0.25-value/4) and (0.75, 0.75+value/4)",
+        "spline contrast curve, higher contrast for value > 0 (0 = none; see sharpness.contrast_offset)",
         (-0.99, 4.0),
     ),
     DistortionType(
@@ -272,7 +272,7 @@ _ENTRIES = (
         "sharpness_contrast",
         (0.4, 0.3, 0.2, 0.1, 0.05),
         False,
-        "stretch [0.5-value, 0.5+value] linearly onto [0, 1] and clip",
+        "map [0, 1] linearly onto [0.5-value, 0.5+value] (lower contrast)",
         (0.001, 0.5),
     ),
 )

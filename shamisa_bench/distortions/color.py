@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,8 @@ from shamisa_bench.distortions.filters import gaussian_blur
 
 __all__ = ["EDGE_SIGMA", "OPS", "color_diffusion", "color_saturation_hsv", "color_saturation_lab", "color_shift"]
 
-EDGE_SIGMA = 2.0
-"""Sigma of the Gaussian that smooths the colour-shift edge map (pixels)."""
+EDGE_SIGMA = 4.0
+"""Sigma of the Gaussian that smooths the colour-shift edge map (pixels, kernel 17 x 17)."""
 
 
 def color_diffusion(x: Tensor, amount: Tensor, draws: Draws = ()) -> Tensor:
@@ -29,50 +30,57 @@ def color_diffusion(x: Tensor, amount: Tensor, draws: Draws = ()) -> Tensor:
     return lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))
 
 
-def _sobel_magnitude(y: Tensor) -> Tensor:
-    """Gradient magnitude of ``(N, 1, H, W)`` with 3x3 Sobel, replicate borders."""
+def _gradient_magnitude(y: Tensor) -> Tensor:
+    """Gradient magnitude of ``(N, 1, H, W)`` from central differences, replicate borders."""
     p = F.pad(y, (1, 1, 1, 1), mode="replicate")
     h, w = y.shape[-2:]
-
-    def sl(dy: int, dx: int) -> Tensor:
-        return p[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    gx = (sl(-1, 1) + 2 * sl(0, 1) + sl(1, 1)) - (sl(-1, -1) + 2 * sl(0, -1) + sl(1, -1))
-    gy = (sl(1, -1) + 2 * sl(1, 0) + sl(1, 1)) - (sl(-1, -1) + 2 * sl(-1, 0) + sl(-1, 1))
+    gx = p[:, :, 1 : 1 + h, 2 : 2 + w] - p[:, :, 1 : 1 + h, 0:w]
+    gy = p[:, :, 2 : 2 + h, 1 : 1 + w] - p[:, :, 0:h, 1 : 1 + w]
     return torch.sqrt(gx * gx + gy * gy)
 
 
-def shift_images(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
-    """Translate each image by ``(dy, dx)`` ``(N,)`` pixels (bilinear, border replicate)."""
+def shift_images(x: Tensor, dy: Sequence[int], dx: Sequence[int]) -> Tensor:
+    """Translate image ``i`` by the integers ``(dy[i], dx[i])`` pixels, border replicate.
+
+    ``out[i, :, r, c] = x[i, :, clamp(r - dy[i]), clamp(c - dx[i])]``.
+    """
     n, _, h, w = x.shape
-    ys = (2 * torch.arange(h, dtype=x.dtype, device=x.device) + 1) / h - 1
-    xs = (2 * torch.arange(w, dtype=x.dtype, device=x.device) + 1) / w - 1
-    gy = ys[None, :, None] - (2.0 * dy / h).to(x)[:, None, None]
-    gx = xs[None, None, :] - (2.0 * dx / w).to(x)[:, None, None]
-    grid = torch.stack([gx.expand(n, h, w), gy.expand(n, h, w)], dim=-1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    out = torch.empty_like(x)
+    for i in range(n):
+        r = (rows - int(dy[i])).clamp(0, h - 1)
+        c = (cols - int(dx[i])).clamp(0, w - 1)
+        out[i] = x[i][:, r][:, :, c]
+    return out
 
 
 def draw_color_shift(generator: torch.Generator, n: int, h: int, w: int, vmax: float) -> Draws:
-    """One direction (radians in [0, 2 pi)) per image."""
-    return (torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64) * (2 * math.pi),)
+    """One direction per image: a uniform point of the square [-1, 1)^2, ``(n, 2)`` (y, x)."""
+    return (torch.rand(n, 2, generator=generator, device=generator.device, dtype=torch.float64) * 2.0 - 1.0,)
 
 
 def color_shift(x: Tensor, amount: Tensor, draws: Draws) -> Tensor:
     """Shift green by ``amount`` ``(N,)`` pixels along the drawn direction, blended on edges.
 
-    The blend weight is the Sobel gradient magnitude of the luma, smoothed with a Gaussian
-    of sigma :data:`EDGE_SIGMA` and divided by its per-image maximum, so flat regions keep
-    their green channel and edges take the shifted one (colour fringes).
+    The shift is the direction scaled to length ``amount`` and rounded to whole pixels per
+    axis (an amount of 1 moves by 1 pixel or by one diagonal step). The blend weight is the
+    central-difference gradient magnitude of the luma, smoothed with a Gaussian of sigma
+    :data:`EDGE_SIGMA` and stretched per image onto [0, 1] (minimum to 0, maximum to 1), so
+    flat regions keep their green channel and edges take the shifted one (colour fringes).
     """
-    # Python trigonometry per image: the same bits whatever the batch size.
-    pairs = list(zip(amount.tolist(), draws[0].cpu().tolist()))
-    dy = torch.tensor([a * math.sin(d) for a, d in pairs], dtype=torch.float64)
-    dx = torch.tensor([a * math.cos(d) for a, d in pairs], dtype=torch.float64)
+    # Python arithmetic per image: the same shifts whatever the batch size.
+    dy, dx = [], []
+    for a, (uy, ux) in zip(amount.tolist(), draws[0].cpu().tolist()):
+        norm = math.hypot(uy, ux)
+        cy, cx = (uy / norm, ux / norm) if norm > 0 else (0.0, 1.0)
+        dy.append(math.floor(a * cy + 0.5))
+        dx.append(math.floor(a * cx + 0.5))
     luma = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    edges = gaussian_blur(_sobel_magnitude(luma), EDGE_SIGMA)
-    peak = edges.amax(dim=(1, 2, 3), keepdim=True)
-    edges = torch.where(peak > 0, edges / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(edges))
+    edges = gaussian_blur(_gradient_magnitude(luma), EDGE_SIGMA)
+    lo = edges.amin(dim=(1, 2, 3), keepdim=True)
+    span = edges.amax(dim=(1, 2, 3), keepdim=True) - lo
+    edges = torch.where(span > 0, (edges - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(edges))
     green = x[:, 1:2]
     shifted = shift_images(green, dy, dx)
     green = green * (1 - edges) + shifted * edges

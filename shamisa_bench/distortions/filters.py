@@ -27,11 +27,14 @@ __all__ = [
 ]
 
 
-def gaussian_kernel(sigma: float) -> Tensor:
-    """2-D Gaussian kernel of size ``2 * ceil(2 sigma) + 1``, normalised, float64 CPU."""
+def gaussian_kernel(sigma: float, radius: int | None = None) -> Tensor:
+    """2-D Gaussian kernel of size ``2 r + 1``, normalised, float64 CPU.
+
+    ``r`` is ``radius`` when given, else ``ceil(2 sigma)``.
+    """
     if sigma <= 0:
         return torch.ones(1, 1, dtype=torch.float64)
-    r = math.ceil(2.0 * sigma)
+    r = math.ceil(2.0 * sigma) if radius is None else int(radius)
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-(t**2) / (2.0 * sigma**2))
     g = g / g.sum()
@@ -56,33 +59,38 @@ def box_disk_kernel(radius: int) -> Tensor:
     return cover / cover.sum()
 
 
-def _motion_kernel(radius: int, angle: float) -> Tensor:
+def _motion_kernel(length: int, angle: float) -> Tensor:
     theta = math.radians(angle)
     c, s = math.cos(theta), math.sin(theta)  # Python floats: same bits for any batch
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    half = (length - 1) / 2.0
+    r = math.floor(half) + 1
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
     yy, xx = t[:, None], t[None, :]  # image rows grow downwards
     along = xx * c - yy * s
     perp = xx * s + yy * c
-    w = (1.0 - perp.abs()).clamp_min(0.0) * (radius + 0.5 - along.abs()).clamp(0.0, 1.0)
+    beyond = (along.abs() - half).clamp_min(0.0)  # past the segment's end, along the line
+    w = (1.0 - torch.sqrt(perp * perp + beyond * beyond)).clamp_min(0.0)
     return w / w.sum()
 
 
-def motion_kernels(radius: int, angles: Tensor) -> Tensor:
-    """Anti-aliased line kernels through the centre, one per angle.
+def motion_kernels(length: int, angles: Tensor) -> Tensor:
+    """Anti-aliased line kernels of ``length`` pixels centred on the origin, one per angle.
 
     Args:
-        radius: half-length of the line in pixels (kernel size ``2 r + 1``).
+        length: length of the line in pixels (the reference's ``len``; 0 or 1 is the
+            identity); the segment runs from ``-(length - 1) / 2`` to ``+(length - 1) / 2``.
         angles: ``(N,)`` angles in degrees, 0 = horizontal, counter-clockwise.
 
     Returns:
-        ``(N, 1, 2 r + 1, 2 r + 1)`` float64 CPU kernels, each summing to 1. A tap's weight
-        is its closeness to the line (1 - perpendicular distance) times its coverage along
-        it. Each kernel is built on its own, so it does not depend on the batch.
+        ``(N, 1, K, K)`` float64 CPU kernels (``K = 2 floor((length - 1) / 2) + 3``, or 1 for
+        the identity), each summing to 1. A tap's weight is ``max(0, 1 - d)`` with ``d`` its
+        distance to the segment. Each kernel is built on its own, so it does not depend on
+        the batch.
     """
     n = angles.shape[0]
-    if radius <= 0:
+    if length <= 1:
         return torch.ones(n, 1, 1, 1, dtype=torch.float64)
-    return torch.stack([_motion_kernel(int(radius), float(a)) for a in angles.tolist()])[:, None]
+    return torch.stack([_motion_kernel(int(length), float(a)) for a in angles.tolist()])[:, None]
 
 
 def fast_fft_size(n: int) -> int:

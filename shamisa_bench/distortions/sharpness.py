@@ -1,47 +1,140 @@
-"""Sharpness and contrast group: unsharp mask, linear and clipped-stretch contrast."""
+"""Sharpness and contrast group: unsharp mask, spline contrast curves and contrast compression."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from shamisa_bench.distortions.base import DistortionOp, Draws, per_image
 from shamisa_bench.distortions.colorspace import lab_to_rgb, rgb_to_lab
-from shamisa_bench.distortions.filters import gaussian_blur
+from shamisa_bench.distortions.filters import fft_filter, gaussian_kernel
 
-__all__ = ["OPS", "SHARPEN_SIGMA", "contrast_down", "contrast_up", "high_sharpen", "nonlinear_contrast"]
+__all__ = [
+    "CONTRAST_KNOTS",
+    "OPS",
+    "SHARPEN_RADIUS",
+    "SHARPEN_SIGMA",
+    "contrast_curve",
+    "contrast_down",
+    "contrast_offset",
+    "contrast_up",
+    "high_sharpen",
+    "nonlinear_contrast",
+]
 
-SHARPEN_SIGMA = 3.0
-"""Gaussian sigma of the unsharp mask (kernel radius 2 sigma = 6)."""
+SHARPEN_SIGMA = 6.0
+"""Gaussian sigma of the unsharp mask (pixels); the reference's "radius 3" doubled."""
+SHARPEN_RADIUS = 6
+"""Half-size of the unsharp mask's Gaussian (a 13 x 13 kernel, truncated at one sigma)."""
 
 
 def high_sharpen(x: Tensor, amount: Tensor, draws: Draws = ()) -> Tensor:
-    """Unsharp mask on Lab L: ``L + amount (L - G_3 * L)``, L clipped to [0, 100]."""
+    """Unsharp mask on Lab L: ``L + amount (L - G * L)``, ``amount`` ``(N,)``.
+
+    ``G`` is a 13 x 13 Gaussian of sigma 6 (replicate borders). L is not clipped; colours
+    pushed out of gamut are clipped in linear RGB by the conversion back.
+    """
     lab = rgb_to_lab(x)
     lum = lab[:, :1]
-    sharp = (lum + per_image(amount, x) * (lum - gaussian_blur(lum, SHARPEN_SIGMA))).clamp(0.0, 100.0)
+    blurred = fft_filter(lum, gaussian_kernel(SHARPEN_SIGMA, SHARPEN_RADIUS)[None, None])
+    sharp = lum + per_image(amount, x) * (lum - blurred)
     return lab_to_rgb(torch.cat([sharp, lab[:, 1:]], dim=1))
 
 
-def _linear_contrast(x: Tensor, amount: Tensor) -> Tensor:
-    # Through (0.25, 0.25 - a/4) and (0.75, 0.75 + a/4): slope 1 + a about 0.5.
-    return 0.5 + (1.0 + per_image(amount, x)) * (x - 0.5)
+CONTRAST_KNOTS = (0.0, 0.3, 0.5, 0.7, 1.0)
+"""Abscissae of the contrast curve's control points."""
+
+
+@lru_cache(maxsize=1)
+def _bump_spline() -> Tensor:
+    """Cubic coefficients ``(4 pieces, 4)`` of the not-a-knot spline through the knots with
+    ordinates (0, -1, 0, 1, 0); piece ``j`` is ``c0 + c1 t + c2 t^2 + c3 t^3``, ``t = x - knot_j``."""
+    k = CONTRAST_KNOTS
+    y = (0.0, -1.0, 0.0, 1.0, 0.0)
+    rows, rhs = [], []
+
+    def row(piece: int, values: tuple[float, float, float, float]) -> list[float]:
+        r = [0.0] * 16
+        r[4 * piece : 4 * piece + 4] = values
+        return r
+
+    for j in range(4):
+        d = k[j + 1] - k[j]
+        rows += [row(j, (1.0, 0.0, 0.0, 0.0)), row(j, (1.0, d, d * d, d**3))]
+        rhs += [y[j], y[j + 1]]
+    for j in range(3):  # continuity of the first and second derivatives at the inner knots
+        d = k[j + 1] - k[j]
+        a = row(j, (0.0, 1.0, 2 * d, 3 * d * d))
+        a[4 * (j + 1) + 1] = -1.0
+        b = row(j, (0.0, 0.0, 2.0, 6 * d))
+        b[4 * (j + 1) + 2] = -2.0
+        rows += [a, b]
+        rhs += [0.0, 0.0]
+    for j in (0, 2):  # not-a-knot: the third derivative is continuous at the second and fourth knots
+        c = row(j, (0.0, 0.0, 0.0, 6.0))
+        c[4 * (j + 1) + 3] = -6.0
+        rows.append(c)
+        rhs.append(0.0)
+    a_mat = torch.tensor(rows, dtype=torch.float64)
+    sol = torch.linalg.solve(a_mat, torch.tensor(rhs, dtype=torch.float64))
+    return sol.reshape(4, 4)
+
+
+def contrast_curve(x: Tensor, offset: Tensor) -> Tensor:
+    """The spline tone curve through (0, 0), (0.3, 0.3 - d), (0.5, 0.5), (0.7, 0.7 + d), (1, 1).
+
+    A not-a-knot cubic spline (MATLAB's ``spline``); it is linear in its ordinates, so it is
+    ``x + d B(x)`` with ``B`` the spline through (0, -1, 0, 1, 0). ``d > 0`` raises the
+    contrast, ``d < 0`` lowers it, ``d = 0`` is the identity.
+
+    Args:
+        x: ``(N, C, H, W)`` in [0, 1].
+        offset: ``d``, broadcastable against ``x`` (``(N, 1, 1, 1)``).
+
+    Returns:
+        The curve's values, not clipped.
+    """
+    coef = _bump_spline().to(device=x.device, dtype=x.dtype)
+    inner = torch.tensor(CONTRAST_KNOTS[1:4], dtype=x.dtype, device=x.device)
+    piece = torch.bucketize(x, inner, right=True).clamp(0, 3)
+    t = x - torch.tensor(CONTRAST_KNOTS[:4], dtype=x.dtype, device=x.device)[piece]
+    c = coef[piece]  # (..., 4)
+    bump = c[..., 0] + t * (c[..., 1] + t * (c[..., 2] + t * c[..., 3]))
+    return x + offset * bump
+
+
+def contrast_offset(amount: Tensor) -> Tensor:
+    """The curve offset ``d`` of a linear-contrast ``amount`` (elementwise, float64).
+
+    The reference moves its control points to ``0.25 - a/4`` and ``0.75 + a/4`` over the
+    abscissae 0.3 and 0.7, i.e. ``d = 0.05 + a/4``; that curve is not the identity at
+    ``a = 0`` (about 28.3 dB) and raises the contrast at ``a = -0.15``. Here ``d`` follows the
+    reference for ``a >= 0.15`` and ``a <= -0.3`` (levels 2-5 of both types) and is linear
+    from 0 in between: ``d = a * 0.0875 / 0.15`` for ``0 <= a < 0.15`` (up to the reference's
+    value at 0.15) and ``d = a / 12`` for ``-0.3 < a < 0`` (the reference's ``|d|`` at -0.15, as
+    a contrast decrease). So ``a = 0`` is the identity and ``d`` grows with ``a``.
+    """
+    a = amount.to(torch.float64)
+    ref = 0.05 + a / 4.0
+    return torch.where(a >= 0.15, ref, torch.where(a >= 0.0, a * (0.0875 / 0.15), torch.where(a > -0.3, a / 12.0, ref)))
 
 
 def contrast_down(x: Tensor, amount: Tensor, draws: Draws = ()) -> Tensor:
-    """Linear contrast curve of slope ``1 + amount`` about 0.5 (amount <= 0)."""
-    return _linear_contrast(x, amount)
+    """Spline contrast curve of offset :func:`contrast_offset` ``(amount)``, ``amount`` ``(N,)`` <= 0."""
+    return contrast_curve(x, per_image(contrast_offset(amount), x))
 
 
 def contrast_up(x: Tensor, amount: Tensor, draws: Draws = ()) -> Tensor:
-    """Linear contrast curve of slope ``1 + amount`` about 0.5 (amount >= 0)."""
-    return _linear_contrast(x, amount)
+    """Spline contrast curve of offset :func:`contrast_offset` ``(amount)``, ``amount`` ``(N,)`` >= 0."""
+    return contrast_curve(x, per_image(contrast_offset(amount), x))
 
 
 def nonlinear_contrast(x: Tensor, half_width: Tensor, draws: Draws = ()) -> Tensor:
-    """Stretch ``[0.5 - v, 0.5 + v]`` linearly onto [0, 1]; the caller clips the rest."""
+    """Map [0, 1] linearly onto ``[0.5 - v, 0.5 + v]`` (``v = half_width`` ``(N,)``): less contrast."""
     v = per_image(half_width, x)
-    return (x - (0.5 - v)) / (2.0 * v)
+    return 0.5 + (2.0 * v) * (x - 0.5)
 
 
 OPS: dict[str, DistortionOp] = {

@@ -14,9 +14,9 @@ __all__ = [
     "BLOCK_SIZE",
     "JITTER_ITERATIONS",
     "OPS",
+    "PATCH_MARGIN",
     "PATCH_OFFSET",
     "PATCH_SIZE",
-    "QUANT_BINS",
     "color_block",
     "jitter",
     "non_eccentricity_patch",
@@ -26,20 +26,22 @@ __all__ = [
 
 JITTER_ITERATIONS = 5
 PATCH_SIZE = 16
-PATCH_OFFSET = 16
+PATCH_OFFSET = 8
+"""Largest displacement of a non-eccentricity patch, per axis (pixels)."""
+PATCH_MARGIN = 16
+"""Distance of the patch sources from the image border (pixels), smaller images permitting."""
 BLOCK_SIZE = 32
 _MAX_PATCHES = 100  # largest non_eccentricity_patch anchor
 _MAX_BLOCKS = 10  # largest color_block anchor
 
 
 def draw_jitter(generator: torch.Generator, n: int, h: int, w: int, vmax: float) -> Draws:
-    """Per-pixel offsets in U[-1, 1), ``(n, iterations, h, w, 2)`` (x, y), scaled by the amount."""
-    u = torch.rand(n, JITTER_ITERATIONS, h, w, 2, generator=generator, device=generator.device)
-    return (u * 2.0 - 1.0,)
+    """Per-pixel standard normal offsets ``(n, iterations, h, w, 2)`` (x, y), scaled by the amount."""
+    return (torch.randn(n, JITTER_ITERATIONS, h, w, 2, generator=generator, device=generator.device),)
 
 
 def jitter(x: Tensor, amount: Tensor, draws: Draws) -> Tensor:
-    """Resample every pixel at a random offset of up to ``amount`` ``(N,)`` pixels, 5 times.
+    """Resample every pixel at a Gaussian random offset of std ``amount`` ``(N,)`` pixels, 5 times.
 
     Each iteration reads the previous one bilinearly (border replicate); offsets are
     independent per pixel, per axis and per iteration.
@@ -65,8 +67,10 @@ def draw_patches(generator: torch.Generator, n: int, h: int, w: int, vmax: float
 
 
 def non_eccentricity_patch(x: Tensor, count: Tensor, draws: Draws) -> Tensor:
-    """Copy ``count`` ``(N,)`` 16x16 patches of the input to random offsets within 16 px.
+    """Copy ``count`` ``(N,)`` 16x16 patches of the input to random offsets within 8 px per axis.
 
+    Sources lie at least :data:`PATCH_MARGIN` pixels inside the border (less when the image
+    is too small for that); displacements are uniform integers in [-8, 8] per axis.
     Patches are read from the undistorted input; where pasted patches overlap, the later one
     wins. Destinations are clamped inside the image; images smaller than a patch are kept.
     """
@@ -76,8 +80,9 @@ def non_eccentricity_patch(x: Tensor, count: Tensor, draws: Draws) -> Tensor:
         return x.clone()
     u = draws[0].to(x.device)
     k = u.shape[1]
-    sy = (u[..., 0] * (h - p + 1)).floor().long().clamp(0, h - p)
-    sx = (u[..., 1] * (w - p + 1)).floor().long().clamp(0, w - p)
+    my, mx = min(PATCH_MARGIN, (h - p) // 2), min(PATCH_MARGIN, (w - p) // 2)
+    sy = (u[..., 0] * (h - p - 2 * my + 1)).floor().long().clamp(0, h - p - 2 * my) + my
+    sx = (u[..., 1] * (w - p - 2 * mx + 1)).floor().long().clamp(0, w - p - 2 * mx) + mx
     oy = (u[..., 2] * (2 * PATCH_OFFSET + 1)).floor().long() - PATCH_OFFSET
     ox = (u[..., 3] * (2 * PATCH_OFFSET + 1)).floor().long() - PATCH_OFFSET
     dy = (sy + oy).clamp(0, h - p)
@@ -103,42 +108,35 @@ def pixelate(x: Tensor, strength: Tensor, draws: Draws = ()) -> Tensor:
 
     def pix(xs: Tensor, s: float, _: Tensor) -> Tensor:
         z = 0.95 - s**0.6
-        small = (max(1, round(h * z)), max(1, round(w * z)))
+        small = (max(1, int(h * z)), max(1, int(w * z)))  # truncated, as the reference
         down = F.interpolate(xs, size=small, mode="nearest")
         return F.interpolate(down, size=(h, w), mode="nearest")
 
     return apply_grouped(x, strength, pix)
 
 
-QUANT_BINS = 1024
-"""Histogram bins of :func:`quantization` (thresholds are placed at bin resolution)."""
-
-
 def quantization(x: Tensor, levels: Tensor, draws: Draws = ()) -> Tensor:
-    """Quantise each image to ``levels`` ``(N,)`` intensity levels with histogram thresholds.
+    """Quantise each image to ``levels`` ``(N,)`` intensity levels with histogram-bin thresholds.
 
-    From each image's 1024-bin histogram (all three channels pooled), whole bins are
-    assigned to levels so that every level holds about the same number of samples (the
-    thresholds are the ``k / levels`` quantiles, at bin resolution). Every sample becomes
-    its level's mean intensity (computed from integer bin counts and bin centres, exact
-    integer sums, so the result is deterministic on every device).
+    The thresholds are the inner edges of a ``levels``-bin histogram of [0, 255], truncated
+    to integers: ``t_k = floor(255 k / levels)``, ``k = 1 .. levels - 1``. Every sample
+    ``v = 255 x`` (each channel on its own) gets its bin index (the number of the
+    boundaries ``0, t_1, ..., t_{levels-1}`` strictly below it, so 0 only for black), and
+    the indices are stretched linearly onto [0, 1] per image (minimum to 0, maximum to 1).
+    An image whose samples all fall in one bin is returned unchanged.
     """
-    n, c, h, w = x.shape
-    nb = QUANT_BINS
-    m = c * h * w
-    bins = (x.reshape(n, m).clamp(0.0, 1.0) * (nb - 1)).round().long()
-    rows = torch.arange(n, device=x.device)[:, None]
-    counts = torch.bincount((bins + rows * nb).reshape(-1), minlength=n * nb).reshape(n, nb)
-    before = counts.cumsum(1) - counts  # samples in lower bins
-    lv = levels.round().clamp_min(2).to(device=x.device, dtype=torch.long)[:, None]
-    level_of_bin = torch.div(before * lv, m, rounding_mode="floor").clamp_max(lv - 1)  # (n, nb)
-    n_lv = int(lv.max())
-    # Integer sums (count * bin index): exact, so atomics on CUDA cannot reorder them.
-    index_sum = torch.zeros(n, n_lv, dtype=torch.long, device=x.device)
-    index_sum.scatter_add_(1, level_of_bin, counts * torch.arange(nb, device=x.device))
-    total = torch.zeros(n, n_lv, dtype=torch.long, device=x.device).scatter_add_(1, level_of_bin, counts)
-    means = (index_sum.double() / (total.clamp_min(1).double() * (nb - 1))).to(x.dtype)  # (n, n_lv)
-    return means.gather(1, level_of_bin.gather(1, bins)).reshape(n, c, h, w)
+
+    def quant(xs: Tensor, lv: float, _: Tensor) -> Tensor:
+        n_lv = max(2, int(lv))
+        edges = [0.0] + [float((255 * k) // n_lv) for k in range(1, n_lv)]
+        bounds = torch.tensor(edges, dtype=xs.dtype, device=xs.device)
+        idx = torch.bucketize(xs * 255.0, bounds).to(xs.dtype)
+        lo = idx.amin(dim=(1, 2, 3), keepdim=True)
+        span = idx.amax(dim=(1, 2, 3), keepdim=True) - lo
+        stretched = (idx - lo) / torch.where(span > 0, span, torch.ones_like(span))
+        return torch.where(span > 0, stretched, xs)
+
+    return apply_grouped(x, levels, quant)
 
 
 def draw_blocks(generator: torch.Generator, n: int, h: int, w: int, vmax: float) -> Draws:
