@@ -65,6 +65,8 @@ class RunConfig:
         allow_partial: run on incomplete datasets (recorded in the units).
         registry_root: registry folder (None: the shipped one).
         progress: show rich progress bars.
+        pyiqa_home: folder with pyiqa's parameter files (``hub/pyiqa/`` inside it, or the
+            files themselves); None: ``$SHAMISA_PYIQA_HOME`` when set, else pyiqa's default.
     """
 
     suite: str = "demo"
@@ -79,6 +81,7 @@ class RunConfig:
     allow_partial: bool = False
     registry_root: Path | None = None
     progress: bool = True
+    pyiqa_home: Path | None = None
 
     def __post_init__(self) -> None:
         if not str(self.device).startswith(("cpu", "cuda")):
@@ -133,6 +136,8 @@ class Plan:
         units: all units, metric-major in suite order.
         todo: units to compute now.
         skipped: units skipped because an ok result exists.
+        invalid: ``(unit, problem)`` for units whose existing file failed validation (they
+            are in ``todo``: recomputed).
         order: the suite's column tokens (datasets or train--test), for tables.
     """
 
@@ -143,6 +148,7 @@ class Plan:
     todo: tuple[Unit, ...]
     skipped: tuple[Unit, ...]
     order: tuple[str, ...]
+    invalid: tuple[tuple[Unit, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,13 +186,16 @@ def scrub_paths(text: str) -> str:
     return out
 
 
-def _existing_ok(path: Path) -> bool:
+def _existing_state(path: Path) -> tuple[bool, str | None]:
+    """``(done, problem)``: done when the file holds a valid ``ok`` record; problem names
+    why an existing file cannot be trusted (it is then recomputed)."""
     if not path.is_file():
-        return False
+        return False, None
     try:
-        return load_unit(path)["status"] == "ok"
-    except (ValueError, OSError):
-        return False  # unreadable or old schema: recompute
+        return load_unit(path)["status"] == "ok", None
+    except (ValueError, OSError) as err:  # unreadable, invalid or old schema: recompute
+        msg = str(err)
+        return False, msg if str(path) in msg else f"{path}: {msg}"
 
 
 def plan_suite(registry: Any, cfg: RunConfig) -> Plan:
@@ -228,14 +237,17 @@ def plan_suite(registry: Any, cfg: RunConfig) -> Plan:
             units += [Unit(suite.name, protocol.name, m, train=a, test=b) for a, b in pairs]
     if not units:
         raise ValueError(f"suite {suite.name!r}: the --metrics/--datasets filters leave no unit")
-    todo, skipped = [], []
+    todo, skipped, invalid = [], [], []
     for u in units:
-        if not cfg.overwrite and _existing_ok(u.path(cfg.results_dir)):
+        done, problem = (False, None) if cfg.overwrite else _existing_state(u.path(cfg.results_dir))
+        if done:
             skipped.append(u)
         else:
             todo.append(u)
+            if problem is not None:
+                invalid.append((u, problem))
     seed = int(cfg.seed if cfg.seed is not None else suite.seed)
-    return Plan(suite, protocol, seed, tuple(units), tuple(todo), tuple(skipped), order)
+    return Plan(suite, protocol, seed, tuple(units), tuple(todo), tuple(skipped), order, tuple(invalid))
 
 
 # --------------------------------------------------------------------------- data access
@@ -409,10 +421,18 @@ def run_suite(
     t_run = time.perf_counter()
     reg = registry if registry is not None else load_registry(cfg.registry_root)
     plan = plan_suite(reg, cfg)
+    if cfg.pyiqa_home is not None:
+        from shamisa_bench.metrics.pyiqa_home import use_pyiqa_home
+
+        use_pyiqa_home(cfg.pyiqa_home)
     summary = RunSummary(cfg.suite, {}, tuple(u.path(cfg.results_dir) for u in plan.skipped))
     if console is not None and plan.skipped:
         console.print(f"{len(plan.skipped)} unit(s) already done, skipped "
                       "(--overwrite recomputes them)", highlight=False)
+    if console is not None:
+        for _unit, problem in plan.invalid:
+            console.print(f"recomputing an invalid result file: {problem}", markup=False, highlight=False,
+                          soft_wrap=True)
     needed = sorted({d for u in plan.todo for d in u.datasets})
     given = dict(tables or {})
     loaded = {**{d: given[d] for d in needed if d in given},

@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
                    help="run on incomplete datasets (recorded in the results)")
     p.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_pyiqa_home_argument(p)
     p.set_defaults(func=_cmd_run)
 
     r = subparsers.add_parser(
@@ -69,6 +70,14 @@ def register(subparsers: Any) -> None:
     r.add_argument("--results", type=Path, default=Path("results"),
                    help="results folder (default: ./results)")
     r.set_defaults(func=_cmd_report)
+
+
+def add_pyiqa_home_argument(p: argparse.ArgumentParser) -> None:
+    """``--pyiqa-home DIR`` (default: ``$SHAMISA_PYIQA_HOME``)."""
+    p.add_argument("--pyiqa-home", type=Path, metavar="DIR",
+                   help="folder with pyiqa's parameter files, e.g. a copy of pyiqa's cache holding "
+                   "hub/pyiqa/niqe_modelparameters.mat (niqe and brisque then run offline); default: "
+                   "$SHAMISA_PYIQA_HOME, else pyiqa's own ($TORCH_HOME/hub/pyiqa)")
 
 
 def register_bench(bench_subparsers: Any) -> None:
@@ -125,7 +134,27 @@ def run_config(args: argparse.Namespace) -> Any:
         allow_partial=args.allow_partial,
         registry_root=args.registry,
         progress=not args.no_progress,
+        pyiqa_home=_pyiqa_home(getattr(args, "pyiqa_home", None)),
     )
+
+
+def _pyiqa_home(given: Path | None) -> Path | None:
+    """``--pyiqa-home``, else ``$SHAMISA_PYIQA_HOME``; checked to be a folder."""
+    from shamisa_bench.metrics.pyiqa_home import (
+        PYIQA_HOME_ENV,
+        pyiqa_home_from_env,
+        resolve_pyiqa_home,
+    )
+
+    home = given if given is not None else pyiqa_home_from_env()
+    if home is None:
+        return None
+    try:
+        resolve_pyiqa_home(home)
+    except FileNotFoundError as err:
+        flag = "--pyiqa-home" if given is not None else f"${PYIQA_HOME_ENV}"
+        raise ValueError(f"{flag}: {err}") from err
+    return home
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -337,3 +337,28 @@ def test_bench_run_times_cold_warm_and_resume(env):
 def test_bad_device_is_a_clear_error(env, capsys):
     assert _run(env, "--suite", "tiny", "--device", "tpu") == 2
     assert "--device must be cpu or cuda" in capsys.readouterr().err
+
+
+def test_invalid_result_file_is_named_by_report_and_recomputed_by_run(env, capsys):
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-score") == 0
+    path = env["results"] / "runs" / "tiny" / "intra" / "dummy-score" / "tiny.json"
+    good = load_unit(path)
+    raw = json.loads(path.read_text())
+    raw["scores"]["aggregate"]["srcc"]["median"] = "abc"
+    path.write_text(json.dumps(raw))
+    capsys.readouterr()
+    assert main(["report", "--suite", "tiny", "--results", str(env["results"])]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "scores.aggregate.srcc.median must be a finite number or null, not str" in err
+    # run does not take the unit as done: it says so and recomputes it
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-score") == 0
+    out = capsys.readouterr().out
+    assert "recomputing an invalid result file" in out and "tiny.json" in out and "not str" in out
+    assert load_unit(path)["scores"] == good["scores"]
+    # a per-split value edited so that the summary no longer matches is caught as well
+    raw = json.loads(path.read_text())
+    raw["scores"]["per_split"][0]["srcc"] = -0.5
+    path.write_text(json.dumps(raw))
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-score") == 0
+    assert "but the per-split values give" in capsys.readouterr().out
+    assert load_unit(path)["scores"] == good["scores"]

@@ -22,11 +22,14 @@ from shamisa_bench.results import (
 from shamisa_bench.results.tables import render_csv
 
 
-def _record(metric: str, dataset: str, srcc: float | None, status: str = "ok") -> dict:
-    agg = {} if srcc is None else {
-        "srcc": {"median": srcc, "mean": srcc, "std": 0.01, "n": 3, "n_nan": 0},
-        "plcc": {"median": srcc / 2, "mean": srcc / 2, "std": 0.0, "n": 3, "n_nan": 0},
-    }
+def _record(metric: str, dataset: str, srcc: float | None, status: str = "ok",
+            spread: tuple[float, ...] = (-0.02, 0.0, 0.02)) -> dict:
+    """A unit record whose summary is computed from its per-split values, as the harness does."""
+    from shamisa_bench.scoring import aggregate_scores
+
+    per_split = [] if srcc is None else [
+        {"split": i, "srcc": srcc + d, "plcc": srcc / 2, "hash": f"h{i}"} for i, d in enumerate(spread)]
+    agg = aggregate_scores(per_split, ("srcc", "plcc")) if per_split else {}
     return {
         "schema_version": 1,
         "status": status,
@@ -36,8 +39,7 @@ def _record(metric: str, dataset: str, srcc: float | None, status: str = "ok") -
         "table": {"columns": ["srcc", "plcc"], "higher_is_better": {"srcc": True, "plcc": True},
                   "main_score": "srcc", "order": ["b", "a"]},
         "metric": {"name": metric},
-        "scores": {"per_split": [{"split": i} for i in range(3)] if srcc is not None else [],
-                   "aggregate": agg},
+        "scores": {"per_split": per_split, "aggregate": agg},
         "n_images": 10,
         "n_excluded": 0,
         "nonfinite": {"nan": 0, "inf": 0, "names": []},
@@ -82,6 +84,44 @@ def test_validate_rejects_other_schema_versions_and_statuses():
         validate_unit({**rec, "status": "maybe"})
     with pytest.raises(ValueError, match="neither a dataset"):
         validate_unit({**rec, "unit": {**rec["unit"], "dataset": None}})
+
+
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        (("scores", "aggregate", "srcc", "median"), "abc", r"scores.aggregate.srcc.median must be a finite number or null, not str"),
+        (("scores", "per_split", 1, "srcc"), "0.8", r"scores.per_split\[1\].srcc must be a finite number or null, not str"),
+        (("scores", "per_split", 0, "plcc"), True, r"scores.per_split\[0\].plcc must be a finite number or null, not bool"),
+        (("scores", "aggregate", "srcc", "n"), 2.5, r"scores.aggregate.srcc.n must be a non-negative integer"),
+        (("n_images", ), "10", r"n_images must be a non-negative integer, not str"),
+        (("scores", "per_split"), {}, r"scores.per_split must be a list, not dict"),
+        (("scores", "aggregate", "srcc", "median"), 0.95, r"scores.aggregate.srcc.median is 0.95 but the per-split values give 0.700000"),
+        (("scores", "per_split", 2, "srcc"), 0.99, r"scores.aggregate.srcc.mean is .* but the per-split values give"),
+        (("scores", "per_split", 2, "srcc"), None, r"scores.aggregate.srcc.n_nan is 0 but per_split has 1 null srcc"),
+    ],
+)
+def test_load_validates_every_value_and_the_summary_naming_the_file(tmp_path, where, value, message):
+    rec = _record("m1", "a", 0.7)
+    path = unit_path(tmp_path, rec["unit"])
+    write_unit(path, rec)
+    raw = json.loads(path.read_text())
+    target = raw
+    for k in where[:-1]:
+        target = target[k]
+    target[where[-1]] = value
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message) as err:
+        load_unit(path)
+    assert str(err.value).startswith(f"{path}: ")
+    with pytest.raises(ValueError, match=message):  # the table is never built from it
+        build_leaderboard(tmp_path, "s")
+
+
+def test_ok_record_needs_every_column_in_every_split():
+    rec = _record("m1", "a", 0.7)
+    del rec["scores"]["per_split"][1]["plcc"]
+    with pytest.raises(ValueError, match=r"scores.per_split\[1\] lacks plcc"):
+        validate_unit(rec, "x.json")
 
 
 def test_provenance_has_the_required_fields():

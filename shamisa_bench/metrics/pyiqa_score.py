@@ -2,7 +2,9 @@
 
 The score is correlated directly; its direction comes from the registry's ``lower_better``
 (taken from pyiqa's ``DEFAULT_CONFIGS``). Creating the metric may need weights that pyiqa
-downloads; offline, that fails and the metric is reported unavailable with the error.
+downloads; offline, that fails and the metric is reported unavailable with the error, unless
+the files are in the folder given by ``--pyiqa-home`` / ``$SHAMISA_PYIQA_HOME``
+(:mod:`shamisa_bench.metrics.pyiqa_home`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shamisa_bench.metrics.base import MetricAdapter, MetricUnavailable, spec_field
+from shamisa_bench.metrics.pyiqa_home import PYIQA_HOME_ENV, apply_env_once
 
 __all__ = ["PyiqaScore"]
 
@@ -100,6 +103,10 @@ class PyiqaScore(MetricAdapter):
             import pyiqa
         except ImportError as err:
             raise MetricUnavailable(f"pyiqa is not installed ({err})") from err
+        try:  # $SHAMISA_PYIQA_HOME, unless the run already chose pyiqa's parameter folder
+            apply_env_once()
+        except FileNotFoundError as err:
+            raise MetricUnavailable(f"${PYIQA_HOME_ENV}: {err}") from err
         if getattr(self.spec, "kind", "") == "shamisa":
             try:  # registers the `shamisa` entries in pyiqa, when that module exists
                 plugin = importlib.import_module("shamisa_bench.pyiqa_plugin")

@@ -56,6 +56,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial", action="store_true", help="use incomplete datasets (sources, heads)")
     p.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from shamisa_bench.harness_cli import add_pyiqa_home_argument
+
+    add_pyiqa_home_argument(p)
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:

@@ -250,6 +250,10 @@ def run_robustness(
     run = cfg.run
     reg = registry if registry is not None else load_registry(run.registry_root)
     suite, protocol, params, metrics, datasets = _resolve(cfg, reg)
+    if run.pyiqa_home is not None:
+        from shamisa_bench.metrics.pyiqa_home import use_pyiqa_home
+
+        use_pyiqa_home(run.pyiqa_home)
     sources = load_sources(folders=cfg.images, datasets=datasets, registry=reg, data_root=run.data_root,
                            cache_dir=run.cache_dir, max_images=params.max_images, size=params.image_size,
                            allow_partial=run.allow_partial)
