@@ -58,9 +58,15 @@ def test_datasets_verify_lists_corrupt_images(tmp_path: Path, capsys: pytest.Cap
     truth = build("tid2013", data, "pyiqa")
     (data / "tid2013" / "distorted_images" / truth[2].name).write_bytes(b"BM garbage")
     reg = _registry_with(tmp_path, tid2013=len(truth))
-    assert main(["datasets", "--registry", str(reg), "--data-root", str(data), "--verify", "tid2013"]) == 0
-    out = capsys.readouterr().out
+    assert main(["datasets", "--registry", str(reg), "--data-root", str(data), "tid2013"]) == 0  # no decoding
+    assert "complete" in capsys.readouterr().out
+    assert main(["datasets", "--registry", str(reg), "--data-root", str(data), "--verify", "tid2013"]) == 1
+    captured = capsys.readouterr()
+    out = captured.out
     assert f"decoded {len(truth)} images, 1 corrupt" in out and truth[2].name in out
+    row = next(ln for ln in out.splitlines() if ln.startswith("│") and "tid2013" in ln)
+    assert "complete" not in row and "1 corrupt" in row
+    assert "1 corrupt image(s)" in captured.err
 
 
 def test_fetchable_names_are_pyiqa_download_keys() -> None:

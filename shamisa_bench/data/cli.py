@@ -36,7 +36,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("names", nargs="*", help="datasets to show (default: all)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache folder for built datasets (demo)")
     p.add_argument(
-        "--verify", action="store_true", help="also decode every image of the found datasets and list corrupt ones"
+        "--verify",
+        action="store_true",
+        help="also decode every image of the found datasets and list corrupt ones (exit status 1 if any)",
     )
     p.set_defaults(func=_cmd_datasets)
 
@@ -60,7 +62,11 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from shamisa_bench.registry import default_registry_root, load_registry, validate_registry
+    from shamisa_bench.registry import (
+        default_registry_root,
+        load_registry,
+        validate_registry,
+    )
 
     root = args.registry or default_registry_root()
     problems = validate_registry(root)
@@ -90,6 +96,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     specs = [reg.dataset(n) for n in names]
     rows = []
     details: list[str] = []
+    n_corrupt = 0
     for spec in specs:
         st = dataset_status(spec, data_root, cache_dir=args.cache_dir)
         if not st.found and spec.reader == "demo" and st.looked_for:
@@ -106,19 +113,26 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             where = str(st.root) if st.root else "-"
             status = "unreadable" if st.n_listed == 0 and st.n_present == 0 else "partial"
             details.append(f"{spec.name}: {st.problem}")
-        count = f"{st.n_present}/{spec.n_images}" if st.found else f"-/{spec.n_images}"
-        rows.append([spec.name, spec.kind, _labels(spec), st.layout or "-", status, count, str(len(st.missing)), where])
         if args.verify and st.found and st.n_present:
             table = load_dataset(spec, data_root, allow_partial=True, cache_dir=args.cache_dir)
             bad = verify_images(table)
             details.append(f"{spec.name}: --verify decoded {table.n_images} images, {len(bad)} corrupt")
             details.extend(f"  {name}: {reason}" for name, reason in bad)
+            if bad:
+                status = f"{len(bad)} corrupt"
+                n_corrupt += len(bad)
+        count = f"{st.n_present}/{spec.n_images}" if st.found else f"-/{spec.n_images}"
+        rows.append([spec.name, spec.kind, _labels(spec), st.layout or "-", status, count, str(len(st.missing)), where])
     header = ["dataset", "kind", "labels", "layout", "status", "images", "missing", "where"]
     _print_table(f"Datasets at {data_root}", header, rows)
     for line in details:
         print(line)
     if any(r[2] == "pseudo-MOS" for r in rows):
         print("pseudo-MOS: labels computed by a full-reference metric, not human opinion.")
+    if n_corrupt:
+        print(f"--verify: {n_corrupt} corrupt image(s); the datasets listed above with them are not complete "
+              "(exit status 1)", file=sys.stderr)
+        return 1
     return 0
 
 
