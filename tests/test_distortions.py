@@ -287,13 +287,20 @@ def test_salt_and_pepper_sets_half_the_hits_to_each_extreme() -> None:
 
 
 def test_simple_curves_hit_their_defining_points() -> None:
+    # The contrast spline passes (0.3, 0.25 - a/4) and (0.7, 0.75 + a/4) for |a| >= the second
+    # anchor, as the reference's; nearer 0 it bends towards the identity (contrast_offset).
+    knots = torch.tensor([0.0, 0.3, 0.5, 0.7, 1.0]).reshape(1, 1, 1, 5).expand(1, 3, 1, 5).contiguous()
+    up = apply_distortion(knots, "contrast_up", 0.4)[0, 0, 0]
+    assert up.tolist() == pytest.approx([0.0, 0.15, 0.5, 0.85, 1.0])
+    down = apply_distortion(knots, "contrast_down", -0.6)[0, 0, 0]
+    assert down.tolist() == pytest.approx([0.0, 0.4, 0.5, 0.6, 1.0])
+    assert torch.equal(apply_distortion(knots, "contrast_up", 0.0), knots)
+    assert torch.equal(apply_distortion(knots, "contrast_down", 0.0), knots)
+    mild = apply_distortion(knots, "contrast_down", -0.15)[0, 0, 0]  # |d| = 0.0125, contrast lowered
+    assert mild.tolist() == pytest.approx([0.0, 0.3125, 0.5, 0.6875, 1.0])
     x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]).reshape(1, 1, 1, 5).expand(1, 3, 1, 5).contiguous()
-    up = apply_distortion(x, "contrast_up", 0.4)[0, 0, 0]
-    assert up.tolist() == pytest.approx([0.0, 0.15, 0.5, 0.85, 1.0])  # (0.25, 0.25 - a/4), (0.75, 0.75 + a/4)
-    down = apply_distortion(x, "contrast_down", -0.6)[0, 0, 0]
-    assert down.tolist() == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7])
-    nl = apply_distortion(x, "nonlinear_contrast", 0.25)[0, 0, 0]
-    assert nl.tolist() == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    nl = apply_distortion(x, "nonlinear_contrast", 0.25)[0, 0, 0]  # [0, 1] onto [0.25, 0.75]
+    assert nl.tolist() == pytest.approx([0.25, 0.375, 0.5, 0.625, 0.75])
     shift = apply_distortion(x, "mean_shift_down", -0.1)[0, 0, 0]
     assert shift.tolist() == pytest.approx([0.0, 0.15, 0.4, 0.65, 0.9])
     # The RGB part of the brighten/darken mix (2/3) passes (0.5, 0.5 +- a/2) exactly; the Lab-L
@@ -319,11 +326,14 @@ def test_colour_types_touch_the_right_channels(images: torch.Tensor) -> None:
     # Lab factor 1 and HSV factor 1 are identities.
     assert torch.allclose(apply_distortion(images, "color_saturation_lab", 1), images, atol=1e-4)
     assert torch.allclose(apply_distortion(images, "color_saturation_hsv", 1.0), images, atol=1e-5)
-    # Lab saturation keeps L* (up to gamut clipping, hence a mean over pixels).
+    # Lab saturation keeps L* (up to gamut clipping, hence a mean over pixels) of the image with
+    # R and B exchanged: the reference's Lab convention, kept for the severity scale.
     muted = apply_distortion(images, "color_saturation_lab", 0.5) * 0.5 + 0.25
     sat = apply_distortion(muted, "color_saturation_lab", 2)
-    assert float((rgb_to_lab(sat)[:, 0] - rgb_to_lab(muted)[:, 0]).abs().mean()) < 0.5
-    assert float(rgb_to_lab(sat)[:, 1:].abs().mean()) > 1.5 * float(rgb_to_lab(muted)[:, 1:].abs().mean())
+    lab_sat, lab_muted = rgb_to_lab(sat.flip(1)), rgb_to_lab(muted.flip(1))
+    assert float((lab_sat[:, 0] - lab_muted[:, 0]).abs().mean()) < 0.5
+    assert float(lab_sat[:, 1:].abs().mean()) > 1.5 * float(lab_muted[:, 1:].abs().mean())
+    assert float((rgb_to_lab(sat)[:, 0] - rgb_to_lab(muted)[:, 0]).abs().mean()) > 1.0  # not true-RGB Lab
 
 
 def test_patches_and_blocks_copy_pixels(images: torch.Tensor) -> None:
@@ -344,8 +354,13 @@ def test_patches_and_blocks_copy_pixels(images: torch.Tensor) -> None:
 def test_quantization_uses_the_requested_number_of_levels(images: torch.Tensor) -> None:
     for levels in (7, 13, 20):
         out = apply_distortion(images, "quantization", levels)
-        assert int(torch.unique(out[0]).numel()) <= levels
+        # ``levels`` equal-width bins plus the bin of exact black, stretched onto [0, 1].
+        assert int(torch.unique(out[0]).numel()) <= levels + 1
         assert int(torch.unique(out[0]).numel()) >= levels - 2
+        assert float(out[0].min()) == 0.0 and float(out[0].max()) == 1.0
+    # The thresholds are floor(255 k / levels): with 10 levels, 8-bit value 25 is in bin 1, 26 in bin 2.
+    ramp = torch.tensor([1, 25, 26, 51, 52, 255], dtype=torch.float32).div(255).reshape(1, 1, 1, 6).expand(1, 3, 1, 6)
+    assert apply_distortion(ramp.contiguous(), "quantization", 10)[0, 0, 0].mul(9).round().tolist() == [0, 0, 1, 1, 2, 9]
 
 
 def test_colorspace_round_trips_and_reference_values() -> None:
@@ -370,9 +385,11 @@ def test_filters_match_direct_convolution() -> None:
     assert gaussian_kernel(0.1).shape == (3, 3)
     disk = box_disk_kernel(3)
     assert disk.shape == (7, 7) and float(disk.sum()) == pytest.approx(1.0) and float(disk[0, 0]) == 0.0
-    flat = motion_kernels(3, torch.tensor([0.0, 90.0]))
-    assert float(flat[0, 0, 3].sum()) == pytest.approx(1.0)  # 0 degrees: the middle row only
-    assert float(flat[1, 0, :, 3].sum()) == pytest.approx(1.0)  # 90 degrees: the middle column only
+    flat = motion_kernels(3, torch.tensor([0.0, 90.0]))  # a line of 3 pixels
+    assert flat.shape == (2, 1, 5, 5)
+    assert flat[0, 0, 2].tolist() == pytest.approx([0.0, 1 / 3, 1 / 3, 1 / 3, 0.0])  # 0 degrees: middle row
+    assert flat[1, 0, :, 2].tolist() == pytest.approx([0.0, 1 / 3, 1 / 3, 1 / 3, 0.0])  # 90 degrees: middle column
+    assert torch.equal(motion_kernels(1, torch.tensor([37.0])), torch.ones(1, 1, 1, 1, dtype=torch.float64))
     x = torch.rand(2, 3, 20, 23, generator=gen(1), dtype=torch.float64)
     for k in (gaussian_kernel(1.5), disk, torch.rand(5, 3, generator=gen(2), dtype=torch.float64)):
         kh, kw = k.shape

@@ -110,7 +110,7 @@ _ENTRIES = (
         "color",
         (1, 3, 6, 8, 12),
         True,
-        "Lab a*b* blurred with sigma 1.5*value+2 and scaled by value",
+        "Lab a*b* (of the R/B-exchanged image, as the reference) blurred with sigma 1.5*value+2, scaled by value",
         (0, 24),
     ),
     DistortionType(
@@ -129,7 +129,14 @@ _ENTRIES = (
         "HSV saturation multiplied by value (negative values invert the chroma)",
         (-2.0, 2.0),
     ),
-    DistortionType("color_saturation_lab", "color", (1, 2, 3, 6, 9), True, "Lab a*b* multiplied by value", (0, 20)),
+    DistortionType(
+        "color_saturation_lab",
+        "color",
+        (1, 2, 3, 6, 9),
+        True,
+        "Lab a*b* (of the R/B-exchanged image, as the reference) multiplied by value",
+        (0, 20),
+    ),
     # compression
     DistortionType(
         "jpeg2000",

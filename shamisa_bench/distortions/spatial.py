@@ -71,8 +71,11 @@ def non_eccentricity_patch(x: Tensor, count: Tensor, draws: Draws) -> Tensor:
 
     Sources lie at least :data:`PATCH_MARGIN` pixels inside the border (less when the image
     is too small for that); displacements are uniform integers in [-8, 8] per axis.
-    Patches are read from the undistorted input; where pasted patches overlap, the later one
-    wins. Destinations are clamped inside the image; images smaller than a patch are kept.
+    A patch moved down overlaps its own source rows and is copied as the reference's in-place
+    row-by-row paste does: rows already pasted are read again, so the patch content repeats
+    every ``(dy, dx)`` inside the destination. Patches are otherwise read from the
+    undistorted input; where pasted patches overlap, the later one wins. Destinations are
+    clamped inside the image; images smaller than a patch are kept.
     """
     n, c, h, w = x.shape
     p = PATCH_SIZE
@@ -96,9 +99,24 @@ def non_eccentricity_patch(x: Tensor, count: Tensor, draws: Draws) -> Tensor:
     owner = owner.scatter_reduce(
         1, lin.reshape(n, -1), ids[..., None].expand(n, k, p * p).reshape(n, -1), reduce="amax"
     )
-    shift = (sy - dy) * w + (sx - dx)  # (n, k): source minus destination, linear
+    # Per output pixel: its patch's destination corner and displacement (destination minus source).
+    own = owner.clamp_min(0)
+    ey, ex = (dy - sy).gather(1, own), (dx - sx).gather(1, own)
+    ry = torch.arange(h, device=x.device).repeat_interleave(w).expand(n, h * w) - dy.gather(1, own)
+    rx = torch.arange(w, device=x.device).repeat(h).expand(n, h * w) - dx.gather(1, own)
+    # The reference pastes each patch from a view of the image it is writing, row by row; a
+    # patch moved down (ey > 0) whose source rows overlap its destination therefore re-reads
+    # rows it has already pasted, and the copy repeats with period (ey, ex). Such a pixel
+    # takes the input at p - k (ey, ex), with k >= 1 the first step that leaves the
+    # destination square; patches moved up or sideways read the input directly (k = 1).
+    big = torch.full_like(ry, p + 1)
+    ky = torch.where(ey > 0, ry // ey.clamp_min(1) + 1, big)
+    kx = torch.where(
+        ex > 0, rx // ex.clamp_min(1) + 1, torch.where(ex < 0, (p - 1 - rx) // (-ex).clamp_min(1) + 1, big)
+    )
+    steps = torch.where(ey > 0, torch.minimum(ky, kx), torch.ones_like(ky))
     pix = torch.arange(h * w, device=x.device).expand(n, h * w)
-    src = pix + torch.where(owner >= 0, shift.gather(1, owner.clamp_min(0)), torch.zeros_like(owner))
+    src = pix - torch.where(owner >= 0, steps * (ey * w + ex), torch.zeros_like(owner))
     return x.reshape(n, c, h * w).gather(2, src[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
 
 
