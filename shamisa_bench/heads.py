@@ -43,6 +43,9 @@ images are repeated to RGB, a 4th (alpha) channel is dropped (as PIL's
 zero-padded at the bottom/right, the convention of the pretraining crops and of the
 ``crops5`` protocol. Padding is preferred over upscaling because upscaling would add blur,
 itself a quality distortion, while black borders are what the encoder saw in training.
+Images with a side under :data:`MIN_IMAGE_SIDE` (32) are refused, and images whose longer
+side exceeds :data:`MAX_SIDE` (1024) are downscaled to it first (bounded memory; images up
+to 1024 px are untouched).
 
 Alpha selection follows spec section 7: a geometric grid (default 100 values in
 [1e-3, 1e3], ARNIQA's), the median validation SRCC over ``n_splits`` random
@@ -72,24 +75,35 @@ from torch import nn
 __all__ = [
     "DEFAULT_MIN_SIZE",
     "HEAD_FORMAT_VERSION",
+    "MAX_SIDE",
+    "MIN_IMAGE_SIDE",
     "FitConfig",
     "HeadError",
     "QualityHead",
     "RidgeHeadModule",
     "extract_features",
     "fit_head",
-    "select_alpha",
     "head_features",
     "load_head",
     "prepare_images",
     "save_head",
     "scale_mos",
+    "select_alpha",
     "validation_splits",
 ]
 
 HEAD_FORMAT_VERSION = 1
 DEFAULT_MIN_SIZE = 224
 """Images with a side shorter than this are zero-padded (bottom/right) before encoding."""
+
+MIN_IMAGE_SIDE = 32
+"""Images with a side shorter than this are refused: too few pixels to rate (a 1x1 image
+padded to 224 would get a score that means nothing)."""
+
+MAX_SIDE = 1024
+"""Images whose longer side exceeds this are downscaled (bilinear, antialiased, aspect kept)
+until it equals this, before encoding: feature memory then stays bounded (about 0.4 GB per
+megapixel otherwise), and every image up to this side scores exactly as before."""
 
 _PROTOCOLS = ("whole", "crops5")
 _HEAD_KIND = "shamisa_head"
@@ -411,20 +425,25 @@ def scale_mos(mos: torch.Tensor, mos_range: tuple[float, float], lower_better: b
 # --------------------------------------------------------------------------------------
 
 
-def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE) -> torch.Tensor:
-    """Bring images to the encoder's contract: RGB, float, sides >= ``min_size``.
+def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE, max_side: int | None = MAX_SIDE) -> torch.Tensor:
+    """Bring images to the encoder's contract: RGB, float, sides in [``min_size``, ``max_side``].
 
     Args:
         x: (N, C, H, W) or (C, H, W) float in [0, 1] with C = 1 (grey, repeated), 3 (RGB)
-            or 4 (RGBA; alpha dropped).
+            or 4 (RGBA; alpha dropped); both sides at least :data:`MIN_IMAGE_SIDE`.
         min_size: Sides shorter than this are zero-padded at the bottom/right.
+        max_side: When the longer side exceeds this, the images are first downscaled
+            (bilinear, antialiased, aspect ratio kept, clamped to [0, 1]) so that it equals
+            this; None = never. Images up to ``max_side`` are left exactly as they are.
 
     Returns:
-        (N, 3, max(H, min_size), max(W, min_size)), same dtype; differentiable.
+        (N, 3, max(H', min_size), max(W', min_size)), same dtype, (H', W') the size after
+        any downscaling; differentiable.
 
     Raises:
         TypeError: Not a floating-point tensor.
-        ValueError: Wrong number of dimensions or channels.
+        ValueError: Wrong number of dimensions or channels, or a side shorter than
+            :data:`MIN_IMAGE_SIDE` (before or after downscaling).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
@@ -441,6 +460,22 @@ def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE) -> torch.T
         x = x[:, :3]
     elif channels != 3:
         raise ValueError(f"images must have 1, 3 or 4 channels, got {channels} (shape {tuple(x.shape)})")
+    height, width = x.shape[2], x.shape[3]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f"image is {height}x{width} pixels; SHAMISA needs at least {MIN_IMAGE_SIDE} pixels on each side "
+            "(smaller images are refused rather than padded into a meaningless score)"
+        )
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        size = (max(round(height * scale), 1), max(round(width * scale), 1))
+        size = (max_side, size[1]) if height >= width else (size[0], max_side)
+        if min(size) < MIN_IMAGE_SIDE:
+            raise ValueError(
+                f"image is {height}x{width} pixels: downscaled to at most {max_side} pixels on the longer side "
+                f"it would be {size[0]}x{size[1]}, under {MIN_IMAGE_SIDE} on a side (aspect ratio too extreme)"
+            )
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0.0, 1.0)
     pad_h, pad_w = max(min_size - x.shape[2], 0), max(min_size - x.shape[3], 0)
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=0.0)

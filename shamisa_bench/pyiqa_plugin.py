@@ -25,6 +25,14 @@ pyiqa calls it the first time any arch lookup misses (e.g. the first ``create_me
 that path also adds the ``DEFAULT_CONFIGS`` entries, but only after pyiqa's first metric
 creation, which is why ``import shamisa_bench`` is the documented way in.
 
+Inputs. :func:`register` also wraps pyiqa's ``InferenceModel._prepare_inputs`` so that, for
+a SHAMISA network only, images go through :meth:`SHAMISA.prepare_inputs
+<shamisa_bench.archs.shamisa_arch.SHAMISA.prepare_inputs>`: files and PIL images are read
+by the project's loader (:mod:`shamisa_bench.imageio`; pyiqa's loader clips 16-bit
+images at 255 and names no file on a decoding error), and tensors are checked with real
+``if`` tests (pyiqa's are ``assert``s, gone under ``python -O``). Every other metric goes
+through pyiqa's own method, unchanged.
+
 Registration failures inside the hook (e.g. an incompatible pyiqa) are turned into a
 ``RuntimeWarning`` rather than breaking the user's ``import pyiqa``.
 """
@@ -105,6 +113,7 @@ def register() -> tuple[str, ...]:
         except AssertionError:
             pass  # already registered: by an earlier call, or by the entry point re-entering us
 
+        _route_inputs()
         names = []
         for name, config in metric_configs().items():
             existing = DEFAULT_CONFIGS.get(name)
@@ -120,6 +129,31 @@ def register() -> tuple[str, ...]:
                 DEFAULT_CONFIGS[name] = config
             names.append(name)
         return tuple(names)
+
+
+_ARCH_MODULE = ARCH_IMPORT_PATH.split(":")[0]
+
+
+def _route_inputs() -> None:
+    """Wrap ``InferenceModel._prepare_inputs`` once: SHAMISA networks read their own inputs."""
+    from pyiqa.models.inference_model import InferenceModel
+
+    original = InferenceModel._prepare_inputs
+    if getattr(original, "_shamisa_wrapped", False):
+        return
+
+    def _prepare_inputs(self: Any, target: Any, ref: Any = None) -> Any:
+        arch = sys.modules.get(_ARCH_MODULE)  # not imported yet: the network cannot be a SHAMISA
+        net = getattr(self, "net", None)
+        if arch is None or not isinstance(net, arch.SHAMISA):
+            return original(self, target, ref)
+        net.check_input_range = bool(self.check_input_range)
+        return net.prepare_inputs(target, check_range=bool(self.check_input_range)), ref
+
+    _prepare_inputs._shamisa_wrapped = True  # type: ignore[attr-defined]
+    _prepare_inputs.__wrapped__ = original  # type: ignore[attr-defined]
+    _prepare_inputs.__doc__ = original.__doc__
+    InferenceModel._prepare_inputs = _prepare_inputs  # type: ignore[method-assign]
 
 
 class _CallbackLoader:

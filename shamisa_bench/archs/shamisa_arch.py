@@ -78,6 +78,7 @@ __all__ = [
     "ResolvedWeights",
     "WeightsNotFoundError",
     "cache_dir",
+    "check_images",
     "resolve_weights",
     "shipped_dir",
     "shipped_head_datasets",
@@ -237,6 +238,43 @@ def resolve_weights(
     return ResolvedWeights(encoder=encoder, head=head, encoder_source=encoder_source, head_source=head_source)
 
 
+_RANGE_EPS = 1e-6  # pyiqa's tolerance for [0, 1]
+
+
+def check_images(x: object, check_range: bool = True) -> None:
+    """Input checks of the SHAMISA metric, as real ``if`` tests (they hold under ``python -O``).
+
+    Args:
+        x: Candidate (N, C, H, W) float tensor.
+        check_range: Also refuse values outside [0, 1] (tolerance 1e-6, as pyiqa's check).
+
+    Raises:
+        TypeError: Not a tensor, or not floating point (a uint8 tensor must be divided by 255).
+        ValueError: Not 4-D, a channel count other than 1, 3 or 4, NaN or infinite values,
+            or (``check_range``) values outside [0, 1], e.g. a [0, 255] image.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {x.dtype} (divide uint8 by 255)")
+    if x.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"images must have 1, 3 or 4 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if x.numel() == 0:
+        raise ValueError(f"images must not be empty, got shape {tuple(x.shape)}")
+    detached = x.detach()
+    if not bool(torch.isfinite(detached).all()):
+        raise ValueError("images contain NaN or infinite pixel values")
+    if check_range:
+        lo, hi = float(detached.min()), float(detached.max())
+        if lo < -_RANGE_EPS or hi > 1.0 + _RANGE_EPS:
+            raise ValueError(
+                f"images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                + (" (divide [0, 255] images by 255)" if hi > 1.5 else "")
+            )
+
+
 class SHAMISA(nn.Module):
     """SHAMISA no-reference quality metric (pyiqa arch ``SHAMISA``).
 
@@ -251,11 +289,17 @@ class SHAMISA(nn.Module):
         min_size: Zero-pad small images to this side; None = the head's (224).
         environ: Environment for the resolver (default ``os.environ``).
 
+    Through ``pyiqa.create_metric``, inputs go through :meth:`prepare_inputs` (our image
+    loader and checks) instead of pyiqa's loader and ``assert`` checks
+    (:mod:`shamisa_bench.pyiqa_plugin`).
+
     Attributes:
         encoder: The frozen :class:`shamisa_bench.model.Encoder`.
         head: The frozen :class:`shamisa_bench.heads.RidgeHeadModule`.
         head_info: The loaded :class:`shamisa_bench.heads.QualityHead` (metadata).
         weights: The :class:`ResolvedWeights` used.
+        check_input_range: Whether :meth:`forward` refuses values outside [0, 1] (True;
+            pyiqa's ``check_input_range=False`` and ``as_loss=True`` turn it off).
 
     Raises:
         WeightsNotFoundError: No weights (see :func:`resolve_weights`).
@@ -304,6 +348,7 @@ class SHAMISA(nn.Module):
         self.crop_size = head.crop_size if crop_size is None else int(crop_size)
         self.min_size = head.min_size if min_size is None else int(min_size)
         self.head_info: QualityHead = head
+        self.check_input_range = True  # refuse values outside [0, 1]; pyiqa's check_input_range sets it
         self.encoder = encoder.eval().requires_grad_(False)
         self.head = RidgeHeadModule(head)
 
@@ -311,16 +356,74 @@ class SHAMISA(nn.Module):
         """Score images.
 
         Args:
-            x: (N, C, H, W) float in [0, 1], C in {1, 3, 4}; any H, W >= 1 (small images
-                are zero-padded to ``min_size``).
+            x: (N, C, H, W) or (C, H, W) float in [0, 1], C in {1, 3, 4}; sides >= 32 (smaller sides
+                are zero-padded to ``min_size``; a longer side above 1024 is downscaled to
+                1024, see :func:`shamisa_bench.heads.prepare_images`).
 
         Returns:
             (N, 1) scores in [0, 1], higher is better; differentiable w.r.t. ``x``.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: Wrong shape, NaN or infinite values, values outside [0, 1] (when
+                ``check_input_range``), or images smaller than 32 pixels on a side.
         """
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            x = x.unsqueeze(0)  # one (C, H, W) image
+        check_images(x, check_range=self.check_input_range)
         dtype = self.head.feature_mean.dtype
         feats = head_features(self.encoder, x.to(dtype), self.protocol, self.crop_size, self.min_size)
         mos = self.head(feats.to(dtype))
         return scale_mos(mos, self.head_info.mos_range, self.head_info.lower_better).unsqueeze(1)
+
+    def prepare_inputs(self, target: object, check_range: bool = True) -> torch.Tensor:
+        """What pyiqa's ``create_metric('shamisa...')`` calls instead of its own loader and asserts.
+
+        Files (``str`` / ``os.PathLike``) are read with :func:`shamisa_bench.imageio.load_image`
+        and PIL images converted with :func:`shamisa_bench.imageio.pil_to_tensor`, as the
+        harness reads images: 16-bit PNGs and ``I;16`` images are scaled by 65535, never
+        clipped at 255, and errors name the file. Tensors are checked with real ``if`` tests
+        (they hold under ``python -O``).
+
+        Args:
+            target: Image file path, ``bytes`` of an image file, PIL image, or (N, C, H, W)
+                tensor in [0, 1].
+            check_range: Refuse tensor values outside [0, 1] (pyiqa's ``check_input_range``).
+
+        Returns:
+            (N, C, H, W) float tensor.
+        """
+        from shamisa_bench.imageio import load_image, pil_to_tensor
+
+        if isinstance(target, (str, os.PathLike)):
+            x = load_image(target).unsqueeze(0)
+        elif isinstance(target, (bytes, bytearray)):
+            import io
+
+            from PIL import Image, UnidentifiedImageError
+
+            from shamisa_bench.imageio import ImageReadError
+
+            try:
+                with Image.open(io.BytesIO(target)) as img:
+                    x = pil_to_tensor(img, "image bytes").unsqueeze(0)
+            except UnidentifiedImageError:
+                raise ImageReadError("image bytes: not a readable image (unknown or corrupt format)") from None
+        elif torch.is_tensor(target):
+            x = target
+        else:
+            from PIL import Image
+
+            if not isinstance(target, Image.Image):
+                raise TypeError(
+                    f"SHAMISA scores an image file path, image bytes, a PIL image or a (N, C, H, W) tensor, "
+                    f"got {type(target).__name__}"
+                )
+            x = pil_to_tensor(target).unsqueeze(0)
+        if x.dim() == 3:
+            x = x.unsqueeze(0)  # one (C, H, W) image
+        check_images(x, check_range=check_range)
+        return x
 
     def train(self, mode: bool = True) -> SHAMISA:
         """Set the mode; the frozen encoder stays in eval mode (BatchNorm statistics never change)."""
