@@ -5,6 +5,9 @@
   spec section 7; reference-disjoint splits for datasets split by reference). Instead of
   ``--dataset``, ``--csv LABELS.csv`` reads a CSV with columns ``image`` and ``mos`` (and
   optionally ``ref``), image paths relative to the CSV's folder unless ``--image-root``.
+  Everything that can be checked is checked before any feature is computed: the device,
+  that ``--out`` can be written, labels inside ``--mos-range``, enough images for the
+  validation parts, and every image decodes (all failures listed at once).
 * ``bench metric``: images/s of ``pyiqa.create_metric('shamisa')`` against the bare
   two-scale encoder forward on the same inputs, for ``whole`` and ``crops5``, as JSON. A
   random-init encoder export and a random head are made on the fly (no weights needed).
@@ -17,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bench_metric", "read_label_csv", "register", "register_bench"]
+__all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_metric", "read_label_csv", "register", "register_bench"]
 
 _BACKBONE_CHOICES = ("resnet50", "resnet18", "efficientnet_lite0")
 
@@ -78,68 +82,193 @@ def register_bench(bench_subparsers: Any) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def read_label_csv(path: Path, image_root: Path | None = None) -> list[tuple[Path, float, str]]:
-    """Rows ``(image path, mos, ref)`` of a CSV with columns ``image``, ``mos`` (and optional ``ref``).
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a fit-head label CSV.
+
+    Attributes:
+        image: Resolved image path.
+        mos: Label.
+        ref: Reference group (the image name when the CSV has no ``ref`` column).
+        line: Line of the CSV it came from (for error messages).
+    """
+
+    image: Path
+    mos: float
+    ref: str
+    line: int
+
+
+MIN_VAL_IMAGES = 5
+"""Fewest images (or reference groups) in each validation part of fit-head's alpha search:
+below it the validation SRCC is too coarse to choose alpha (2 images give +-1 or 0)."""
+
+
+def read_label_csv(path: Path, image_root: Path | None = None) -> list[LabelRow]:
+    """Rows of a CSV with columns ``image``, ``mos`` (and optional ``ref``), read as the harness reads CSVs.
+
+    The parsing is the harness's (:mod:`shamisa_bench.data.readers._common`): UTF-8 with a
+    Latin-1 fallback, column names matched case- and space-insensitively, image names as
+    clean relative paths, and an image named twice is an error naming both rows.
 
     Args:
         path: The CSV file.
         image_root: Folder relative image paths are resolved against (default: the CSV's).
 
     Returns:
-        One tuple per row, in file order; ``ref`` defaults to the image path.
+        One :class:`LabelRow` per row, in file order.
 
     Raises:
-        ValueError: Missing columns, empty file, a non-numeric or non-finite mos, or an
-            image that does not exist; the message names the file and line.
+        ValueError: Missing columns, empty file, a non-numeric or non-finite mos, a
+            duplicate image, or images that do not exist (all listed); the message names
+            the file and row.
     """
-    import csv
+    from shamisa_bench.data.errors import LabelFileError
+    from shamisa_bench.data.readers._common import (
+        Row,
+        canonical_name,
+        check_unique,
+        find_column,
+        parse_mos,
+        read_delimited,
+    )
 
     if not path.is_file():
         raise ValueError(f"{path}: no such CSV file")
     root = image_root if image_root is not None else path.parent
-    rows: list[tuple[Path, float, str]] = []
+    header, body = read_delimited(path, delimiter=",")
+    if not header:
+        raise LabelFileError(path, None, "empty file (needs a header with columns 'image' and 'mos')")
+    c_img = find_column(header, ["image"], path, required=False)
+    c_mos = find_column(header, ["mos"], path, required=False)
+    if c_img is None or c_mos is None:
+        raise LabelFileError(path, 1, f"needs columns 'image' and 'mos', found {header}")
+    c_ref = find_column(header, ["ref"], path, required=False)
+    parsed: list[Row] = []
+    for line, cells in body:
+        if len(cells) < len(header):
+            raise LabelFileError(path, line, f"expected {len(header)} columns, got {len(cells)}")
+        name = canonical_name(cells[c_img])
+        if not name:
+            raise LabelFileError(path, line, "missing image name")
+        ref = cells[c_ref].strip() if c_ref is not None else ""
+        parsed.append(Row(name=name, mos=parse_mos(cells[c_mos], path, line), ref=ref or name, line=line))
+    if not parsed:
+        raise LabelFileError(path, None, "no rows")
+    check_unique(parsed, path)
+    rows: list[LabelRow] = []
     missing: list[str] = []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-        if "image" not in fields or "mos" not in fields:
-            raise ValueError(f"{path}: needs columns 'image' and 'mos', found {reader.fieldnames}")
-        reader.fieldnames = fields
-        for line, row in enumerate(reader, start=2):
-            name = (row.get("image") or "").strip()
-            if not name:
-                raise ValueError(f"{path}:{line}: empty image field")
-            try:
-                mos = float((row.get("mos") or "").strip())
-            except ValueError:
-                raise ValueError(f"{path}:{line}: mos {row.get('mos')!r} is not a number") from None
-            if not math.isfinite(mos):
-                raise ValueError(f"{path}:{line}: mos {mos} is not finite")
-            image = Path(name) if Path(name).is_absolute() else root / name
-            if not image.is_file():
-                missing.append(f"{path}:{line}: {image}")
-            ref = (row.get("ref") or "").strip() or name
-            rows.append((image, mos, ref))
+    for row in parsed:
+        image = Path(row.name) if Path(row.name).is_absolute() else root / row.name
+        if not image.is_file():
+            missing.append(f"{path}, row {row.line}: {image}")
+        rows.append(LabelRow(image=image, mos=row.mos, ref=row.ref, line=row.line))
     if missing:
         shown = "\n  ".join(missing[:10])
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise ValueError(f"{len(missing)} image(s) listed in {path} do not exist:\n  {shown}{more}")
-    if not rows:
-        raise ValueError(f"{path}: no rows")
     return rows
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be written, before any work (probe file, then removed)."""
+    import os
+    import tempfile
+
+    from shamisa_bench.cli import CLIError
+
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give the head file to write, e.g. {out / 'head.pt'}")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CLIError(f"--out {out}: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fit-head-probe.", dir=folder)
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot write in {folder} ({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_labels_in_range(mos_range: tuple[float, float], mos: Any, where: list[str], source: str) -> None:
+    """Refuse labels outside ``mos_range``, naming the first offending rows."""
+    import numpy as np
+
+    from shamisa_bench.cli import CLIError
+
+    lo, hi = mos_range
+    bad = np.flatnonzero((mos < lo) | (mos > hi))
+    if bad.size:
+        shown = "; ".join(f"{where[i]}: {mos[i]:g}" for i in bad[:5])
+        more = f"; ... and {bad.size - 5} more" if bad.size > 5 else ""
+        raise CLIError(
+            f"{bad.size} label(s) of {source} lie outside the mos range [{lo:g}, {hi:g}] "
+            f"(labels span [{mos.min():g}, {mos.max():g}]): {shown}{more}. "
+            "Give the scale the labels are on (--mos-range), or omit it to use their min and max"
+        )
+
+
+def _check_fit_size(n_images: int, n_groups: int, val_fraction: float) -> None:
+    """Refuse a fit whose validation parts would be too small to choose alpha (before any features).
+
+    The validation part of a split holds ``round(val_fraction * n_groups)`` groups (images,
+    or reference groups), as :func:`shamisa_bench.heads.validation_splits` draws it; it and
+    the training part must each hold at least :data:`MIN_VAL_IMAGES` images on average.
+    """
+    from shamisa_bench.cli import CLIError
+
+    n_val = min(max(round(val_fraction * n_groups), 1), max(n_groups - 1, 1))
+    per_group = n_images / max(n_groups, 1)
+    val_images, train_images = n_val * per_group, (n_groups - n_val) * per_group
+    if n_groups < 2 or val_images < MIN_VAL_IMAGES or train_images < MIN_VAL_IMAGES:
+        grouped = f" in {n_groups} reference groups" if n_groups != n_images else ""
+        raise CLIError(
+            f"too few images to fit a head: {n_images}{grouped} with --val-fraction {val_fraction:g} leave about "
+            f"{val_images:.0f} image(s) in each validation part and {train_images:.0f} for training; choosing alpha "
+            f"needs at least {MIN_VAL_IMAGES} in each. Label more images, or raise --val-fraction"
+        )
+
+
+def _check_images(images: list[Path]) -> None:
+    """Decode every image before any features are computed; list all that fail."""
+    from shamisa_bench.cli import CLIError
+    from shamisa_bench.heads import MIN_IMAGE_SIDE
+    from shamisa_bench.imageio import check_image
+
+    bad: list[str] = []
+    for path in images:
+        try:
+            check_image(path, min_side=MIN_IMAGE_SIDE)
+        except ValueError as err:
+            bad.append(str(err))
+    if bad:
+        shown = "\n  ".join(bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise CLIError(
+            f"{len(bad)} of {len(images)} images cannot be used (nothing was computed):\n  {shown}{more}\n"
+            "fix or remove them from the labels"
+        )
+
+
 def _fit_head_command(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     import numpy as np
 
     from shamisa_bench.cli import CLIError
+    from shamisa_bench.harness_cli import _check_device
     from shamisa_bench.heads import FitConfig, extract_features, fit_head, save_head
     from shamisa_bench.imageio import load_image
     from shamisa_bench.model.export import load_encoder_export
 
     started = time.perf_counter()
+    device = _check_device(str(args.device))
+    _check_out(args.out)
+    if not 0.0 < args.val_fraction < 1.0:
+        raise CLIError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     if args.dataset is not None:
         from shamisa_bench.data import load_dataset
         from shamisa_bench.registry import load_registry
@@ -152,27 +281,35 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         groups = list(frame["ref"]) if spec.split == "reference" else None
         dataset, mos_range, lower_better = spec.name, tuple(spec.mos_range), bool(spec.lower_better)
         partial = bool(table.partial)
+        where = [f"{table.label_file}: {name}" for name in frame["name"]]
+        source = f"dataset {spec.name!r} (registry mos_range)"
     else:
         rows = read_label_csv(args.csv, args.image_root)
-        images = [r[0] for r in rows]
-        mos = np.array([r[1] for r in rows], dtype=np.float64)
-        refs = [r[2] for r in rows]
+        images = [r.image for r in rows]
+        mos = np.array([r.mos for r in rows], dtype=np.float64)
+        refs = [r.ref for r in rows]
         groups = refs if len(set(refs)) < len(refs) else None
         dataset = args.name or args.csv.stem
         mos_range = tuple(args.mos_range) if args.mos_range else (float(mos.min()), float(mos.max()))
         lower_better = bool(args.lower_better)
         partial = False
-    if not mos_range[0] < mos_range[1]:
-        raise CLIError(f"mos range must have LO < HI, got {mos_range}")
+        where = [f"{args.csv}, row {r.line}" for r in rows]
+        source = str(args.csv)
+    if not (math.isfinite(mos_range[0]) and math.isfinite(mos_range[1]) and mos_range[0] < mos_range[1]):
+        raise CLIError(f"mos range must be finite with LO < HI, got {mos_range}")
+    _check_labels_in_range((float(mos_range[0]), float(mos_range[1])), mos, where, source)
+    n_groups = len(set(groups)) if groups is not None else len(images)
+    _check_fit_size(len(images), n_groups, args.val_fraction)
+    _check_images(images)
 
-    encoder = load_encoder_export(args.encoder, map_location=args.device)
+    encoder = load_encoder_export(args.encoder, map_location=device)
     features = extract_features(
         encoder,
         (load_image(p) for p in images),
         protocol=args.protocol,
         crop_size=args.crop_size,
         min_size=args.min_size,
-        device=args.device,
+        device=device,
     )
     config = FitConfig(n_splits=args.n_splits, val_fraction=args.val_fraction, seed=args.seed,
                        standardize=args.standardize)
@@ -190,6 +327,17 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         groups=groups,
         config=config,
     )
+    warnings: list[str] = []
+    grid = config.alpha_grid()
+    if head.alpha in (float(grid.min()), float(grid.max())):
+        warnings.append(
+            f"alpha {head.alpha:g} is at the edge of the grid [{grid.min():g}, {grid.max():g}]: the validation SRCC "
+            "did not single out a ridge strength (too few or too noisy labels?)"
+        )
+    if head.val_srcc is None or head.val_srcc < 0.1:
+        warnings.append(f"median validation SRCC is {head.val_srcc}: this head does not rank the images")
+    for text in warnings:
+        print(f"shamisa-bench: warning: {text}", file=sys.stderr)
     out = save_head(head, args.out)
     summary = {
         "head": str(out),
@@ -205,6 +353,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         "lower_better": head.lower_better,
         "backbone": head.backbone,
         "encoder_sha256": head.encoder_sha256,
+        "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 3),
     }
     print(json.dumps(summary, indent=2))
@@ -251,7 +400,12 @@ def bench_metric(
 
     import shamisa_bench.pyiqa_plugin as plugin
     from shamisa_bench.heads import QualityHead, save_head
-    from shamisa_bench.model import build_encoder, encode_two_scale, load_encoder_export, save_encoder_export
+    from shamisa_bench.model import (
+        build_encoder,
+        encode_two_scale,
+        load_encoder_export,
+        save_encoder_export,
+    )
 
     for name, value in (("n", n), ("size", size), ("batch", batch), ("repeats", repeats)):
         if value < 1:

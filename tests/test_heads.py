@@ -300,7 +300,7 @@ def test_fit_head_cli_on_csv(setup: dict[str, object], tmp_path: Path, capsys: p
     csv = _write_csv_dataset(tmp_path / "ds", 24, seed=10)
     out = tmp_path / "heads" / "blur.pt"
     rc = cli.main(["fit-head", "--encoder", str(setup["export"]), "--csv", str(csv), "--out", str(out),
-                   "--min-size", str(MIN_SIZE), "--n-splits", "4"])
+                   "--min-size", str(MIN_SIZE), "--n-splits", "4", "--val-fraction", "0.25"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["dataset"] == "labels" and summary["n_train"] == 24 and summary["n_splits"] == 4
@@ -318,10 +318,10 @@ def test_fit_head_cli_names_bad_rows(setup: dict[str, object], tmp_path: Path, c
     csv.write_text("\n".join(text + ["img/nope.png,3"]) + "\n")
     args = ["fit-head", "--encoder", str(setup["export"]), "--csv", str(csv), "--out", str(tmp_path / "h.pt")]
     assert cli.main(args) == 2
-    assert "labels.csv:8:" in capsys.readouterr().err and not (tmp_path / "h.pt").exists()
+    assert "labels.csv, row 8: " in capsys.readouterr().err and not (tmp_path / "h.pt").exists()
     csv.write_text("\n".join(text[:3] + ["img/00.png,abc"]) + "\n")
     assert cli.main(args) == 2
-    assert "labels.csv:4: mos 'abc' is not a number" in capsys.readouterr().err
+    assert "labels.csv, row 4: MOS 'abc' is not a number" in capsys.readouterr().err
     csv.write_text("file,score\nimg/00.png,1\n")
     assert cli.main(args) == 2
     assert "needs columns 'image' and 'mos'" in capsys.readouterr().err
@@ -373,7 +373,7 @@ def test_fit_head_cli_on_a_registered_dataset(
     out = tmp_path / "tinyblur.pt"
     rc = cli.main(["fit-head", "--encoder", str(setup["export"]), "--dataset", "tinyblur",
                    "--registry", str(tmp_path / "registry"), "--data-root", str(tmp_path / "data"),
-                   "--out", str(out), "--min-size", str(MIN_SIZE), "--n-splits", "4"])
+                   "--out", str(out), "--min-size", str(MIN_SIZE), "--n-splits", "4", "--val-fraction", "0.34"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["reference_disjoint"] is True and summary["n_train"] == 24
