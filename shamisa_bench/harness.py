@@ -16,7 +16,10 @@ across runs (:mod:`shamisa_bench.cache`).
 
 Failures never stop the suite: a metric that cannot be built is recorded as
 ``unavailable`` (with the reason) in each of its units; an unexpected error in one unit is
-recorded as ``failed`` and the run goes on (exit status 1 at the end).
+recorded as ``failed`` and the run goes on (exit status 1 at the end). A dataset that is
+not found under the data root makes the units that need it ``unavailable`` (the console
+and the reason give the command that fetches it) while the others run; only when no unit
+can run is it an error.
 """
 
 from __future__ import annotations
@@ -263,6 +266,30 @@ def load_tables(registry: Any, names: Sequence[str], cfg: RunConfig) -> dict[str
     return tables
 
 
+def load_available(registry: Any, names: Sequence[str], cfg: RunConfig
+                   ) -> tuple[dict[str, Any], dict[str, FileNotFoundError]]:
+    """Load the datasets that are present; ``(tables, missing)`` where ``missing`` maps the
+    name of each dataset not found under the data root to its error (which names the paths
+    looked for and ends with the command that fetches it).
+
+    Raises:
+        PartialDatasetError, LabelFileError: a dataset is found but incomplete or unreadable
+            (these are not skipped: the user must fix them or pass ``--allow-partial``).
+    """
+    from shamisa_bench.data import load_dataset
+    from shamisa_bench.data.errors import DatasetNotFoundError
+
+    tables: dict[str, Any] = {}
+    missing: dict[str, FileNotFoundError] = {}
+    for name in names:
+        try:
+            tables[name] = load_dataset(registry.dataset(name), cfg.data_root,
+                                        allow_partial=cfg.allow_partial, cache_dir=cfg.cache_dir)
+        except DatasetNotFoundError as err:
+            missing[name] = err
+    return tables, missing
+
+
 def _make_splits(table: Any, n_splits: int, seed: int, ratios: Sequence[float]) -> list[Any]:
     from shamisa_bench.data.splits import make_split_set
 
@@ -406,7 +433,9 @@ def run_suite(
 
     Raises:
         ValueError: unknown names (listing the valid ones) or an unrunnable suite.
-        FileNotFoundError: a dataset is missing (the message names the expected paths).
+        FileNotFoundError: every dataset the units need is missing (the message names the
+            expected paths and the fetch commands); when some are present, the units of
+            the missing ones are recorded as unavailable instead.
     """
     from shamisa_bench.cache import ArrayCache
     from shamisa_bench.metrics import (
@@ -435,8 +464,16 @@ def run_suite(
                           soft_wrap=True)
     needed = sorted({d for u in plan.todo for d in u.datasets})
     given = dict(tables or {})
-    loaded = {**{d: given[d] for d in needed if d in given},
-              **load_tables(reg, [d for d in needed if d not in given], cfg)}
+    found, missing = load_available(reg, [d for d in needed if d not in given], cfg)
+    loaded = {**{d: given[d] for d in needed if d in given}, **found}
+    if missing and all(set(u.datasets) & set(missing) for u in plan.todo):
+        # nothing can run: the error names every missing dataset and how to fetch it
+        raise FileNotFoundError("\n".join(str(e) for e in missing.values()))
+    if console is not None:
+        for name, err in missing.items():
+            hint = str(err).strip().splitlines()[-1]
+            console.print(f"dataset {name!r} not found, its units are recorded as unavailable. {hint}",
+                          markup=False, highlight=False, soft_wrap=True)
     splits = {d: _make_splits(t, plan.suite.n_splits, plan.seed, plan.protocol.ratios)
               for d, t in loaded.items()}
     alphas = np.asarray(plan.protocol.alpha_grid.values(), dtype=np.float64)
@@ -481,6 +518,17 @@ def run_suite(
                 for unit in units:
                     started, t0 = utc_now(), time.perf_counter()
                     record = _base_record(unit, plan, adapter, spec)
+                    absent = [d for d in unit.datasets if d in missing]
+                    if absent:
+                        hints = " ".join(str(missing[d]).strip().splitlines()[-1] for d in absent)
+                        record.update(status="unavailable", scores={"per_split": [], "aggregate": {}},
+                                      reason=scrub_paths(f"dataset {', '.join(map(repr, absent))} not found "
+                                                         f"under the data root. {hints}"))
+                        write(unit, record, started, t0, checkpoint)
+                        prog.log(f"{unit.metric} / {unit.token}: unavailable (dataset "
+                                 f"{', '.join(absent)} not found)")
+                        prog.advance(units_task)
+                        continue
                     seen = sorted(trained_on & {unit.dataset or unit.test})
                     if unavailable is None and seen:
                         # Its head saw these labels: every test image would be a training image.
@@ -535,7 +583,11 @@ def run_suite(
                 adapter.close()
     tables_written: tuple[Path, ...] = ()
     if (cfg.results_dir / "runs" / cfg.suite).is_dir():
-        from shamisa_bench.results import build_leaderboard, render_console, write_tables
+        from shamisa_bench.results import (
+            build_leaderboard,
+            render_console,
+            write_tables,
+        )
 
         lb = build_leaderboard(cfg.results_dir, cfg.suite)
         tables_written = write_tables(lb, cfg.results_dir)

@@ -187,10 +187,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return code
 
     lb = build_leaderboard(args.results, args.suite)
-    md, cs = write_tables(lb, args.results)
+    written = write_tables(lb, args.results)
     console = _console()
     render_console(lb, console)
-    console.print(f"table: {md}\ntable: {cs}", highlight=False)
+    for path in written:
+        console.print(f"table: {path}", highlight=False, soft_wrap=True)
     return 0
 
 

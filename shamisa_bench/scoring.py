@@ -34,6 +34,7 @@ __all__ = [
     "LogisticFit",
     "aggregate",
     "aggregate_scores",
+    "bootstrap_median_interval",
     "correlations",
     "fit_logistic",
     "krcc",
@@ -285,3 +286,50 @@ def aggregate_scores(
     """Aggregate a list of per-split score dicts key by key with :func:`aggregate`."""
     return {k: aggregate([s.get(k, math.nan) for s in per_split]) for k in keys}
 
+
+
+#: Resamples and seed of :func:`bootstrap_median_interval` (fixed, so tables are reproducible).
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_median_interval(
+    values: Sequence[float] | ArrayLike,
+    *,
+    level: float = 0.95,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the median over splits.
+
+    The splits are resampled with replacement ``n_resamples`` times with
+    ``numpy.random.default_rng(seed)``; the interval is the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles of the resampled medians. The same seed and length give
+    the same resampled indices, so paired differences (the values being per-split
+    differences) are resampled consistently.
+
+    Args:
+        values: one value per split, shape ``(S,)``; NaN values are dropped first.
+        level: coverage of the interval, in (0, 1).
+        n_resamples: bootstrap resamples (>= 100).
+        seed: seed of the resampling.
+
+    Returns:
+        ``(low, high)``, or None when fewer than 2 finite values remain.
+
+    Raises:
+        ValueError: ``level`` outside (0, 1) or ``n_resamples`` below 100.
+    """
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if int(n_resamples) < 100:
+        raise ValueError(f"n_resamples must be at least 100, got {n_resamples!r}")
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return None
+    rng = np.random.default_rng(int(seed))
+    idx = rng.integers(0, v.size, size=(int(n_resamples), v.size))
+    medians = np.median(v[idx], axis=1)
+    lo, hi = np.quantile(medians, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)

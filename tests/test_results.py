@@ -144,9 +144,14 @@ def test_leaderboard_marks_best_handles_ties_unavailable_and_order(tmp_path):
     assert lb.best("srcc", "intra", "b") == {"m1"}  # NaN never wins
     assert lb.metrics[-1] == "off"  # rows ranked by mean main score; unavailable last
     md = render_markdown(lb)
-    assert "| m2 | 0.400 | **0.900** |" in md
-    assert "| m3 | nan | **0.900** |" in md
+    # medians with the bootstrap interval of the median over the three splits
+    assert "| m2 | 0.400 [0.380, 0.420] | **0.900** [0.880, 0.920] |" in md
+    assert "| m3 | nan | **0.900** [0.880, 0.920] |" in md
     assert "| off | – | unavailable |" in md
+    diffs = md.split("## Paired difference to the best row (SRCC)")[1].split("## Images")[0]
+    assert "| m1 | best | −0.200 [−0.200, −0.200] † |" in diffs  # below the best on every split
+    assert "| m2 | −0.200 [−0.200, −0.200] † | 0.000 [0.000, 0.000] |" in diffs  # tie: no difference
+    assert "| m3 | nan | best |" in diffs
     assert "no weights offline" in md
     csv_text = render_csv(lb)
     rows = [r.split(",") for r in csv_text.strip().splitlines()]
@@ -156,9 +161,51 @@ def test_leaderboard_marks_best_handles_ties_unavailable_and_order(tmp_path):
     assert cell[("m2", "a", "srcc", "median")][header.index("best")] == "true"
     assert cell[("m1", "a", "srcc", "median")][header.index("best")] == "false"
     assert cell[("m1", "a", "srcc", "median")][header.index("value")] == "0.700000"
+    m1a = cell[("m1", "a", "srcc", "median")]
+    assert [m1a[header.index(k)] for k in ("ci95_low", "ci95_high", "ref_metric", "diff_to_ref",
+                                           "diff_ci95_low", "diff_ci95_high", "diff_excludes_0")] == [
+        "0.680000", "0.720000", "m3", "-0.200000", "-0.200000", "-0.200000", "true"]  # m3: first of the tie
+    assert cell[("m1", "a", "srcc", "mean")][header.index("ci95_low")] == ""
     assert cell[("off", "a", "", "")][header.index("status")] == "unavailable"
-    md_path, csv_path = write_tables(lb, tmp_path)
-    assert md_path.read_text() == md and csv_path.read_text() == csv_text
+    md_path, csv_path, png_path = write_tables(lb, tmp_path)
+    assert csv_path.read_text() == csv_text
+    assert md_path.read_text() == render_markdown(lb, "s.png") and "![per-split SRCC of every metric](s.png)" in md_path.read_text()
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = png_path.read_bytes()
+    write_tables(lb, tmp_path)
+    assert png_path.read_bytes() == first  # no timestamp or version stamp: same results, same bytes
+
+
+def test_paired_difference_marks_only_intervals_that_exclude_zero(tmp_path):
+    # near: same median as the best row, split-to-split differences of both signs;
+    # far: below the best row on every split (the common split noise cancels in the pairing)
+    noise = (0.05, -0.03, 0.01, -0.06, 0.02, 0.04, -0.01, 0.0)
+    ref = _record("best", "a", 0.8, spread=noise)
+    near = _record("near", "a", 0.79, spread=tuple(n + d for n, d in zip(noise, (0.01, -0.02, 0.015, -0.01, 0.0, 0.02, -0.015, 0.005), strict=True)))
+    far = _record("far", "a", 0.78, spread=tuple(n + d for n, d in zip(noise, (-0.002, 0.003, -0.001, 0.002, -0.003, 0.0, 0.001, -0.001), strict=True)))
+    for rec in (ref, near, far):
+        write_unit(unit_path(tmp_path, rec["unit"]), rec)
+    lb = build_leaderboard(tmp_path, "s")
+    assert lb.reference("srcc", "intra", "a") == "best"
+    d_near, d_far = lb.paired("srcc", "near", "intra", "a"), lb.paired("srcc", "far", "intra", "a")
+    assert d_near.n == d_far.n == len(noise)
+    assert d_near.interval[0] < 0 < d_near.interval[1] and not d_near.excludes_zero
+    assert d_far.interval[1] < 0 and d_far.excludes_zero and d_far.median == pytest.approx(-0.0205, abs=1e-6)
+    # the far row's own interval overlaps the best row's: only the pairing shows the gap
+    assert lb.cell("far", "intra", "a").interval("srcc")[1] > lb.cell("best", "intra", "a").interval("srcc")[0]
+    md = render_markdown(lb)
+    diffs = md.split("## Paired difference")[1]
+    assert "| far | −0.021" in diffs and diffs.split("| far |")[1].split("\n")[0].endswith("† |")
+    assert "†" not in diffs.split("| near |")[1].split("\n")[0]
+    # bootstrap intervals are seeded: the same files give the same tables
+    assert render_markdown(build_leaderboard(tmp_path, "s")) == md
+    # splits that are not the same are not paired
+    other = _record("other", "a", 0.7, spread=noise)
+    for entry in other["scores"]["per_split"]:
+        entry["hash"] = "x" + entry["hash"]
+    write_unit(unit_path(tmp_path, other["unit"]), other)
+    lb = build_leaderboard(tmp_path, "s")
+    assert lb.paired("srcc", "other", "intra", "a").note == "not on the same splits as best"
 
 
 def test_leaderboard_rejects_mixed_columns(tmp_path):

@@ -77,3 +77,22 @@ def test_aggregate_median_mean_std_and_nan_count():
 def test_orient_flips_lower_better():
     np.testing.assert_array_equal(scoring.orient([1, 2], True), [-1.0, -2.0])
     np.testing.assert_array_equal(scoring.orient([1, 2], False), [1.0, 2.0])
+
+
+def test_bootstrap_median_interval_is_seeded_and_brackets_the_median():
+    from shamisa_bench.scoring import bootstrap_median_interval
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(0.7, 0.05, size=10)
+    lo, hi = bootstrap_median_interval(v)
+    assert lo <= float(np.median(v)) <= hi and lo >= v.min() and hi <= v.max()
+    assert bootstrap_median_interval(v) == (lo, hi)  # same seed, same interval
+    assert bootstrap_median_interval(v, seed=1) != (lo, hi)
+    narrow = bootstrap_median_interval(v, level=0.5)
+    assert lo <= narrow[0] <= narrow[1] <= hi
+    assert bootstrap_median_interval([0.5, np.nan]) is None  # one finite value: no interval
+    assert bootstrap_median_interval([0.3, 0.3, 0.3]) == (0.3, 0.3)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_median_interval(v, level=95)
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_median_interval(v, n_resamples=10)

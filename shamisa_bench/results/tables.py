@@ -2,10 +2,19 @@
 
 ``build_leaderboard(results_dir, suite)`` reads ``<results>/runs/<suite>/**.json``;
 ``write_tables`` writes ``<results>/tables/<suite>.md`` (one table per score key, the
-median over splits, the best cell of each column in bold) and ``<suite>.csv`` (long
-format: one row per metric x dataset x score x statistic, one value per cell). A metric
-that could not run keeps its row, with ``unavailable`` (or ``failed``) in its cells and
-the reason in the notes.
+median over splits with its 95% bootstrap interval, the best cell of each column in bold;
+then the paired difference of every row to the best row over the same splits),
+``<suite>.csv`` (long format: one row per metric x dataset x score x statistic, the
+intervals and paired differences as columns of the median rows) and ``<suite>.png``
+(per-split scores of every metric, :mod:`shamisa_bench.results.plots`). A metric that
+could not run keeps its row, with ``unavailable`` (or ``failed``) in its cells and the
+reason in the notes.
+
+Intervals are percentile bootstraps of the median over the splits
+(:func:`shamisa_bench.scoring.bootstrap_median_interval`, fixed seed). The splits are
+random partitions of the same images, so an interval says how much the median depends on
+the choice of splits, not how it would move on new images. A cross-dataset cell scores the
+whole test dataset once per pair, so it gets no interval and says so.
 """
 
 from __future__ import annotations
@@ -19,14 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shamisa_bench.cache import atomic_write_bytes
 from shamisa_bench.results.schema import unit_token
 from shamisa_bench.results.store import iter_units
+from shamisa_bench.scoring import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    bootstrap_median_interval,
+)
 
 __all__ = [
     "CSV_FIELDS",
     "Cell",
     "Leaderboard",
+    "PairedDifference",
     "build_leaderboard",
     "render_console",
     "render_csv",
@@ -37,8 +54,16 @@ __all__ = [
 #: Columns of the long-format CSV.
 CSV_FIELDS: tuple[str, ...] = (
     "suite", "protocol", "metric", "dataset", "train", "test", "score", "statistic",
-    "value", "best", "status", "n_images", "n_excluded", "n_nonfinite", "n_splits", "note",
+    "value", "best", "ci95_low", "ci95_high", "ref_metric", "diff_to_ref", "diff_ci95_low",
+    "diff_ci95_high", "diff_excludes_0", "status", "n_images", "n_excluded", "n_nonfinite",
+    "n_splits", "note",
 )
+
+#: Marks, in the markdown, a paired difference whose interval excludes 0.
+EXCLUDES_ZERO_MARK = "†"
+#: Marks a cross-dataset cell (one test set per pair: no interval).
+CROSS_MARK = "‡"
+_CROSS_NOTE = "cross-dataset: the whole test set is scored once per pair, no interval over splits"
 
 _STATS = ("median", "mean", "std")
 _LABELS = {"srcc": "SRCC", "plcc": "PLCC", "plcc_logistic": "PLCC (logistic)",
@@ -61,6 +86,9 @@ class Cell:
         n_splits: number of splits aggregated.
         reason: why the unit is not ok.
         source: the unit file.
+        train, test: the pair (cross cells), else None.
+        per_split: score key -> one value per split (None where undefined), in split order.
+        split_ids: one identifier per split (its hash, else its index), for pairing.
     """
 
     metric: str
@@ -76,11 +104,48 @@ class Cell:
     source: str
     train: str | None = None
     test: str | None = None
+    per_split: Mapping[str, tuple[float | None, ...]] = field(default_factory=dict)
+    split_ids: tuple[str, ...] = ()
+
+    @property
+    def is_cross(self) -> bool:
+        """A cross-dataset cell (one test set per pair)."""
+        return self.train is not None
+
+    def interval(self, key: str) -> tuple[float, float] | None:
+        """95% bootstrap interval of the median of ``key`` over splits; None for cross
+        cells, cells that are not ok, and fewer than 2 finite split values."""
+        if self.status != "ok" or self.is_cross:
+            return None
+        vals = [v for v in self.per_split.get(key, ()) if v is not None]
+        return bootstrap_median_interval(vals)
 
     def value(self, key: str, stat: str = "median") -> float | None:
         """The statistic of a score key, or None when absent or undefined."""
         v = self.stats.get(key, {}).get(stat)
         return None if v is None or not math.isfinite(v) else float(v)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A row's score minus the best row's, split by split.
+
+    Attributes:
+        ref: the best row (reference) of the column.
+        median: median over the shared splits of (row - ref); 0 for the reference itself;
+            None when there is nothing to pair.
+        interval: 95% bootstrap interval of that median (None with fewer than 2 splits).
+        n: splits paired.
+        excludes_zero: the interval lies entirely above or below 0.
+        note: why there is no difference ("the best row", different splits), else None.
+    """
+
+    ref: str
+    median: float | None
+    interval: tuple[float, float] | None
+    n: int
+    excludes_zero: bool
+    note: str | None
 
 
 @dataclass(frozen=True)
@@ -112,6 +177,34 @@ class Leaderboard:
     def cell(self, metric: str, protocol: str, token: str) -> Cell | None:
         """The cell, or None when the unit was never run."""
         return self.cells.get((metric, protocol, token))
+
+    def reference(self, key: str, protocol: str, token: str) -> str | None:
+        """The best row of a column (the first in row order among ties), or None."""
+        best = self.best(key, protocol, token)
+        return next((m for m in self.metrics if m in best), None)
+
+    def paired(self, key: str, metric: str, protocol: str, token: str) -> PairedDifference | None:
+        """Paired difference of ``metric`` to the column's best row over the same splits.
+
+        Returns None for cells that are not ok, cross cells, and when there is no best row.
+        """
+        ref = self.reference(key, protocol, token)
+        c, r = self.cell(metric, protocol, token), self.cell(ref or "", protocol, token)
+        if ref is None or c is None or r is None or c.status != "ok" or c.is_cross:
+            return None
+        if metric == ref:
+            return PairedDifference(ref, 0.0, None, 0, False, "the best row")
+        mine = dict(zip(c.split_ids, c.per_split.get(key, ()), strict=False))
+        theirs = dict(zip(r.split_ids, r.per_split.get(key, ()), strict=False))
+        if set(mine) != set(theirs) or not mine:
+            return PairedDifference(ref, None, None, 0, False, f"not on the same splits as {ref}")
+        diffs = [mine[s] - theirs[s] for s in c.split_ids if mine[s] is not None and theirs[s] is not None]
+        if not diffs:
+            return PairedDifference(ref, None, None, 0, False, "no split where both are defined")
+        median = float(np.median(diffs))
+        ci = bootstrap_median_interval(diffs)
+        excludes = ci is not None and (ci[0] > 0 or ci[1] < 0)
+        return PairedDifference(ref, median, ci, len(diffs), excludes, None)
 
     def best(self, key: str, protocol: str, token: str) -> set[str]:
         """Metrics holding the best median of ``key`` in one column (ties all count)."""
@@ -168,6 +261,8 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leader
         agg = (rec.get("scores") or {}).get("aggregate") or {}
         nonf = rec.get("nonfinite") or {}
         per_split = (rec.get("scores") or {}).get("per_split") or []
+        split_ids = tuple(str(e.get("hash") if e.get("hash") is not None else e.get("split", i))
+                          for i, e in enumerate(per_split))
         cells[(unit["metric"], unit["protocol"], token)] = Cell(
             metric=unit["metric"],
             protocol=unit["protocol"],
@@ -182,6 +277,8 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leader
             source=str(path),
             train=unit.get("train"),
             test=unit.get("test"),
+            per_split={k: tuple(e.get(k) for e in per_split) for k in keys},
+            split_ids=split_ids,
         )
     if score_keys is None:
         raise FileNotFoundError(f"{Path(results_dir) / 'runs' / suite}: no unit files")
@@ -214,8 +311,21 @@ def _column_label(lb: Leaderboard, protocol: str, token: str) -> str:
     return f"{protocol}: {label}" if len(lb.protocols) > 1 else label
 
 
+def _fmt(v: float) -> str:
+    return f"{v:.3f}".replace("-", "−")
+
+
+def _fmt_signed(v: float) -> str:
+    # 3 decimals, or down to the first significant digit of a tiny difference (never "-0.000")
+    if v == 0:
+        return "0.000"
+    digits = 3 if abs(v) >= 0.0005 else min(6, 1 - math.floor(math.log10(abs(v))))
+    text = f"{v:+.{digits}f}"
+    return ("−" + text[1:]) if text.startswith("-") else text
+
+
 def _cell_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str,
-               *, bold: tuple[str, str]) -> str:
+               *, bold: tuple[str, str], interval: bool = True) -> str:
     c = lb.cell(metric, protocol, token)
     if c is None:
         return "–"
@@ -224,9 +334,39 @@ def _cell_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str
     v = c.value(key)
     if v is None:
         return "nan"
-    text = f"{v:.3f}"
+    text = _fmt(v)
     if metric in lb.best(key, protocol, token):
         text = f"{bold[0]}{text}{bold[1]}"
+    if interval:
+        if c.is_cross:
+            text += f" {CROSS_MARK}"
+        else:
+            ci = c.interval(key)
+            if ci is not None:
+                text += f" [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+    return text
+
+
+def _diff_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str) -> str:
+    c = lb.cell(metric, protocol, token)
+    if c is None:
+        return "–"
+    if c.status != "ok":
+        return c.status
+    if c.is_cross:
+        return CROSS_MARK
+    d = lb.paired(key, metric, protocol, token)
+    if d is None or c.value(key) is None:
+        return "nan"
+    if d.note == "the best row":
+        return "best"
+    if d.median is None:
+        return d.note or "–"
+    text = _fmt_signed(d.median)
+    if d.interval is not None:
+        text += f" [{_fmt_signed(d.interval[0])}, {_fmt_signed(d.interval[1])}]"
+    if d.excludes_zero:
+        text += f" {EXCLUDES_ZERO_MARK}"
     return text
 
 
@@ -250,27 +390,53 @@ def _notes(lb: Leaderboard) -> list[str]:
     return notes
 
 
-def render_markdown(lb: Leaderboard) -> str:
-    """The Markdown leaderboard: one table per score key, medians, best in bold."""
+def render_markdown(lb: Leaderboard, png: str | None = None) -> str:
+    """The Markdown leaderboard: one table per score key (medians with 95% intervals, best in
+    bold), the paired differences to the best row, and the picture ``png`` when given."""
     n_splits = sorted({c.n_splits for c in lb.cells.values() if c.status == "ok"})
     splits = "/".join(str(n) for n in n_splits) or "0"
+    main_label = _LABELS.get(lb.main_score, lb.main_score)
+    has_cross = any(c.is_cross for c in lb.cells.values())
+    has_intra = any(not c.is_cross for c in lb.cells.values())
     lines = [
         f"# Leaderboard: `{lb.suite}`",
         "",
         (
             f"Median over {splits} split(s); protocol(s): {', '.join(lb.protocols)}. "
             "Best value per column in **bold**. Rows are ordered by the mean "
-            f"{_LABELS.get(lb.main_score, lb.main_score)} over columns. Generated by "
+            f"{main_label} over columns. Generated by "
             f"`shamisa-bench report` from the unit JSON files under `runs/{lb.suite}/`; "
             "do not edit by hand."
         ),
     ]
+    if has_intra:
+        lines += ["", (
+            "`0.777 [0.742, 0.801]`: the median and its 95% interval, a percentile bootstrap of the "
+            f"median over the splits ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). The splits "
+            "are random partitions of the same images, so the interval shows how much the median "
+            "depends on the choice of splits; it is not an interval for new images."
+        )]
+    if has_cross:
+        cross_text = (f"{CROSS_MARK} {_CROSS_NOTE[0].upper()}{_CROSS_NOTE[1:]} (one fit per pair for score "
+                      "metrics; feature probes fit one head per split of the training set, all tested on "
+                      "the same images).")
+        lines += ["", cross_text]
+    if png:
+        lines += ["", f"![per-split {main_label} of every metric]({png})"]
     header = "| metric | " + " | ".join(_column_label(lb, p, t) for p, t in lb.tokens) + " |"
     rule = "|---|" + "---:|" * len(lb.tokens)
     for key in lb.score_keys:
         lines += ["", f"## {_LABELS.get(key, key)}", "", header, rule]
         for m in lb.metrics:
             row = [_cell_text(lb, key, m, p, t, bold=("**", "**")) for p, t in lb.tokens]
+            lines.append(f"| {m} | " + " | ".join(row) + " |")
+    if has_intra:
+        diff_text = ("Each row minus the best row of the column, split by split over the same splits: the "
+                     f"median difference and its 95% bootstrap interval. {EXCLUDES_ZERO_MARK} marks an "
+                     "interval that excludes 0 (the row differs from the best row on these splits).")
+        lines += ["", f"## Paired difference to the best row ({main_label})", "", diff_text, "", header, rule]
+        for m in lb.metrics:
+            row = [_diff_text(lb, lb.main_score, m, p, t) for p, t in lb.tokens]
             lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines += ["", "## Images scored", "", header, rule]
     for m in lb.metrics:
@@ -312,16 +478,34 @@ def _long_rows(lb: Leaderboard) -> list[dict[str, Any]]:
             }
             if c.status != "ok":
                 rows.append({**base, "score": "", "statistic": "", "value": "", "best": ""})
-                continue
+                continue  # the csv writer leaves the interval columns empty
             for key in lb.score_keys:
                 best = m in lb.best(key, p, t)
+                ci = c.interval(key)
+                d = lb.paired(key, m, p, t)
                 for stat in _STATS:
                     v = c.value(key, stat)
-                    rows.append({
+                    row = {
                         **base, "score": key, "statistic": stat,
                         "value": "" if v is None else f"{v:.6f}",
                         "best": str(best and stat == "median").lower(),
-                    })
+                        "ci95_low": "", "ci95_high": "", "ref_metric": "", "diff_to_ref": "",
+                        "diff_ci95_low": "", "diff_ci95_high": "", "diff_excludes_0": "",
+                    }
+                    if stat == "median":
+                        if ci is not None:
+                            row.update(ci95_low=f"{ci[0]:.6f}", ci95_high=f"{ci[1]:.6f}")
+                        if d is not None:
+                            row["ref_metric"] = d.ref
+                            if d.median is not None:
+                                row["diff_to_ref"] = f"{d.median:.6f}"
+                                row["diff_excludes_0"] = str(d.excludes_zero).lower()
+                            if d.interval is not None:
+                                row.update(diff_ci95_low=f"{d.interval[0]:.6f}",
+                                           diff_ci95_high=f"{d.interval[1]:.6f}")
+                        if c.is_cross:
+                            row["note"] = "; ".join(x for x in (row["note"], _CROSS_NOTE) if x)
+                    rows.append(row)
     return rows
 
 
@@ -335,13 +519,17 @@ def render_csv(lb: Leaderboard) -> str:
     return buf.getvalue()
 
 
-def write_tables(lb: Leaderboard, results_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Atomically write ``<results>/tables/<suite>.md`` and ``.csv``; returns both paths."""
+def write_tables(lb: Leaderboard, results_dir: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """Atomically write ``<results>/tables/<suite>.md``, ``.csv`` and ``.png``; returns the
+    three paths (md, csv, png)."""
+    from shamisa_bench.results.plots import render_png
+
     out = Path(results_dir) / "tables"
-    md, cs = out / f"{lb.suite}.md", out / f"{lb.suite}.csv"
-    atomic_write_bytes(md, render_markdown(lb).encode())
+    md, cs, png = out / f"{lb.suite}.md", out / f"{lb.suite}.csv", out / f"{lb.suite}.png"
+    atomic_write_bytes(png, render_png(lb))
+    atomic_write_bytes(md, render_markdown(lb, png.name).encode())
     atomic_write_bytes(cs, render_csv(lb).encode())
-    return md, cs
+    return md, cs, png
 
 
 def render_console(lb: Leaderboard, console: Any = None,
