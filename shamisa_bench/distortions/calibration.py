@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from shamisa_bench.distortions.catalog import CATALOG, check_type
-from shamisa_bench.distortions.engine import apply_distortion, check_images
+from shamisa_bench.distortions.engine import OPS, apply_distortion, check_images
 from shamisa_bench.distortions.sheet import center_crop
 
 __all__ = ["IDENTICAL_DB", "anchor_psnr_table", "calibration_crops", "psnr_db", "read_reference_csv"]
@@ -71,8 +71,9 @@ def anchor_psnr_table(
         images: ``(N, 3, H, W)`` pristine crops in [0, 1].
         types: catalog types (default: all, in catalog order).
         seed: seed of the generator of the random types (one generator per type and level).
-        repeats: independent draws per crop for the random types; the figure is the mean
-            over crops and draws (more repeats: a steadier estimate of the expected PSNR).
+        repeats: independent draws per crop for the random types (deterministic types are
+            applied once); the figure is the mean over crops and draws (more repeats: a
+            steadier estimate of the expected PSNR).
 
     Returns:
         One row per (type, level): ``type``, ``level`` (0-4), ``value`` (the anchor) and
@@ -89,7 +90,8 @@ def anchor_psnr_table(
     for name in names:
         for level, value in enumerate(CATALOG[name].anchors):
             gen = torch.Generator().manual_seed(seed * 1000 + level)
-            scores = [psnr_db(apply_distortion(images, name, value, generator=gen), images) for _ in range(repeats)]
+            reps = repeats if OPS[name].draw is not None else 1
+            scores = [psnr_db(apply_distortion(images, name, value, generator=gen), images) for _ in range(reps)]
             rows.append({"type": name, "level": level, "value": value, "psnr_db": float(torch.cat(scores).mean())})
     return rows
 

@@ -87,7 +87,8 @@ def contrast_curve(x: Tensor, offset: Tensor) -> Tensor:
 
     A not-a-knot cubic spline (MATLAB's ``spline``); it is linear in its ordinates, so it is
     ``x + d B(x)`` with ``B`` the spline through (0, -1, 0, 1, 0). ``d > 0`` raises the
-    contrast, ``d < 0`` lowers it, ``d = 0`` is the identity.
+    contrast, ``d < 0`` lowers it, ``d = 0`` is the identity. ``B`` is odd about 0.5
+    (``B(1 - x) = -B(x)``), so it is evaluated from its two pieces on [0.5, 1].
 
     Args:
         x: ``(N, C, H, W)`` in [0, 1].
@@ -96,13 +97,14 @@ def contrast_curve(x: Tensor, offset: Tensor) -> Tensor:
     Returns:
         The curve's values, not clipped.
     """
-    coef = _bump_spline().to(device=x.device, dtype=x.dtype)
-    inner = torch.tensor(CONTRAST_KNOTS[1:4], dtype=x.dtype, device=x.device)
-    piece = torch.bucketize(x, inner, right=True).clamp(0, 3)
-    t = x - torch.tensor(CONTRAST_KNOTS[:4], dtype=x.dtype, device=x.device)[piece]
-    c = coef[piece]  # (..., 4)
-    bump = c[..., 0] + t * (c[..., 1] + t * (c[..., 2] + t * c[..., 3]))
-    return x + offset * bump
+    (_, a1, a2, a3), (b0, b1, b2, b3) = _bump_spline()[2:].tolist()  # pieces from 0.5 and from 0.7
+    s = x - 0.5
+    u = s.abs()
+    inner = (u * a3).add_(a2).mul_(u).add_(a1).mul_(u)
+    v = u - 0.2
+    outer = (v * b3).add_(b2).mul_(v).add_(b1).mul_(v).add_(b0)
+    bump = torch.where(v < 0, inner, outer).copysign_(s)
+    return bump.mul_(offset).add_(x)
 
 
 def contrast_offset(amount: Tensor) -> Tensor:
