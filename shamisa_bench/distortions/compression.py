@@ -86,8 +86,9 @@ def _j2k_roundtrip(img: np.ndarray, ratio: float) -> np.ndarray:
     from PIL import Image
 
     h, w = img.shape[:2]
-    # OpenJPEG needs every resolution level to keep at least one pixel.
-    levels = max(1, min(6, math.floor(math.log2(max(1, min(h, w)))) + 1))
+    # OpenJPEG needs every resolution level to keep at least one pixel. The reference asks
+    # for 8 levels, which 224-pixel crops allow.
+    levels = max(1, min(8, math.floor(math.log2(max(1, min(h, w)))) + 1))
     buf = io.BytesIO()
     Image.fromarray(img).save(
         buf,
@@ -95,7 +96,7 @@ def _j2k_roundtrip(img: np.ndarray, ratio: float) -> np.ndarray:
         quality_mode="rates",
         quality_layers=[float(ratio)],
         num_resolutions=levels,
-        irreversible=True,
+        irreversible=False,  # the reversible 5/3 wavelet, Pillow's default, as the reference
     )
     buf.seek(0)
     with Image.open(buf) as decoded:
