@@ -467,9 +467,9 @@ def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE, max_side: 
             "(smaller images are refused rather than padded into a meaningless score)"
         )
     if max_side is not None and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        size = (max(round(height * scale), 1), max(round(width * scale), 1))
-        size = (max_side, size[1]) if height >= width else (size[0], max_side)
+        from shamisa_bench.imageio import scaled_size
+
+        size = scaled_size(height, width, max_side)
         if min(size) < MIN_IMAGE_SIDE:
             raise ValueError(
                 f"image is {height}x{width} pixels: downscaled to at most {max_side} pixels on the longer side "

@@ -21,9 +21,12 @@ from torch import Tensor
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "check_image", "list_images", "load_image", "pil_to_tensor"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "check_image", "list_images", "load_image", "pil_to_tensor", "scaled_size"]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # grayscale read at full depth
 
 
 class ImageReadError(ValueError):
@@ -37,7 +40,7 @@ def _to_rgb_tensor(img: Image.Image, path: str | Path) -> Tensor:
     instead of the 40 of a float array, a scaled copy and a transposed copy.
     """
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in _HIGH_DEPTH:
         a = np.asarray(img, dtype=np.float64)
         if mode != "F":
             a = a / 65535.0
@@ -58,6 +61,47 @@ def _to_rgb_tensor(img: Image.Image, path: str | Path) -> Tensor:
     del src
     del a
     return out.div_(255.0)  # the same IEEE values as float32(a) / 255
+
+
+def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Size after downscaling so the longer side equals ``max_side`` (aspect kept, rounded).
+
+    Returns ``(height, width)`` unchanged when the longer side is at most ``max_side``.
+    """
+    if max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    if height >= width:
+        return max_side, max(round(width * scale), 1)
+    return max(round(height * scale), 1), max_side
+
+
+def _downscale_planes(img: Image.Image, size: tuple[int, int], path: str | Path) -> Tensor:
+    """The 8-bit RGB image downscaled one channel at a time (no full-size float RGB copy).
+
+    Bit-identical to converting the whole image to float and then downscaling it, because
+    bilinear antialiased interpolation treats channels independently.
+    """
+    import torch.nn.functional as F
+
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # as _to_rgb_tensor does
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    a = np.asarray(img)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ImageReadError(f"{path}: unsupported image layout (mode {img.mode}, array {a.dtype} {a.shape})")
+    out = torch.empty((3, *size), dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        src = torch.from_numpy(a)
+    for c in range(3):
+        plane = torch.empty(a.shape[:2], dtype=torch.float32)
+        plane.copy_(src[:, :, c])
+        plane.div_(255.0)
+        out[c] = F.interpolate(plane[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)[0, 0]
+        del plane
+    return out.clamp_(0.0, 1.0)
 
 
 def pil_to_tensor(img: Image.Image, source: str = "PIL image") -> Tensor:
@@ -86,7 +130,9 @@ def pil_to_tensor(img: Image.Image, source: str = "PIL image") -> Tensor:
     return _to_rgb_tensor(img, source)
 
 
-def _open(path: str | os.PathLike[str], convert: bool) -> tuple[Tensor | None, tuple[int, int]]:
+def _open(
+    path: str | os.PathLike[str], convert: bool, max_side: int | None = None
+) -> tuple[Tensor | None, tuple[int, int]]:
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -100,7 +146,13 @@ def _open(path: str | os.PathLike[str], convert: bool) -> tuple[Tensor | None, t
             with Image.open(p) as img:
                 img.load()
                 size = (img.height, img.width)
-                tensor = _to_rgb_tensor(img, p) if convert else None
+                small = scaled_size(*size, max_side) if max_side is not None else size
+                if not convert:
+                    tensor = None
+                elif small != size and img.mode not in _HIGH_DEPTH:
+                    tensor = _downscale_planes(img, small, p)
+                else:
+                    tensor = _to_rgb_tensor(img, p)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -114,11 +166,17 @@ def _open(path: str | os.PathLike[str], convert: bool) -> tuple[Tensor | None, t
     return tensor, size
 
 
-def load_image(path: str | os.PathLike[str]) -> Tensor:
+def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Tensor:
     """Load an image file as an RGB float tensor.
 
     Args:
         path: a JPEG, PNG, BMP, TIFF, ... file Pillow can read.
+        max_side: None (default): full size. Otherwise an image whose longer side exceeds
+            it is downscaled (bilinear, antialiased, aspect kept, see :func:`scaled_size`)
+            channel by channel while it is converted, so the full-size float image never
+            exists; the result is bit-identical to downscaling the full-size tensor with
+            ``F.interpolate(..., antialias=True)`` (what :func:`shamisa_bench.heads.prepare_images`
+            does).
 
     Returns:
         ``(3, H, W)`` float32 in [0, 1] on the CPU.
@@ -129,7 +187,7 @@ def load_image(path: str | os.PathLike[str]) -> Tensor:
             ``MAX_IMAGE_PIXELS``, about 89 megapixels); the message names the file and
             the problem.
     """
-    tensor, _ = _open(path, convert=True)
+    tensor, _ = _open(path, convert=True, max_side=max_side)
     if tensor is None:  # pragma: no cover - _open(convert=True) always converts
         raise RuntimeError(f"{path}: image was not converted")
     return tensor

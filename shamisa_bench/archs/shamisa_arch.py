@@ -396,7 +396,11 @@ class SHAMISA(nn.Module):
         from shamisa_bench.imageio import load_image, pil_to_tensor
 
         if isinstance(target, (str, os.PathLike)):
-            x = load_image(target).unsqueeze(0)
+            # Decoded straight to at most MAX_SIDE (the same values prepare_images would give),
+            # so a 48 MP photo never exists as a full-size float image.
+            from shamisa_bench.heads import MAX_SIDE
+
+            x = load_image(target, max_side=MAX_SIDE).unsqueeze(0)
         elif isinstance(target, (bytes, bytearray)):
             import io
 
