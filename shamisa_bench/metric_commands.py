@@ -260,7 +260,13 @@ def _fit_head_command(args: argparse.Namespace) -> int:
 
     from shamisa_bench.cli import CLIError
     from shamisa_bench.harness_cli import _check_device
-    from shamisa_bench.heads import FitConfig, extract_features, fit_head, save_head
+    from shamisa_bench.heads import (
+        MAX_SIDE,
+        FitConfig,
+        extract_features,
+        fit_head,
+        save_head,
+    )
     from shamisa_bench.imageio import load_image
     from shamisa_bench.model.export import load_encoder_export
 
@@ -305,7 +311,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
     encoder = load_encoder_export(args.encoder, map_location=device)
     features = extract_features(
         encoder,
-        (load_image(p) for p in images),
+        (load_image(p, max_side=MAX_SIDE) for p in images),  # = full size then prepare_images' downscale
         protocol=args.protocol,
         crop_size=args.crop_size,
         min_size=args.min_size,
