@@ -5,15 +5,22 @@ One pretraining step holds ``n_items`` items. Each item has ``n_views`` referenc
 ``n_compositions`` compositions is applied to every view at ``n_levels`` severities of
 its varying position (a *composition group*).
 
-Node order inside a step is fixed and item-major::
+Node order inside a step is fixed and is the reference implementation's: every
+reference crop of the step first, then every distorted crop::
 
     for item in range(n_items):
-        for view in range(n_views):                  # reference crops first
-            node(item, view, ref)
-        for comp in range(n_compositions):
-            for level in range(n_levels):
-                for view in range(n_views):
+        for view in range(n_views):
+            node(item, view, ref)                    # reference crops
+    for item in range(n_items):
+        for view in range(n_views):
+            for comp in range(n_compositions):
+                for level in range(n_levels):
                     node(item, view, comp, level)    # distorted crops
+
+The order decides which of two directed links is an ``i < j`` entry of the graph, and the
+two VICReg halves (first half of the references plus first half of the distorted crops).
+An :class:`ItemBatch` keeps its own per-item order (references, then compositions, levels
+and views, as the engine makes them); :func:`collate_items` reorders.
 
 View ``v`` is cut at full scale when ``v`` is even and at x0.5 scale when ``v`` is odd, so
 views ``2c`` and ``2c + 1`` come from content ``c``. The reference a0 layout (2 items,
@@ -36,6 +43,7 @@ __all__ = [
     "StepBatch",
     "build_node_meta",
     "collate_items",
+    "step_order",
 ]
 
 SEVERITY_SAMPLERS = ("gaussian", "uniform", "discrete")
@@ -136,29 +144,43 @@ def build_node_meta(spec: LayoutSpec, var_severity: Tensor) -> NodeMeta:
     expected = (spec.n_items, spec.n_compositions, spec.n_levels)
     if tuple(var_severity.shape) != expected:
         raise ValueError(f"var_severity must have shape {expected}, got {tuple(var_severity.shape)}")
-    V, C, L = spec.n_views, spec.n_compositions, spec.n_levels
-    ref_view = torch.arange(V)
-    dist_comp = torch.arange(C).repeat_interleave(L * V)
-    dist_level = torch.arange(L).repeat_interleave(V).repeat(C)
-    dist_view = torch.arange(V).repeat(C * L)
-    items, views, is_ref, comps, levels, sev = [], [], [], [], [], []
-    for b in range(spec.n_items):
-        n = spec.nodes_per_item
-        items.append(torch.full((n,), b, dtype=torch.long))
-        views.append(torch.cat([ref_view, dist_view]))
-        is_ref.append(torch.cat([torch.ones(V, dtype=torch.bool), torch.zeros(V * C * L, dtype=torch.bool)]))
-        comps.append(torch.cat([torch.full((V,), -1), dist_comp]))
-        levels.append(torch.cat([torch.full((V,), -1), dist_level]))
-        s = var_severity[b].to(torch.float32)
-        sev.append(torch.cat([torch.full((V,), float("nan")), s[dist_comp, dist_level]]))
+    B, V, C, L = spec.n_items, spec.n_views, spec.n_compositions, spec.n_levels
+    ref_item = torch.arange(B).repeat_interleave(V)
+    ref_view = torch.arange(V).repeat(B)
+    # distorted nodes: (item, view, comp, level), level fastest
+    dist_item = torch.arange(B).repeat_interleave(V * C * L)
+    dist_view = torch.arange(V).repeat_interleave(C * L).repeat(B)
+    dist_comp = torch.arange(C).repeat_interleave(L).repeat(B * V)
+    dist_level = torch.arange(L).repeat(B * V * C)
+    sev = var_severity.to(torch.float32)[dist_item, dist_comp, dist_level]
+    n_ref = B * V
     return NodeMeta(
-        item=torch.cat(items),
-        view=torch.cat(views),
-        is_ref=torch.cat(is_ref),
-        comp=torch.cat(comps),
-        level=torch.cat(levels),
-        var_severity=torch.cat(sev),
+        item=torch.cat([ref_item, dist_item]),
+        view=torch.cat([ref_view, dist_view]),
+        is_ref=torch.cat([torch.ones(n_ref, dtype=torch.bool), torch.zeros(sev.numel(), dtype=torch.bool)]),
+        comp=torch.cat([torch.full((n_ref,), -1), dist_comp]),
+        level=torch.cat([torch.full((n_ref,), -1), dist_level]),
+        var_severity=torch.cat([torch.full((n_ref,), float("nan")), sev]),
     )
+
+
+def step_order(spec: LayoutSpec) -> Tensor:
+    """Where each node of the step comes from in the concatenated per-item crops.
+
+    ``torch.cat([item.crops for item in items])[step_order(spec)]`` puts the crops in the
+    step's node order (:func:`build_node_meta`). Per item, crops are the ``n_views``
+    references, then for each composition and level the ``n_views`` distorted views.
+
+    Returns:
+        ``(n_nodes,)`` long indices.
+    """
+    B, V, C, L = spec.n_items, spec.n_views, spec.n_compositions, spec.n_levels
+    per_item = spec.nodes_per_item
+    item = torch.arange(B)
+    refs = (item[:, None] * per_item + torch.arange(V)[None, :]).reshape(-1)
+    b, v, c, lv = torch.meshgrid(item, torch.arange(V), torch.arange(C), torch.arange(L), indexing="ij")
+    dists = (b * per_item + V + (c * L + lv) * V + v).reshape(-1)
+    return torch.cat([refs, dists])
 
 
 @dataclass(frozen=True)
@@ -190,7 +212,8 @@ class ItemBatch:
     """One item of a step: its crops in node order plus what each composition applied.
 
     Attributes:
-        crops: ``(nodes_per_item, 3, S, S)`` float in [0, 1], in the module's node order.
+        crops: ``(nodes_per_item, 3, S, S)`` float in [0, 1]: the ``n_views`` references,
+            then for each composition and level the ``n_views`` distorted views.
         compositions: one CompositionMeta per composition.
     """
 
@@ -233,7 +256,7 @@ def collate_items(items: Sequence[ItemBatch], spec: LayoutSpec) -> StepBatch:
         [torch.stack([c.var_severity.to(torch.float32) for c in item.compositions]) for item in items]
     )
     return StepBatch(
-        crops=torch.cat([item.crops for item in items]),
+        crops=torch.cat([item.crops for item in items])[step_order(spec)],
         nodes=build_node_meta(spec, var),
         compositions=tuple(item.compositions for item in items),
         spec=spec,

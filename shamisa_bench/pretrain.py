@@ -70,8 +70,11 @@ class PretrainConfig:
         backbone_lr_mult: learning-rate multiplier for the encoder (1.0 in the reference).
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
-        t_0: CosineAnnealingWarmRestarts T_0, in epochs.
-        t_mult: CosineAnnealingWarmRestarts T_mult.
+        lr_period_steps: first period of the cosine warm-restart schedule (T_0), in
+            optimiser steps; None means the whole run (one cosine from ``lr`` to
+            ``eta_min``, no restart). The reference sets T_0 to one epoch of KADIS-700k,
+            about 70,000 steps, which is its whole one-epoch run: None reproduces that.
+        t_mult: CosineAnnealingWarmRestarts T_mult (period growth after each restart).
         eta_min: CosineAnnealingWarmRestarts eta_min.
         epochs: passes over the pristine set; ``max_steps`` (if set) caps the run.
         max_steps: number of optimiser steps; None means ``epochs`` worth of steps.
@@ -98,7 +101,7 @@ class PretrainConfig:
     backbone_lr_mult: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    t_0: int = 1
+    lr_period_steps: int | None = None
     t_mult: int = 2
     eta_min: float = 1e-6
     epochs: float = 1.0
@@ -119,6 +122,10 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps!r}")
+        if self.lr_period_steps is not None and (
+            not isinstance(self.lr_period_steps, int) or isinstance(self.lr_period_steps, bool) or self.lr_period_steps < 1
+        ):
+            raise ValueError(f"lr_period_steps must be a positive int or None, got {self.lr_period_steps!r}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}")
         from shamisa_bench.model.projector import PROJECTOR_INITS
@@ -137,9 +144,24 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        """Rebuild a config written by :meth:`to_dict`.
+
+        Raises:
+            ValueError: for a config written before the schedule period was counted in
+                steps (it has ``t_0``, in epochs): such a run cannot be resumed as it was.
+        """
         data = dict(data)
+        if "t_0" in data:
+            raise ValueError(
+                "this run config is from an older version (cosine period 't_0' in epochs); "
+                "its schedule cannot be reproduced: start a new run"
+            )
         data["layout"] = LayoutSpec(**data["layout"])
         return cls(**data)
+
+    def lr_period(self, total_steps: int) -> int:
+        """T_0 of the schedule, in steps (the whole run when ``lr_period_steps`` is None)."""
+        return self.lr_period_steps if self.lr_period_steps is not None else max(1, total_steps)
 
     def total_steps(self, n_images: int, world_size: int = 1) -> int:
         """Optimiser steps of the run for a pristine set of ``n_images`` images."""
@@ -152,7 +174,9 @@ class PretrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's reference configuration (spec sections 2-6).
+    # The paper's reference configuration (spec sections 2-6). Its cosine schedule has
+    # T_0 = one epoch of KADIS-700k (about 70,000 steps), i.e. the whole one-epoch run:
+    # lr_period_steps=None (the whole run) is that schedule on any pristine set.
     "a0": dict(backbone="resnet50", init="imagenet", layout=LayoutSpec()),
     # efficientnet_lite0 with a CPU-sized layout that still has every graph branch:
     # 2 contents give structural pairs (views 0 and 2 are both full scale), 2 items give
@@ -349,7 +373,24 @@ class ShamisaNet(nn.Module):
         return self
 
     def forward(self, x: Tensor, nodes: Any) -> tuple[Tensor, Any]:
-        h, z = self.model(x)
+        """Encode the step as the reference does, then build its relation graph.
+
+        The reference crops and the distorted crops go through the encoder as two separate
+        batches, so in train mode each batch normalises with its own BatchNorm statistics
+        (and the running statistics are updated twice per step, references first).
+        """
+        is_ref = nodes.is_ref
+        if bool(is_ref.all()) or not bool(is_ref.any()):
+            h, z = self.model(x)
+        else:
+            ref_idx = torch.nonzero(is_ref).flatten()
+            dist_idx = torch.nonzero(~is_ref).flatten()
+            h_ref, z_ref = self.model(x[ref_idx])
+            h_dist, z_dist = self.model(x[dist_idx])
+            h = torch.empty((x.shape[0], h_ref.shape[1]), dtype=h_ref.dtype, device=h_ref.device)
+            z = torch.empty((x.shape[0], z_ref.shape[1]), dtype=z_ref.dtype, device=z_ref.device)
+            h = h.index_copy(0, ref_idx, h_ref).index_copy(0, dist_idx, h_dist)
+            z = z.index_copy(0, ref_idx, z_ref).index_copy(0, dist_idx, z_dist)
         return z, self.graph(h, nodes)
 
 
@@ -532,7 +573,6 @@ def run_pretrain(
             f"(more than {config.max_unreadable_fraction:.0%}), e.g. {unreadable[0][0]}: {unreadable[0][1]}"
         )
     total_steps = config.total_steps(len(paths), dist_info.world_size)
-    steps_per_epoch = config.steps_per_epoch(len(paths), dist_info.world_size)
 
     torch.manual_seed(config.seed)  # the one place model init draws from
     net = ShamisaNet(config).to(dev)
@@ -540,8 +580,19 @@ def run_pretrain(
     optimizer = torch.optim.SGD(
         _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+    # The schedule's period is fixed when a run starts: a run resumed with another
+    # --max-steps keeps the period it started with (the checkpoint records it).
+    lr_period = config.lr_period(total_steps)
+    if state is not None and "lr_period" in state:
+        if int(state["lr_period"]) != lr_period and dist_info.is_main:
+            print(
+                f"note: the learning-rate period stays at the {int(state['lr_period'])} steps this run started "
+                f"with (not {lr_period}); pass --lr-period-steps to a new run to choose it",
+                file=sys.stderr,
+            )
+        lr_period = int(state["lr_period"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=config.t_0, T_mult=config.t_mult, eta_min=config.eta_min
+        optimizer, T_0=lr_period, T_mult=config.t_mult, eta_min=config.eta_min
     )
     use_amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -608,6 +659,7 @@ def run_pretrain(
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
                     "step": step,
+                    "lr_period": lr_period,
                     "config": config.to_dict(),
                 },
                 out / "checkpoint.pt",
@@ -648,7 +700,7 @@ def run_pretrain(
         for step, batch, build_s in loader:
             data_s = time.perf_counter() - wait_start
             t0 = time.perf_counter()
-            scheduler.step(step / steps_per_epoch)
+            scheduler.step(step)
             x = batch.crops.to(dev, non_blocking=True)
             nodes = batch.nodes.to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
@@ -844,6 +896,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-lr-mult", type=float, default=None, help="encoder lr = lr x this (default 1)")
     p.add_argument("--epochs", type=float, default=None, help="passes over the images (default 1)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps")
+    p.add_argument("--lr-period-steps", type=int, default=None,
+                   help="cosine warm-restart period T_0 in steps (default: the whole run, one decay)")
     p.add_argument("--seed", type=int, default=None, help="run seed (a0: 27)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     p.add_argument("--projector-init", default=None, choices=("torch", "unit_norm_input"),
@@ -866,6 +920,7 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         backbone_lr_mult=args.backbone_lr_mult,
         epochs=args.epochs,
         max_steps=args.max_steps,
+        lr_period_steps=args.lr_period_steps,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         projector_init=args.projector_init,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,14 +21,15 @@ from shamisa_bench.graphs import (
     sinkhorn,
     structural_edges,
     structural_pairs,
-    topk_pairs,
+    topk_entries,
     transport_edges,
     transport_scores,
 )
 from shamisa_bench.layout import LayoutSpec, build_node_meta
 
 # 2 items, 1 content (views 0 = full scale, 1 = x0.5), 2 compositions, 3 levels.
-# Per item (offset 14 * item): refs v0, v1 at 0, 1; comp c, level l, view v at 2 + 2 * (3c + l) + v.
+# Node order (the reference's): refs (item, view) at 0..3, then distorted crops
+# (item, view, comp, level) at 4 + 12 * item + 6 * view + 3 * comp + level.
 SPEC_2V = LayoutSpec(n_items=2, n_contents=1, n_compositions=2, n_levels=3)
 SEV_2V = torch.tensor(
     [
@@ -37,15 +39,31 @@ SEV_2V = torch.tensor(
 )
 
 
+def ref(item: int, view: int) -> int:
+    return 2 * item + view
+
+
+def node(item: int, view: int, comp: int, level: int) -> int:
+    return 4 + 12 * item + 6 * view + 3 * comp + level
+
+
 def k(d: float) -> float:
     return math.exp(-0.75 * d)
 
 
 def dense(n: int, edges: dict[tuple[int, int], float]) -> torch.Tensor:
+    """Symmetric matrix: each edge stored in both directions."""
     w = torch.zeros(n, n)
     for (i, j), v in edges.items():
         w[i, j] = v
         w[j, i] = v
+    return w
+
+
+def directed(n: int, entries: dict[tuple[int, int], float]) -> torch.Tensor:
+    w = torch.zeros(n, n)
+    for (i, j), v in entries.items():
+        w[i, j] = v
     return w
 
 
@@ -56,10 +74,14 @@ def nodes2v():
 
 def test_hand_layout_node_order(nodes2v):
     assert len(nodes2v) == 28
-    assert nodes2v.is_ref.nonzero().flatten().tolist() == [0, 1, 14, 15]
-    # node 11: item 0, comp 1, level 1, view 1 -> severity 2
-    assert (int(nodes2v.comp[11]), int(nodes2v.level[11]), int(nodes2v.view[11])) == (1, 1, 1)
-    assert float(nodes2v.var_severity[11]) == 2.0
+    assert nodes2v.is_ref.nonzero().flatten().tolist() == [0, 1, 2, 3]
+    assert nodes2v.item[:4].tolist() == [0, 0, 1, 1] and nodes2v.view[:4].tolist() == [0, 1, 0, 1]
+    # node 14 = 4 + 6 + 3 + 1: item 0, view 1, comp 1, level 1 -> severity 2
+    assert node(0, 1, 1, 1) == 14
+    assert (int(nodes2v.item[14]), int(nodes2v.view[14]), int(nodes2v.comp[14]), int(nodes2v.level[14])) == (0, 1, 1, 1)
+    assert float(nodes2v.var_severity[14]) == 2.0
+    # node 25: item 1, view 1, comp 1, level 0 -> severity 4
+    assert float(nodes2v.var_severity[25]) == 4.0 and int(nodes2v.item[25]) == 1
 
 
 def test_severity_kernel_values():
@@ -68,80 +90,73 @@ def test_severity_kernel_values():
 
 
 def test_ref_dist_every_edge_by_hand(nodes2v):
+    # one direction only: row = reference view, column = its distorted crops
     expected = {
-        # item 0, ref view 0 -> nodes 2,4,6 (comp 0: s = 0, 1, 4) and 8,10,12 (comp 1: 2, 2, 3)
-        (0, 2): k(0), (0, 4): k(1), (0, 6): k(4), (0, 8): k(2), (0, 10): k(2), (0, 12): k(3),
-        (1, 3): k(0), (1, 5): k(1), (1, 7): k(4), (1, 9): k(2), (1, 11): k(2), (1, 13): k(3),
-        # item 1 (offset 14): comp 0: s = 0.5, 0, 1.5; comp 1: 4, 3, 0
-        (14, 16): k(0.5), (14, 18): k(0), (14, 20): k(1.5), (14, 22): k(4), (14, 24): k(3), (14, 26): k(0),
-        (15, 17): k(0.5), (15, 19): k(0), (15, 21): k(1.5), (15, 23): k(4), (15, 25): k(3), (15, 27): k(0),
+        (0, 4): k(0), (0, 5): k(1), (0, 6): k(4), (0, 7): k(2), (0, 8): k(2), (0, 9): k(3),
+        (1, 10): k(0), (1, 11): k(1), (1, 12): k(4), (1, 13): k(2), (1, 14): k(2), (1, 15): k(3),
+        (2, 16): k(0.5), (2, 17): k(0), (2, 18): k(1.5), (2, 19): k(4), (2, 20): k(3), (2, 21): k(0),
+        (3, 22): k(0.5), (3, 23): k(0), (3, 24): k(1.5), (3, 25): k(4), (3, 26): k(3), (3, 27): k(0),
     }  # fmt: skip
     w = ref_dist_edges(nodes2v)
     assert w.dtype == torch.float32
-    assert torch.allclose(w, dense(28, expected), atol=1e-7)
+    assert torch.allclose(w, directed(28, expected), atol=1e-7)
     wb = ref_dist_edges(nodes2v, binary=True)
-    assert torch.equal(wb, dense(28, {e: 1.0 for e in expected}))
-
-
-# Dist-dist groups: node indices and the hand-written |severity difference| matrix.
-DD_GROUPS = [
-    # item 0, comp 0: nodes 2..7, severities 0,0,1,1,4,4
-    ([2, 3, 4, 5, 6, 7], [[0, 0, 1, 1, 4, 4], [0, 0, 1, 1, 4, 4], [1, 1, 0, 0, 3, 3],
-                          [1, 1, 0, 0, 3, 3], [4, 4, 3, 3, 0, 0], [4, 4, 3, 3, 0, 0]]),
-    # item 0, comp 1: nodes 8..13, severities 2,2,2,2,3,3
-    ([8, 9, 10, 11, 12, 13], [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1],
-                              [0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]]),
-    # item 1, comp 0: nodes 16..21, severities .5,.5,0,0,1.5,1.5
-    ([16, 17, 18, 19, 20, 21], [[0, 0, .5, .5, 1, 1], [0, 0, .5, .5, 1, 1], [.5, .5, 0, 0, 1.5, 1.5],
-                                [.5, .5, 0, 0, 1.5, 1.5], [1, 1, 1.5, 1.5, 0, 0], [1, 1, 1.5, 1.5, 0, 0]]),
-    # item 1, comp 1: nodes 22..27, severities 4,4,3,3,0,0
-    ([22, 23, 24, 25, 26, 27], [[0, 0, 1, 1, 4, 4], [0, 0, 1, 1, 4, 4], [1, 1, 0, 0, 3, 3],
-                                [1, 1, 0, 0, 3, 3], [4, 4, 3, 3, 0, 0], [4, 4, 3, 3, 0, 0]]),
-]  # fmt: skip
+    assert torch.equal(wb, directed(28, {e: 1.0 for e in expected}))
 
 
 def dd_expected(binary: bool = False) -> dict[tuple[int, int], float]:
-    edges = {}
-    for idx, diff in DD_GROUPS:
-        for a in range(6):
-            for b in range(a + 1, 6):
-                edges[(idx[a], idx[b])] = 1.0 if binary else k(diff[a][b])
-    return edges
+    """Every ordered pair of distinct distorted crops of one item and composition."""
+    entries = {}
+    for b in range(2):
+        for c in range(2):
+            members = [(v, lv) for v in range(2) for lv in range(3)]
+            for v1, l1 in members:
+                for v2, l2 in members:
+                    if (v1, l1) == (v2, l2):
+                        continue
+                    d = abs(float(SEV_2V[b, c, l1]) - float(SEV_2V[b, c, l2]))
+                    entries[(node(b, v1, c, l1), node(b, v2, c, l2))] = 1.0 if binary else k(d)
+    return entries
 
 
 def test_dist_dist_every_edge_by_hand(nodes2v):
     expected = dd_expected()
-    assert len(expected) == 60
+    assert len(expected) == 4 * 30  # 4 (item, comp) groups of 6 crops, both directions
+    # spot checks written out: item 0 comp 0 levels 0 and 2 (severities 0 and 4), across views
+    assert expected[(4, 12)] == expected[(12, 4)] == k(4)  # node(0, 0, 0, 0) and node(0, 1, 0, 2)
     w = dist_dist_edges(nodes2v, topk=4096)
-    assert torch.allclose(w, dense(28, expected), atol=1e-7)
-    assert torch.equal(dist_dist_edges(nodes2v, topk=4096, binary=True), dense(28, dd_expected(True)))
+    assert torch.allclose(w, directed(28, expected), atol=1e-7)
+    assert torch.equal(w, w.T)
+    assert torch.equal(dist_dist_edges(nodes2v, topk=4096, binary=True), directed(28, dd_expected(True)))
 
 
 def test_dist_dist_topk_cut_and_ties(nodes2v):
-    # 16 pairs have weight 1; ties go by row-major (i, j) order, so the first 10 are:
-    first10 = [(2, 3), (4, 5), (6, 7), (8, 9), (8, 10), (8, 11), (9, 10), (9, 11), (10, 11), (12, 13)]
+    # 32 directed entries have weight 1 (equal severities); ties go by row-major order
+    ones = sorted(e for e, v in dd_expected().items() if v == 1.0)
+    assert len(ones) == 32
     w = dist_dist_edges(nodes2v, topk=10)
-    assert torch.equal(w, dense(28, {e: 1.0 for e in first10}))
-    # 20 = the 16 weight-1 pairs plus the 4 pairs at |diff| = 0.5 (item 1, levels 0 and 1)
-    w20 = dist_dist_edges(nodes2v, topk=20)
-    upper = torch.triu(w20, 1)
-    assert int((upper != 0).sum()) == 20
-    assert int((upper == 1.0).sum()) == 16
-    for e in [(16, 18), (16, 19), (17, 18), (17, 19)]:
-        assert math.isclose(float(w20[e]), k(0.5), rel_tol=1e-6)
-    assert torch.equal(w20, w20.T)
+    assert torch.equal(w, directed(28, {e: 1.0 for e in ones[:10]}))
+    # 40 = the 32 weight-1 entries plus the 8 at |diff| = 0.5 (item 1, comp 0, levels 0 and 1)
+    w40 = dist_dist_edges(nodes2v, topk=40)
+    assert int((w40 != 0).sum()) == 40
+    assert int((w40 == 1.0).sum()) == 32
+    half = [(node(1, v1, 0, l1), node(1, v2, 0, l2)) for v1 in range(2) for v2 in range(2)
+            for l1, l2 in ((0, 1), (1, 0))]  # fmt: skip
+    for e in half:
+        assert math.isclose(float(w40[e]), k(0.5), rel_tol=1e-6)
 
 
-def test_topk_pairs_keeps_heaviest():
-    w = dense(4, {(0, 1): 0.2, (0, 2): 0.9, (1, 3): 0.5, (2, 3): 0.9})
-    assert torch.equal(topk_pairs(w, 2), dense(4, {(0, 2): 0.9, (2, 3): 0.9}))
-    assert torch.equal(topk_pairs(w, 10), w)
+def test_topk_entries_keeps_heaviest():
+    w = directed(4, {(0, 1): 0.2, (0, 2): 0.9, (1, 3): 0.5, (3, 1): 0.9, (2, 2): 0.1})
+    assert torch.equal(topk_entries(w, 2), directed(4, {(0, 2): 0.9, (3, 1): 0.9}))
+    assert torch.equal(topk_entries(w, 3), directed(4, {(0, 2): 0.9, (3, 1): 0.9, (1, 3): 0.5}))
+    assert torch.equal(topk_entries(w, 10), w)
     with pytest.raises(ValueError):
-        topk_pairs(w, -1)
+        topk_entries(w, -1)
 
 
 def test_ref_ref_by_hand(nodes2v):
-    refs = [0, 1, 14, 15]
+    refs = [0, 1, 2, 3]
     expected = {(a, b): 1.0 for i, a in enumerate(refs) for b in refs[i + 1 :]}
     assert torch.equal(ref_ref_edges(nodes2v), dense(28, expected))
 
@@ -155,22 +170,28 @@ def test_structural_empty_with_one_content(nodes2v):
 def test_structural_by_hand_two_contents():
     spec = LayoutSpec(n_items=2, n_contents=2, n_compositions=2, n_levels=3)
     nodes = build_node_meta(spec, torch.zeros(2, 2, 3))
-    assert len(nodes) == 56  # per item: refs 0..3, then node 4 + 4 * (3c + l) + v
-    item0 = [(4, 6), (5, 7), (8, 10), (9, 11), (12, 14), (13, 15),
-             (16, 18), (17, 19), (20, 22), (21, 23), (24, 26), (25, 27)]  # fmt: skip
-    pairs = item0 + [(i + 28, j + 28) for i, j in item0]
+    assert len(nodes) == 56  # refs 0..7, then node 8 + 24 * item + 6 * view + 3 * comp + level
+
+    def nd(b: int, v: int, c: int, lv: int) -> int:
+        return 8 + 24 * b + 6 * v + 3 * c + lv
+
+    # same item, comp and level; views 0-2 (full scale) and 1-3 (x0.5)
+    pairs = sorted((nd(b, v, c, lv), nd(b, v + 2, c, lv)) for b in range(2) for v in (0, 1)
+                   for c in range(2) for lv in range(3))  # fmt: skip
+    assert pairs[:3] == [(8, 20), (9, 21), (10, 22)]
     assert torch.equal(structural_edges(nodes), dense(56, {p: 1.0 for p in pairs}))
     assert structural_pairs(nodes).T.tolist() == [list(p) for p in pairs]
 
 
 def test_knn_hand_line():
     h = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
-    # nearest: 0->1 (d 1), 1->0 (d 1), 2->1 (d 2), 3->2 (d 4); union -> 0-1, 1-2, 2-3
+    # nearest: 0->1 (d 1), 1->0 (d 1), 2->1 (d 2), 3->2 (d 4); each choice is stored with its
+    # reverse and summed, so the mutual pair 0-1 carries twice its affinity 1/2
     w = knn_edges(h, k=1)
-    assert torch.allclose(w, dense(4, {(0, 1): 1 / 2, (1, 2): 1 / 3, (2, 3): 1 / 5}), atol=1e-6)
-    full = knn_edges(h, k=10)  # clipped to N - 1: complete graph
-    assert int((torch.triu(full, 1) != 0).sum()) == 6
-    assert math.isclose(float(full[0, 3]), 1 / 8, rel_tol=1e-6)
+    assert torch.allclose(w, dense(4, {(0, 1): 1.0, (1, 2): 1 / 3, (2, 3): 1 / 5}), atol=1e-6)
+    full = knn_edges(h, k=10)  # clipped to N - 1: complete graph, every pair mutual
+    assert int((full != 0).sum()) == 12
+    assert math.isclose(float(full[0, 3]), 2 / 8, rel_tol=1e-6)
 
 
 def test_knn_symmetric_self_excluded_and_differentiable():
@@ -180,7 +201,7 @@ def test_knn_symmetric_self_excluded_and_differentiable():
     assert torch.equal(w, w.T)
     assert not torch.diagonal(w).any()
     assert ((w != 0).sum(dim=1) >= 5).all()
-    assert ((w >= 0) & (w <= 1)).all()
+    assert ((w >= 0) & (w <= 2)).all()
     w.sum().backward()
     assert h.grad is not None and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
 
@@ -230,24 +251,26 @@ def test_transport_scores_by_hand():
     s = transport_scores(P)
     s01 = (math.log(0.5) * 0.9 + math.log(0.5) * 0.1) / 2
     s10 = (math.log(0.9) * 0.5 + math.log(0.1) * 0.5) / 2
-    assert math.isclose(float(s[0, 1]), (s01 + s10) / 2, rel_tol=1e-9)
-    assert math.isclose(float(s[1, 0]), float(s[0, 1]))
+    assert math.isclose(float(s[0, 1]), s01, rel_tol=1e-9)  # directed: S is not symmetrised
+    assert math.isclose(float(s[1, 0]), s10, rel_tol=1e-9)
+    assert math.isclose(float(s[0, 0]), math.log(0.5) * 0.5, rel_tol=1e-9)
 
 
 def test_transport_topk_count():
     g = torch.Generator().manual_seed(2)
     P = torch.softmax(torch.randn(28, 6, generator=g) / 0.3, dim=1).requires_grad_()
     w = transport_edges(P, topk=8 * 28)
-    upper = torch.triu(w, 1)
-    assert int((upper != 0).sum()) == 224
-    assert torch.equal(w, w.T) and not torch.diagonal(w).any()
+    # 8N of the N^2 directed entries, diagonal included, min-max over the full matrix
+    assert int((w != 0).sum()) == 224
     assert float(w.detach().max()) == pytest.approx(1.0) and float(w.detach().min()) >= 0.0
-    # the kept pairs are the highest scores
+    assert not torch.equal(w, w.T)
     s = transport_scores(P.detach())
-    iu = torch.triu_indices(28, 28, 1)
-    vals = s[iu[0], iu[1]]
-    kept = upper[iu[0], iu[1]] != 0
-    assert float(vals[kept].min()) >= float(vals[~kept].max())
+    normed = (s - s.min()) / (s.max() - s.min())
+    kept = w.detach() != 0
+    assert torch.allclose(w.detach()[kept], normed[kept], atol=1e-6)
+    assert float(s[kept].min()) >= float(s[~kept].max())  # the kept entries are the highest scores
+    # each S_ii is the best score of its column (Gibbs): here every diagonal entry is kept
+    assert bool(torch.diagonal(kept).all())
     w.sum().backward()
     assert torch.isfinite(P.grad).all() and P.grad.abs().sum() > 0
 
@@ -264,14 +287,22 @@ def test_relation_graph_combines_branches_fixed(nodes2v):
     h = _features(28, 8, 3)
     out = rg(h, nodes2v)
     assert torch.allclose(out.branch_weights, torch.full((6,), 1 / 6))
+    # kNN enters once, with its aggregator weight, like every branch
     expected = sum(c / 6 * out.branches[b] for b, c in zip(BRANCHES, cfg.coefficients()))
-    expected = expected + cfg.knn_coef * out.branches["knn"]
     assert torch.allclose(out.G, expected)
-    assert torch.equal(out.G, out.G.T) and not torch.diagonal(out.G).any()
-    # edge counts: ref-dist 24, dist-dist top 20, ref-ref 6, structural 0, transport 8N
-    assert out.edge_counts[:4].tolist() == [24.0, 20.0, 6.0, 0.0]
+    # stored directed entries: ref-dist 24 (one way), dist-dist top 20, ref-ref 4 * 3,
+    # structural 0, transport 8N
+    assert out.edge_counts[:4].tolist() == [24.0, 20.0, 12.0, 0.0]
     assert out.edge_counts[5] == 8 * 28
-    assert torch.allclose(out.weight_sums[0], cfg.ref_dist_coef * torch.triu(out.branches["ref_dist"], 1).sum())
+    assert out.edge_counts[4] == float((out.branches["knn"] != 0).sum())
+    for i, b in enumerate(BRANCHES):
+        if b in out.branches:
+            assert torch.allclose(out.weight_sums[i], cfg.coefficients()[i] * out.branches[b].sum()), b
+    residual = RelationGraph(feature_dim=8, config=replace(cfg, knn_residual=True))
+    torch.manual_seed(0)
+    residual.load_state_dict(rg.state_dict())
+    out2 = residual(h, nodes2v)
+    assert torch.allclose(out2.G - cfg.knn_coef * out2.branches["knn"], out.G, atol=1e-6)
 
 
 def test_aggregator_weights_sum_to_one_and_stop_grad(nodes2v):
@@ -302,10 +333,11 @@ def test_reference_layout_edge_counts():
     out = RelationGraph(feature_dim=16)(_features(252, 16, 6), nodes)
     counts = dict(zip(BRANCHES, out.edge_counts.tolist()))
     assert counts["ref_dist"] == 2 * 6 * 20
-    assert counts["dist_dist"] == 2 * 4 * (30 * 29 // 2)  # 3480 < 4096: the cut keeps all
-    assert counts["ref_ref"] == 12 * 11 // 2
-    assert counts["structural"] == 2 * 4 * 5 * 6
-    assert counts["knn"] >= 252 * 31 // 2
+    assert 2 * 4 * 30 * 29 == 6960  # directed dist-dist entries before the cut
+    assert counts["dist_dist"] == 4096
+    assert counts["ref_ref"] == 12 * 11
+    assert counts["structural"] == 2 * 2 * 4 * 5 * 6  # 240 pairs, both directions
+    assert counts["knn"] >= 252 * 31
     assert counts["transport"] == 8 * 252
     assert out.structural_pairs.shape == (2, 240)
 

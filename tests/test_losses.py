@@ -19,6 +19,7 @@ from shamisa_bench.losses import (
     ot_loss,
     split_halves,
     variance_loss,
+    vicreg_halves,
 )
 
 
@@ -85,6 +86,18 @@ def test_split_halves():
         split_halves(torch.zeros(2, 2))
 
 
+def test_vicreg_halves_as_the_reference():
+    # 4 references then 6 distorted rows: first half = refs 0, 1 + dists 4, 5, 6
+    z = torch.arange(20.0).reshape(10, 2)
+    is_ref = torch.tensor([True] * 4 + [False] * 6)
+    a, b = vicreg_halves(z, is_ref)
+    assert torch.equal(a, z[[0, 1, 4, 5, 6]]) and torch.equal(b, z[[2, 3, 7, 8, 9]])
+    with pytest.raises(ValueError):
+        vicreg_halves(z, is_ref[:9])
+    with pytest.raises(ValueError):
+        vicreg_halves(z, is_ref.long())
+
+
 def _hand_graph(n: int, k: int = 2) -> GraphOutput:
     G = torch.zeros(n, n)
     G[0, 1] = G[1, 0] = 0.5
@@ -101,6 +114,7 @@ def _hand_graph(n: int, k: int = 2) -> GraphOutput:
         log_p=torch.log(P),
         Q=P.clone(),
         structural_pairs=torch.tensor([[0], [2]]),
+        is_ref=torch.zeros(n, dtype=torch.bool),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from shamisa_bench.cli import main
-from shamisa_bench.pretrain import PretrainConfig, PretrainError, StepDataset, preset_config, run_pretrain
+from shamisa_bench.pretrain import PretrainConfig, PretrainError, ShamisaNet, StepDataset, preset_config, run_pretrain
 
 
 def _write_images(folder: Path, n: int = 6, size: tuple[int, int] = (96, 80)) -> Path:
@@ -82,8 +83,10 @@ def test_same_seed_same_weights_and_workers_do_not_matter(images: Path, referenc
 
 def test_resume_continues_to_identical_weights(images: Path, reference_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "split"
-    run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
-    run_pretrain(_tiny(max_steps=4), images, run, device="cpu", num_workers=0, progress=False, resume=True)
+    # the schedule's period is the whole run (4 steps) in the reference run: fix it here too
+    run_pretrain(_tiny(max_steps=2, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False)
+    run_pretrain(_tiny(max_steps=4, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False,
+                 resume=True)
     assert _same_state(_export_state(run), _export_state(reference_run))
     steps = [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines() if '"step"' in l and '"command"' not in l]
     assert steps == [0, 1, 2, 3]
@@ -93,8 +96,8 @@ def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) 
     run = tmp_path / "killed"
     env = dict(os.environ)  # same thread count as the in-process reference run
     cmd = [sys.executable, "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run),
-           "--preset", "tiny", "--max-steps", "40", "--checkpoint-every", "2", "--device", "cpu",
-           "--workers", "0", "--no-progress"]
+           "--preset", "tiny", "--max-steps", "40", "--lr-period-steps", "4", "--checkpoint-every", "2",
+           "--device", "cpu", "--workers", "0", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (run / "checkpoint.pt").exists():
@@ -105,9 +108,10 @@ def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    # Resume, but stop at 4 steps: the weights equal the uninterrupted 4-step run.
+    # Resume, but stop at 4 steps: the weights equal the uninterrupted 4-step run (whose
+    # learning-rate period, the whole run, is 4 steps: the killed run was given the same).
     assert main(["pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny", "--max-steps", "4",
-                 "--checkpoint-every", "2", "--device", "cpu", "--workers", "0", "--no-progress", "--resume"]) == 0
+                 "--lr-period-steps", "4", "--checkpoint-every", "2", "--device", "cpu", "--workers", "0", "--no-progress", "--resume"]) == 0
     assert _same_state(_export_state(run), _export_state(reference_run))
 
 
@@ -300,3 +304,50 @@ def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) 
 def test_validation_needs_val_every(images: Path, tmp_path: Path) -> None:
     with pytest.raises(PretrainError, match="val_every"):
         run_pretrain(_tiny(), images, tmp_path / "run", device="cpu", num_workers=0, progress=False, val_every=0)
+
+
+def test_lr_schedule_is_one_cosine_over_the_run_by_default() -> None:
+    cfg = _tiny(max_steps=100)
+    assert cfg.lr_period(100) == 100
+    assert _tiny(lr_period_steps=30).lr_period(100) == 30
+    with pytest.raises(ValueError):
+        _tiny(lr_period_steps=0)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.lr_period(100), T_mult=cfg.t_mult,
+                                                                 eta_min=cfg.eta_min)
+    lrs = []
+    for step in range(100):
+        sched.step(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(cfg.lr)
+    assert lrs[50] == pytest.approx((cfg.lr + cfg.eta_min) / 2, rel=1e-6)
+    assert all(a >= b for a, b in itertools.pairwise(lrs))  # no restart inside the run
+
+
+def test_old_run_config_with_epoch_period_is_refused() -> None:
+    data = _tiny().to_dict()
+    data.pop("lr_period_steps")
+    data["t_0"] = 1
+    with pytest.raises(ValueError, match="older version"):
+        PretrainConfig.from_dict(data)
+
+
+def test_encoder_sees_references_and_distorted_crops_as_two_batches() -> None:
+    from shamisa_bench.distortions import build_step
+
+    cfg = _tiny()
+    torch.manual_seed(0)
+    net = ShamisaNet(cfg).train()
+    g = torch.Generator().manual_seed(0)
+    imgs = [[torch.rand(3, 80, 80, generator=g) for _ in range(cfg.layout.n_contents)]
+            for _ in range(cfg.layout.n_items)]
+    step = build_step(imgs, cfg.layout, generator=g)
+    x, nodes = step.crops, step.nodes
+    assert bool(nodes.is_ref[: int(nodes.is_ref.sum())].all())  # references first
+    with torch.no_grad():
+        z, _ = net(x, nodes)
+        n_ref = int(nodes.is_ref.sum())
+        _, z_ref_alone = net.model(x[:n_ref])
+        _, z_joint = net.model(x)
+    assert torch.allclose(z[:n_ref], z_ref_alone, atol=1e-5)
+    assert not torch.allclose(z[:n_ref], z_joint[:n_ref], atol=1e-3)  # train-mode BN: batches differ

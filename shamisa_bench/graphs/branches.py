@@ -1,12 +1,20 @@
 """The six relation-graph branches of SHAMISA (spec section 4) as pure functions.
 
-Every branch is a dense, symmetric ``(N, N)`` weight matrix with a zero diagonal over the
-N nodes (crops) of a step, in the node order of :mod:`shamisa_bench.layout`. A pair
-``(i, j)`` is an edge when its weight is non-zero. The combined graph and the losses use
-only the ``i < j`` half; the matrices are kept symmetric so that they read the same from
-either side. Top-k cuts therefore count unordered pairs (``i < j``), and ties are broken
-by node order: among equal weights, the pair that comes first in row-major ``i < j``
-order wins (a stable sort), so the result is deterministic.
+Every branch is a dense *directed* ``(N, N)`` weight matrix over the N nodes (crops) of a
+step, in the node order of :mod:`shamisa_bench.layout`: entry ``(i, j)`` is a stored link
+when it is non-zero, exactly as the reference stores its sparse link maps.
+
+* ref-dist links run one way, reference view -> distorted crop (references come first in
+  the node order, so every such link is an ``i < j`` entry);
+* ref-ref, dist-dist and structural links are stored in both directions;
+* kNN stores each node's neighbours and their reverse, summed, so mutual neighbours carry
+  twice the affinity;
+* transport stores the directed scores it keeps (the diagonal may be among them).
+
+The aggregator reads the count and sum of *all* stored entries of each branch; the
+combined graph and the loss read only the ``i < j`` entries. Top-k cuts count directed
+entries, and ties are broken by node order: among equal weights the entry that comes
+first in row-major order wins (a stable sort), so the result is deterministic.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ __all__ = [
     "sinkhorn",
     "structural_edges",
     "structural_pairs",
-    "topk_pairs",
+    "topk_entries",
     "transport_edges",
     "transport_scores",
     "upper_pairs",
@@ -46,11 +54,6 @@ def severity_kernel(d: Tensor, rate: float = 0.75) -> Tensor:
     return torch.exp(-rate * d)
 
 
-def _symmetrise(w: Tensor) -> Tensor:
-    upper = torch.triu(w, diagonal=1)
-    return upper + upper.transpose(0, 1)
-
-
 def upper_pairs(n: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Row and column indices of the ``i < j`` pairs of ``n`` nodes, in row-major order.
 
@@ -61,18 +64,18 @@ def upper_pairs(n: int, device: torch.device | str | None = None) -> tuple[Tenso
     return idx[0], idx[1]
 
 
-def topk_pairs(w: Tensor, k: int) -> Tensor:
-    """Keep the ``k`` heaviest edges (``i < j`` pairs with non-zero weight) of ``w``.
+def topk_entries(w: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` heaviest stored entries (non-zero, any position) of ``w``.
 
-    Ties are broken by row-major ``i < j`` order (stable sort); with fewer than ``k``
-    edges all are kept.
+    Ties are broken by row-major order (stable sort); with ``k`` or fewer stored entries
+    all are kept.
 
     Args:
-        w: ``(N, N)`` symmetric weights; only the strict upper triangle is read.
-        k: number of pairs to keep, ``k >= 0``.
+        w: ``(N, N)`` directed weights.
+        k: number of entries to keep, ``k >= 0``.
 
     Returns:
-        ``(N, N)`` symmetric weights with zero diagonal; gradients flow to the kept entries.
+        ``(N, N)`` weights, zero outside the kept entries; gradients flow to the kept ones.
 
     Raises:
         ValueError: if ``k`` is negative or ``w`` is not square.
@@ -81,28 +84,25 @@ def topk_pairs(w: Tensor, k: int) -> Tensor:
         raise ValueError(f"w must be a square (N, N) matrix, got shape {tuple(w.shape)}")
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    n = w.shape[0]
-    rows, cols = upper_pairs(n, w.device)
-    vals = w[rows, cols]
-    edge = vals != 0
-    if int(edge.sum()) <= k:
-        return _symmetrise(w)
-    # Non-edges sort last; among edges the heaviest first, ties by pair order.
-    key = torch.where(edge, vals.detach(), torch.full_like(vals, float("-inf")))
+    flat = w.reshape(-1)
+    stored = flat != 0
+    if int(stored.sum()) <= k:
+        return w
+    # Entries that are not stored sort last; among stored ones the heaviest first.
+    key = torch.where(stored, flat.detach(), torch.full_like(flat, float("-inf")))
     order = torch.sort(key, descending=True, stable=True).indices[:k]
-    keep = torch.zeros_like(vals, dtype=torch.bool)
-    keep[order] = True
-    mask = torch.zeros((n, n), dtype=w.dtype, device=w.device)
-    mask[rows[keep], cols[keep]] = 1.0
-    return _symmetrise(w * mask)
+    mask = torch.zeros_like(flat)
+    mask[order] = 1.0
+    return w * mask.reshape(w.shape)
 
 
 def ref_dist_edges(nodes: NodeMeta, *, rate: float = 0.75, binary: bool = False) -> Tensor:
     """Ref-dist branch: each reference view to the distorted crops of the same view.
 
-    Reference node r (item b, view v) is joined to every distorted node of item b and view
-    v (all compositions and levels) with weight ``k(s)``, ``s`` the distorted node's
-    severity index of its composition's varying factor.
+    Reference node r (item b, view v) links to every distorted node of item b and view v
+    (all compositions and levels) with weight ``k(s)``, ``s`` the distorted node's
+    severity index of its composition's varying factor. Links are stored one way, row =
+    reference, column = distorted crop.
 
     Args:
         nodes: metadata of the N nodes.
@@ -110,7 +110,7 @@ def ref_dist_edges(nodes: NodeMeta, *, rate: float = 0.75, binary: bool = False)
         binary: weight 1 instead of ``k(s)``.
 
     Returns:
-        ``(N, N)`` float32 symmetric weights, zero diagonal.
+        ``(N, N)`` float32 directed weights (non-zero only at ``[reference, distorted]``).
     """
     ref = nodes.is_ref
     same = (nodes.item[:, None] == nodes.item[None, :]) & (nodes.view[:, None] == nodes.view[None, :])
@@ -120,24 +120,25 @@ def ref_dist_edges(nodes: NodeMeta, *, rate: float = 0.75, binary: bool = False)
     else:
         w_dist = severity_kernel(torch.nan_to_num(nodes.var_severity.to(torch.float32), nan=0.0), rate)
     w = torch.where(mask, w_dist[None, :].expand_as(mask), torch.zeros((), dtype=torch.float32, device=ref.device))
-    return w + w.transpose(0, 1)
+    return w
 
 
 def dist_dist_edges(nodes: NodeMeta, topk: int = 4096, *, rate: float = 0.75, binary: bool = False) -> Tensor:
     """Dist-dist branch: distorted pairs of the same item and composition.
 
-    Any view and any level (different nodes); weight ``k(|s_i - s_j|)`` with ``s`` the
-    varying factor's severity index. Only the ``topk`` heaviest ``i < j`` pairs are kept
-    (ties by node order, see :func:`topk_pairs`).
+    Any view and any level (different nodes), stored in both directions; weight
+    ``k(|s_i - s_j|)`` with ``s`` the varying factor's severity index. Only the ``topk``
+    heaviest directed entries are kept (ties by node order, see :func:`topk_entries`), so a
+    pair may keep one direction only.
 
     Args:
         nodes: metadata of the N nodes.
-        topk: number of ``i < j`` pairs kept (4096 in the reference).
+        topk: number of directed entries kept (4096 in the reference).
         rate: severity kernel rate.
-        binary: weight 1 instead of the kernel (the top-k then keeps the first pairs).
+        binary: weight 1 instead of the kernel (the top-k then keeps the first entries).
 
     Returns:
-        ``(N, N)`` float32 symmetric weights, zero diagonal.
+        ``(N, N)`` float32 weights, zero diagonal.
     """
     dist = ~nodes.is_ref
     mask = (
@@ -152,14 +153,14 @@ def dist_dist_edges(nodes: NodeMeta, topk: int = 4096, *, rate: float = 0.75, bi
     else:
         s = torch.nan_to_num(nodes.var_severity.to(torch.float32), nan=0.0)
         w = severity_kernel((s[:, None] - s[None, :]).abs(), rate) * mask
-    return topk_pairs(w, topk)
+    return topk_entries(w, topk)
 
 
 def ref_ref_edges(nodes: NodeMeta) -> Tensor:
     """Ref-ref branch: every pair of reference views of the step (any item), weight 1.
 
     Returns:
-        ``(N, N)`` float32 symmetric weights, zero diagonal.
+        ``(N, N)`` float32 symmetric weights (both directions stored), zero diagonal.
     """
     ref = nodes.is_ref
     w = (ref[:, None] & ref[None, :]).to(torch.float32)
@@ -185,7 +186,12 @@ def structural_edges(nodes: NodeMeta) -> Tensor:
     """Structural branch: same item, composition and level, different views of one parity.
 
     Even views are full-scale crops, odd views x0.5 crops; both nodes are distorted and
-    carry the identical distortion. Weight 1.
+    carry the identical distortion. Weight 1, both directions stored.
+
+    The reference orders an item's views as all full-scale crops, then all x0.5 crops, and
+    pairs views by index parity, which for three contents pairs some full-scale crops with
+    x0.5 crops. We interleave the scales (even = full, odd = x0.5), so the same parity rule
+    pairs crops of one scale only, which is what the pairing is meant to express.
 
     Returns:
         ``(N, N)`` float32 symmetric weights, zero diagonal.
@@ -224,10 +230,10 @@ def knn_edges(h: Tensor, k: int = 31) -> Tensor:
 
     Affinity ``a_ij = 1 / (1 + ||h_i - h_j||)``. Each node selects its ``k`` nearest other
     nodes (self excluded; ``k`` is clipped to ``N - 1``; distance ties follow
-    ``torch.topk``). Symmetrisation is the union: ``(i, j)`` is an edge when either node is
-    among the other's neighbours, and it carries the pair's affinity ``a_ij`` (which is
-    symmetric), i.e. ``W = a * (M | M^T)``. Gradients flow to ``h`` through ``a``; the
-    neighbour selection itself is not differentiable.
+    ``torch.topk``). The selection is stored with its reverse and the two are summed,
+    ``W = a * M + (a * M)^T``: a pair where each node is among the other's neighbours
+    carries ``2 a_ij``, a one-sided pair ``a_ij``. Gradients flow to ``h`` through ``a``;
+    the neighbour selection itself is not differentiable.
 
     Args:
         h: ``(N, D)`` features.
@@ -253,9 +259,8 @@ def knn_edges(h: Tensor, k: int = 31) -> Tensor:
         sel.fill_diagonal_(float("inf"))
         nn_idx = torch.topk(sel, kk, dim=1, largest=False).indices
         mask.scatter_(1, nn_idx, True)
-    mask = mask | mask.transpose(0, 1)
-    mask.fill_diagonal_(False)
-    return affinity * mask.to(affinity.dtype)
+    one_way = affinity * mask.to(affinity.dtype)
+    return one_way + one_way.transpose(0, 1)
 
 
 def sinkhorn(logits: Tensor, eps: float = 0.05, iters: int = 6) -> Tensor:
@@ -295,11 +300,10 @@ def sinkhorn(logits: Tensor, eps: float = 0.05, iters: int = 6) -> Tensor:
 
 
 def transport_scores(P: Tensor, log_p: Tensor | None = None) -> Tensor:
-    """Dense transport scores ``S_ij = mean_k log P_ik * P_jk``, symmetrised.
+    """Dense directed transport scores ``S_ij = mean_k log P_ik * P_jk``.
 
-    ``S_ij`` is minus the cross-entropy of ``P_i`` under ``P_j``, divided by K; it is not
-    symmetric, and since the graph is undirected (only ``i < j`` is used) the pair score
-    is ``(S_ij + S_ji) / 2``.
+    ``S_ij`` is minus the cross-entropy of ``P_j`` under ``P_i``, divided by K. It is not
+    symmetric, and it is kept directed.
 
     Args:
         P: ``(N, K)`` prototype probabilities (rows sum to 1).
@@ -307,30 +311,31 @@ def transport_scores(P: Tensor, log_p: Tensor | None = None) -> Tensor:
             defaults to ``log(P)`` clamped at 1e-30.
 
     Returns:
-        ``(N, N)`` symmetric scores (<= 0); the diagonal is meaningless.
+        ``(N, N)`` scores (<= 0), diagonal included.
     """
     if log_p is None:
         log_p = torch.log(P.clamp_min(1e-30))
-    s = (log_p @ P.transpose(0, 1)) / P.shape[1]
-    return 0.5 * (s + s.transpose(0, 1))
+    return (log_p @ P.transpose(0, 1)) / P.shape[1]
 
 
 def transport_edges(P: Tensor, topk: int, log_p: Tensor | None = None) -> Tensor:
-    """Transport branch: min-max normalised transport scores, global top ``topk`` pairs.
+    """Transport branch: min-max normalised directed scores, global top ``topk`` entries.
 
-    The scores of :func:`transport_scores` are min-max normalised to [0, 1] over the
-    ``i < j`` pairs, then the ``topk`` highest pairs are kept (ties by node order). A kept
-    pair whose normalised score is exactly 0 (the minimum, kept only when ``topk`` covers
-    nearly all pairs) carries no weight and so is no edge. Gradients flow to ``P``
-    (and ``log_p``) through the kept scores and the normalisation.
+    The scores of :func:`transport_scores` are min-max normalised to [0, 1] over the whole
+    ``N x N`` matrix (diagonal included), then the ``topk`` highest of the ``N^2`` directed
+    entries are kept (ties by row-major order). Diagonal entries may be kept: they count in
+    the aggregator's statistics but never reach the loss, which reads ``i < j`` only. A
+    kept entry whose normalised score is exactly 0 (the minimum, kept only when ``topk``
+    covers nearly every entry) carries no weight and so is not stored. Gradients flow to
+    ``P`` (and ``log_p``) through the kept scores and the normalisation.
 
     Args:
         P: ``(N, K)`` prototype probabilities.
-        topk: pairs kept (the spec keeps ``8 N``).
+        topk: entries kept (the spec keeps ``8 N``).
         log_p: optional stable ``log P``.
 
     Returns:
-        ``(N, N)`` symmetric weights in [0, 1], zero diagonal.
+        ``(N, N)`` directed weights in [0, 1].
 
     Raises:
         ValueError: if ``P`` is not 2-D or ``topk < 0``.
@@ -339,19 +344,12 @@ def transport_edges(P: Tensor, topk: int, log_p: Tensor | None = None) -> Tensor
         raise ValueError(f"P must be (N, K), got shape {tuple(P.shape)}")
     if topk < 0:
         raise ValueError(f"topk must be >= 0, got {topk}")
-    n = P.shape[0]
     s = transport_scores(P, log_p)
-    rows, cols = upper_pairs(n, P.device)
-    if rows.numel() == 0:
-        return torch.zeros((n, n), dtype=s.dtype, device=s.device)
-    vals = s[rows, cols]
-    lo, hi = vals.min(), vals.max()
-    normed = (vals - lo) / (hi - lo).clamp_min(1e-12)
-    w = torch.zeros((n, n), dtype=s.dtype, device=s.device)
-    w = w.index_put((rows, cols), normed)
-    # every i<j pair is a candidate here, including ones whose normalised score is 0
-    key = normed.detach()
-    order = torch.sort(key, descending=True, stable=True).indices[: min(topk, vals.numel())]
-    mask = torch.zeros((n, n), dtype=s.dtype, device=s.device)
-    mask[rows[order], cols[order]] = 1.0
-    return _symmetrise(w * mask)
+    shifted = s - s.min()
+    scale = shifted.max()
+    normed = shifted / torch.where(scale != 0, scale, torch.ones_like(scale))
+    flat = normed.reshape(-1)
+    order = torch.sort(flat.detach(), descending=True, stable=True).indices[: min(topk, flat.numel())]
+    mask = torch.zeros_like(flat)
+    mask[order] = 1.0
+    return normed * mask.reshape(normed.shape)

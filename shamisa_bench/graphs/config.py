@@ -57,15 +57,16 @@ class GraphConfig:
         transport_coef: coefficient of the transport branch (0.3670).
         severity_rate: the severity kernel is ``k(d) = exp(-severity_rate * d)`` (3/4).
         binary: metadata weights all 1 instead of ``k(.)`` (the "binary relations" ablation).
-        dist_dist_topk: the dist-dist branch keeps its ``topk`` heaviest i<j pairs (4096).
+        dist_dist_topk: the dist-dist branch keeps its ``topk`` heaviest directed entries (4096).
         knn_k: neighbours per node of the kNN branch (31); clipped to ``N - 1``.
-        knn_residual: add ``knn_coef * A_knn`` to G on top of its aggregator-weighted share
-            (the spec's "kNN added as a residual").
+        knn_residual: add ``knn_coef * A_knn`` to G a second time, on top of its
+            aggregator-weighted share. Not the reference (where kNN enters G once); off.
         n_prototypes: outputs of the prototype layer (32).
         temperature: ``P = softmax(logits / temperature)`` (0.1).
         sinkhorn_eps: entropic regularisation of the Sinkhorn codes (0.05).
         sinkhorn_iters: Sinkhorn iterations (6).
-        transport_topk_factor: the transport branch keeps the global top ``factor * N`` pairs (8).
+        transport_topk_factor: the transport branch keeps the global top ``factor * N`` of the
+            ``N^2`` directed entries (8).
         aggregator: ``learned`` (the MLP reads edge counts and weight sums) or ``fixed``
             (uniform weights over the enabled branches).
         aggregator_hidden: hidden width of the aggregator MLP (24).
@@ -88,7 +89,7 @@ class GraphConfig:
     binary: bool = False
     dist_dist_topk: int = 4096
     knn_k: int = 31
-    knn_residual: bool = True
+    knn_residual: bool = False
     n_prototypes: int = 32
     temperature: float = 0.1
     sinkhorn_eps: float = 0.05

@@ -5,14 +5,18 @@
 branch weights from a small MLP (or uniform weights). The whole forward pass runs in
 float32 with autocast disabled, whatever the caller's autocast state.
 
-Combination rule, with ``A_b`` the raw branch matrix, ``c_b`` its coefficient and ``w_b``
-the aggregator weight (``sum_b w_b = 1`` over the enabled branches)::
+Combination rule, with ``A_b`` the raw (directed) branch matrix, ``c_b`` its coefficient
+and ``w_b`` the aggregator weight (``sum_b w_b = 1`` over the enabled branches)::
 
-    G = sum_b w_b * c_b * A_b  +  [knn_residual] c_knn * A_knn
+    G = sum_b w_b * c_b * A_b
 
-i.e. kNN takes part in the weighted mix like every branch and is in addition added as
-a residual at its coefficient, so its (not detached) gradient path to h never depends on
-the (detached) aggregator weight.
+kNN takes part in the weighted mix once, like every branch, as in the reference (whose
+``include_knn_residual`` switch means exactly this). ``GraphConfig.knn_residual`` adds
+``c_knn * A_knn`` a second time; it is not the reference and is off by default.
+
+The aggregator reads, per branch, the number of stored (non-zero) directed entries and
+their coefficient-scaled sum, over the whole ``N x N`` matrix; the loss reads the
+``i < j`` entries of G.
 
 Disabled branches are neither computed nor fed: their ``[edge count, weight sum]`` inputs
 are 0, their logits are set to -inf before the softmax (so their weight is exactly 0 and
@@ -48,11 +52,13 @@ class GraphOutput:
     """What the relation graph gives the loss (all float32 unless stated).
 
     Attributes:
-        G: ``(N, N)`` combined graph, symmetric, zero diagonal; the loss reads ``i < j``.
+        G: ``(N, N)`` combined directed graph; the loss reads its ``i < j`` entries.
         branch_weights: ``(6,)`` aggregator weights in :data:`BRANCHES` order (0 for
             disabled branches; sums to 1); detached when ``stop_grad``.
-        edge_counts: ``(6,)`` number of ``i < j`` edges per branch (0 when disabled).
-        weight_sums: ``(6,)`` sum over ``i < j`` of each coefficient-scaled branch.
+        edge_counts: ``(6,)`` stored (non-zero) directed entries per branch, over the
+            whole matrix (0 when disabled): the aggregator's count inputs.
+        weight_sums: ``(6,)`` sum of each coefficient-scaled branch over the whole matrix:
+            the aggregator's sum inputs.
         branches: raw (unscaled) ``(N, N)`` matrix of each enabled branch, by name.
         logits: ``(N, K)`` prototype scores (gradients flow to h and the prototypes).
         P: ``(N, K)`` ``softmax(logits / temperature)``.
@@ -60,6 +66,8 @@ class GraphOutput:
         Q: ``(N, K)`` Sinkhorn codes on the detached logits (no gradient).
         structural_pairs: ``(2, M)`` long ``(i, j)``, ``i < j``, the structural pairs from
             the metadata (present even when the structural branch is disabled).
+        is_ref: ``(N,)`` bool, the reference nodes (the loss splits the step into its
+            two VICReg halves with it).
     """
 
     G: Tensor
@@ -72,6 +80,7 @@ class GraphOutput:
     log_p: Tensor
     Q: Tensor
     structural_pairs: Tensor
+    is_ref: Tensor
 
     @property
     def n_nodes(self) -> int:
@@ -100,17 +109,15 @@ def check_nodes(nodes: NodeMeta, n: int) -> None:
 
 
 def edge_stats(w: Tensor) -> tuple[Tensor, Tensor]:
-    """Edge count and weight sum of the ``i < j`` half of a branch.
+    """Stored-entry count and weight sum of a branch, over the whole matrix.
 
     Args:
-        w: ``(N, N)`` weights.
+        w: ``(N, N)`` directed weights.
 
     Returns:
-        Two scalars: the number of non-zero ``i < j`` entries (float, no gradient) and
-        their sum.
+        Two scalars: the number of non-zero entries (float, no gradient) and their sum.
     """
-    upper = torch.triu(w, diagonal=1)
-    return (upper != 0).sum().to(w.dtype), upper.sum()
+    return (w != 0).sum().to(w.dtype), w.sum()
 
 
 class BranchAggregator(nn.Module):
@@ -259,4 +266,5 @@ class RelationGraph(nn.Module):
             log_p=log_p,
             Q=Q,
             structural_pairs=structural_pairs(nodes),
+            is_ref=nodes.is_ref,
         )

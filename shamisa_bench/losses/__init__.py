@@ -10,6 +10,7 @@ from shamisa_bench.losses.terms import (
     ot_loss,
     split_halves,
     variance_loss,
+    vicreg_halves,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "ot_loss",
     "split_halves",
     "variance_loss",
+    "vicreg_halves",
 ]

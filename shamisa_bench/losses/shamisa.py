@@ -3,7 +3,7 @@
 ::
 
     L       = c_var * L_var + c_inv * L_inv' + c_cov * L_cov          (float32)
-    L_var   = variance_loss(first half) + variance_loss(second half)
+    L_var   = variance_loss(first half) + variance_loss(second half)   (halves: vicreg_halves)
     L_cov   = covariance_loss(first half) + covariance_loss(second half)
     L_inv'  = 2 * [ graph_pull + L_ot + R_graph ]
     graph_pull = sum_{i<j} G_ij ||z_i - z_j||^2 / (N * E)
@@ -26,8 +26,8 @@ from shamisa_bench.losses.terms import (
     graph_invariance_loss,
     graph_regulariser,
     ot_loss,
-    split_halves,
     variance_loss,
+    vicreg_halves,
 )
 
 __all__ = ["TERMS", "LossConfig", "LossOutput", "ShamisaLoss"]
@@ -160,7 +160,7 @@ class ShamisaLoss(nn.Module):
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
             zero = torch.zeros((), dtype=torch.float32, device=z.device)
-            z_a, z_b = split_halves(z)
+            z_a, z_b = vicreg_halves(z, graph_out.is_ref.to(z.device))
             var = variance_loss(z_a, cfg.var_eps) + variance_loss(z_b, cfg.var_eps) if cfg.enable_var else zero
             cov = covariance_loss(z_a) + covariance_loss(z_b) if cfg.enable_cov else zero
             if cfg.enable_inv:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["covariance_loss", "graph_invariance_loss", "graph_regulariser", "ot_loss", "split_halves", "variance_loss"]
+__all__ = [
+    "covariance_loss",
+    "graph_invariance_loss",
+    "graph_regulariser",
+    "ot_loss",
+    "split_halves",
+    "variance_loss",
+    "vicreg_halves",
+]
 
 
 def _check_z(z: Tensor, min_rows: int = 2) -> None:
@@ -43,6 +51,36 @@ def split_halves(z: Tensor) -> tuple[Tensor, Tensor]:
     if n % 2:
         raise ValueError(f"the step's nodes must split into two equal halves, got N={n}")
     return z[: n // 2], z[n // 2 :]
+
+
+def vicreg_halves(z: Tensor, is_ref: Tensor) -> tuple[Tensor, Tensor]:
+    """The two VICReg halves of a step, as the reference forms them.
+
+    The first half is the first ``R // 2`` reference rows followed by the first ``D // 2``
+    distorted rows (in node order); the second half is the rest. With the reference's two
+    items per step and references ordered before distorted crops, each half is one item.
+
+    Args:
+        z: ``(N, E)``.
+        is_ref: ``(N,)`` bool, the reference rows.
+
+    Returns:
+        Two ``(n, E)`` tensors (gathered rows).
+
+    Raises:
+        ValueError: if ``is_ref`` does not match ``z`` or a half would have fewer than 2 rows.
+    """
+    _check_z(z, 4)
+    if is_ref.dim() != 1 or is_ref.shape[0] != z.shape[0] or is_ref.dtype != torch.bool:
+        raise ValueError(f"is_ref must be a ({z.shape[0]},) bool tensor, got {tuple(is_ref.shape)} {is_ref.dtype}")
+    refs = torch.nonzero(is_ref).flatten()
+    dists = torch.nonzero(~is_ref).flatten()
+    r, d = refs.numel() // 2, dists.numel() // 2
+    first = torch.cat([refs[:r], dists[:d]])
+    second = torch.cat([refs[r:], dists[d:]])
+    if first.numel() < 2 or second.numel() < 2:
+        raise ValueError(f"each VICReg half needs at least 2 rows, got {first.numel()} and {second.numel()}")
+    return z[first], z[second]
 
 
 def variance_loss(z: Tensor, eps: float = 1e-4) -> Tensor:
