@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -95,29 +96,45 @@ def non_eccentricity_patch(x: Tensor, count: Tensor, draws: Draws) -> Tensor:
     ids = torch.where(active, ids, torch.full_like(ids, -1))
     a = torch.arange(p, device=x.device)
     lin = (dy[..., None, None] + a[:, None]) * w + (dx[..., None, None] + a[None, :])  # (n, k, p, p)
-    owner = torch.full((n, h * w), -1, dtype=torch.long, device=x.device)
-    owner = owner.scatter_reduce(
-        1, lin.reshape(n, -1), ids[..., None].expand(n, k, p * p).reshape(n, -1), reduce="amax"
-    )
-    # Per output pixel: its patch's destination corner and displacement (destination minus source).
-    own = owner.clamp_min(0)
-    ey, ex = (dy - sy).gather(1, own), (dx - sx).gather(1, own)
-    ry = torch.arange(h, device=x.device).repeat_interleave(w).expand(n, h * w) - dy.gather(1, own)
-    rx = torch.arange(w, device=x.device).repeat(h).expand(n, h * w) - dx.gather(1, own)
-    # The reference pastes each patch from a view of the image it is writing, row by row; a
-    # patch moved down (ey > 0) whose source rows overlap its destination therefore re-reads
-    # rows it has already pasted, and the copy repeats with period (ey, ex). Such a pixel
-    # takes the input at p - k (ey, ex), with k >= 1 the first step that leaves the
-    # destination square; patches moved up or sideways read the input directly (k = 1).
-    big = torch.full_like(ry, p + 1)
-    ky = torch.where(ey > 0, ry // ey.clamp_min(1) + 1, big)
-    kx = torch.where(
-        ex > 0, rx // ex.clamp_min(1) + 1, torch.where(ex < 0, (p - 1 - rx) // (-ex).clamp_min(1) + 1, big)
-    )
-    steps = torch.where(ey > 0, torch.minimum(ky, kx), torch.ones_like(ky))
+    # One scatter finds, per output pixel, the last patch covering it and the pixel's place in
+    # that patch: the key patch * p^2 + place is largest for the last patch.
+    place = torch.arange(p * p, device=x.device)
+    keys = ids[..., None] * (p * p) + place  # (n, k, p * p); -p^2.. for inactive patches
+    best = torch.full((n, h * w), -1, dtype=torch.long, device=x.device)
+    best = best.scatter_reduce(1, lin.reshape(n, -1), keys.reshape(n, -1), reduce="amax")
+    covered = best >= 0
+    owner = torch.where(covered, best.div(p * p, rounding_mode="floor"), torch.zeros_like(best))
+    spot = torch.where(covered, best - owner * (p * p), torch.zeros_like(best))
+    ey, ex = dy - sy, dx - sx  # (n, k): destination minus source
+    case = ((ey + PATCH_OFFSET) * (2 * PATCH_OFFSET + 1) + (ex + PATCH_OFFSET)).gather(1, owner)
+    steps = _paste_steps(p, PATCH_OFFSET, x.device).reshape(-1)[case * (p * p) + spot]
+    shift = (ey * w + ex).gather(1, owner)
     pix = torch.arange(h * w, device=x.device).expand(n, h * w)
-    src = pix - torch.where(owner >= 0, steps * (ey * w + ex), torch.zeros_like(owner))
+    src = pix - torch.where(covered, steps * shift, torch.zeros_like(shift))
     return x.reshape(n, c, h * w).gather(2, src[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+@lru_cache(maxsize=4)
+def _paste_steps(p: int, reach: int, device: torch.device) -> Tensor:
+    """How far back a pasted pixel reads: ``(2 reach + 1, 2 reach + 1, p * p)`` over (ey, ex, place).
+
+    The reference pastes each patch from a view of the image it is writing, row by row; a
+    patch moved down (ey > 0) whose source rows overlap its destination therefore re-reads
+    rows it has already pasted, and the copy repeats with period (ey, ex). Its pixel at
+    place q takes the input at q - k (ey, ex), with k >= 1 the first step that leaves the
+    destination square; patches moved up or sideways read the input directly (k = 1).
+    """
+    e = torch.arange(-reach, reach + 1)
+    r = torch.arange(p)
+    ey, ex = e[:, None, None, None], e[None, :, None, None]
+    ry, rx = r[None, None, :, None], r[None, None, None, :]
+    never = torch.full((), p + 1)
+    ky = torch.where(ey > 0, ry // ey.clamp_min(1) + 1, never)
+    kx = torch.where(
+        ex > 0, rx // ex.clamp_min(1) + 1, torch.where(ex < 0, (p - 1 - rx) // (-ex).clamp_min(1) + 1, never)
+    )
+    steps = torch.where(ey > 0, torch.minimum(ky, kx), torch.ones((), dtype=torch.long))
+    return steps.reshape(2 * reach + 1, 2 * reach + 1, p * p).to(device)
 
 
 def pixelate(x: Tensor, strength: Tensor, draws: Draws = ()) -> Tensor:
