@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -258,6 +259,40 @@ def scan_images(folders: Path | Sequence[Path]) -> tuple[list[Path], list[tuple[
     if not good:
         raise PretrainError(f"none of the {len(paths)} image files under {', '.join(map(str, folders))} could be read")
     return good, bad
+
+
+def image_set(folders: Path | Sequence[Path], paths: Sequence[Path]) -> dict[str, Any]:
+    """What identifies a run's pristine set: its size and a digest of its files.
+
+    The digest covers, for each given folder in order, the sorted paths of its readable
+    images relative to that folder and their sizes in bytes, so the same folders named from
+    another working directory give the same digest, and an added, removed, renamed or
+    rewritten file changes it.
+
+    Returns:
+        ``{"count": int, "sha256": str}``.
+    """
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    digest = hashlib.sha256()
+    remaining = {Path(p) for p in paths}
+    for index, folder in enumerate(folders):
+        inside = sorted((p for p in remaining if p.is_relative_to(folder)), key=lambda p: p.relative_to(folder).as_posix())
+        for path in inside:
+            digest.update(f"{index}\t{path.relative_to(folder).as_posix()}\t{path.stat().st_size}\n".encode())
+        remaining.difference_update(inside)
+    return {"count": len(paths), "sha256": digest.hexdigest()}
+
+
+def small_images(paths: Sequence[Path], crop_size: int) -> list[tuple[str, tuple[int, int]]]:
+    """Images with a side below ``crop_size`` (their crops are zero-padded), with their sizes."""
+    from PIL import Image
+
+    small = []
+    for path in paths:
+        with Image.open(path) as im:
+            if min(im.size) < crop_size:
+                small.append((str(path), im.size))
+    return small
 
 
 class StepDataset(torch.utils.data.Dataset):
@@ -516,7 +551,7 @@ def run_pretrain(
     export_every: int | None = None,
     validation: Any = None,
     val_every: int | None = None,
-    tune_allocator: bool = True,
+    tune_allocator: bool = False,
 ) -> dict[str, Any]:
     """Runs (or resumes) one pretraining run.
 
@@ -538,8 +573,10 @@ def run_pretrain(
         val_every: steps between validations (required with ``validation``).
         tune_allocator: serve every allocation from glibc's heap (no mmap), process-wide:
             about 2x faster steps on CPU (activations are no longer page-faulted afresh each
-            step), at the price of a larger resident set (about 13 GB instead of 7 GB for
-            ``lite``). See ``shamisa_bench.distortions.allocator.tune_malloc``.
+            step), at the price of a larger resident set (about twice the memory). Off by
+            default, since it changes the allocator of the whole calling process; the
+            ``pretrain`` command turns it on unless ``--no-malloc-tuning``. See
+            ``shamisa_bench.distortions.allocator.tune_malloc``.
 
     Returns:
         A summary dict: steps done, final loss, export path, best validation, seconds.
@@ -557,6 +594,8 @@ def run_pretrain(
     dev = _resolve_device(device)
     dist_info = _init_distributed(dev)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PretrainError(f"--out {out} is a file; give a folder for the run")
     state = _load_resume(out, config) if resume else None
     if not resume and (out / "checkpoint.pt").exists():
         raise PretrainError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -572,6 +611,24 @@ def run_pretrain(
             f"{len(unreadable)} of {n_files} image files are unreadable "
             f"(more than {config.max_unreadable_fraction:.0%}), e.g. {unreadable[0][0]}: {unreadable[0][1]}"
         )
+    images_id = image_set(images, paths)
+    if resume:
+        stored_images = json.loads((out / "config.json").read_text()).get("images")
+        if stored_images is not None and stored_images != images_id:
+            raise PretrainError(
+                f"cannot resume: the run in {out} was made on another image set ({stored_images['count']} images, "
+                f"sha256 {stored_images['sha256'][:12]}), these --images give {images_id['count']} images "
+                f"(sha256 {images_id['sha256'][:12]}); pass the same folders, or start a new --out folder"
+            )
+    if dist_info.is_main:
+        if unreadable:
+            print(f"pretrain: skipping {len(unreadable)} unreadable image file(s), e.g. {unreadable[0][0]}: "
+                  f"{unreadable[0][1]}", file=sys.stderr)
+        small = small_images(paths, config.layout.crop_size)
+        if small:
+            w, h = small[0][1]
+            print(f"pretrain: {len(small)} image(s) have a side below the {config.layout.crop_size} px crop and are "
+                  f"zero-padded to it, e.g. {small[0][0]} ({w}x{h})", file=sys.stderr)
     total_steps = config.total_steps(len(paths), dist_info.world_size)
 
     torch.manual_seed(config.seed)  # the one place model init draws from
@@ -626,12 +683,16 @@ def run_pretrain(
             "world_size": dist_info.world_size,
             "device": str(dev),
             "total_steps": total_steps,
+            "image_set": images_id,
             "resumed_from": start_step if resume else None,
             "provenance": _provenance(),
         }
         if not resume:
-            _atomic_write_text(out / "config.json", json.dumps({"format": CONFIG_FORMAT, "config": config.to_dict()}, indent=2))
+            _atomic_write_text(out / "config.json", json.dumps(
+                {"format": CONFIG_FORMAT, "config": config.to_dict(), "images": images_id}, indent=2))
             log_path.write_text("")
+        else:
+            header["dropped_records"] = _truncate_log(log_path, start_step)
         with log_path.open("a") as fh:
             fh.write(json.dumps(header) + "\n")
 
@@ -679,7 +740,8 @@ def run_pretrain(
             improved = done > 0 and result.srcc > best["val_srcc"]
             if improved:
                 best.update(val_srcc=result.srcc, step=done)
-                _replace_export(net.encoder, out / "best", extra={**_export_extra(config, done), "validation": {
+                extra = _export_extra(config, done, images_id)
+                _replace_export(net.encoder, out / "best", extra={**extra, "validation": {
                     "dataset": validation.dataset, "split_hash": validation.split_hash, **result.to_dict()}})
             net.train()  # the probe restored the encoder's own mode; re-apply freeze_bn
             with log_path.open("a") as fh:
@@ -751,7 +813,8 @@ def run_pretrain(
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
                 save_checkpoint(step + 1)
             if export_every and (step + 1) % export_every == 0 and dist_info.is_main:
-                save_encoder_export(net.encoder, out / "exports" / f"step{step + 1:06d}", extra=_export_extra(config, step + 1))
+                save_encoder_export(net.encoder, out / "exports" / f"step{step + 1:06d}",
+                                    extra=_export_extra(config, step + 1, images_id))
             if val_every and ((step + 1) % val_every == 0 or step + 1 == total_steps):
                 validate(step + 1)
             wait_start = time.perf_counter()
@@ -767,7 +830,7 @@ def run_pretrain(
     export_dir = out / "export"
     if dist_info.is_main and start_step < total_steps:
         save_checkpoint(total_steps)
-        save_encoder_export(net.encoder, export_dir, extra=_export_extra(config, total_steps))
+        save_encoder_export(net.encoder, export_dir, extra=_export_extra(config, total_steps, images_id))
     checksums = [_param_checksum(net)]
     if dist_info.enabled:
         import torch.distributed as dist
@@ -781,8 +844,8 @@ def run_pretrain(
     summary = {
         "steps": total_steps,
         "start_step": start_step,
-        "final_loss": last["loss"],
-        "export": str(export_dir),
+        "final_loss": last["loss"] if math.isfinite(last["loss"]) else None,
+        "export": str(export_dir) if export_dir.is_dir() else None,
         "best_val_srcc": best["val_srcc"] if best["step"] is not None else None,
         "best_step": best["step"],
         "seconds": round(time.perf_counter() - t_start, 3),
@@ -804,8 +867,6 @@ def run_pretrain(
 
 def _param_checksum(net: nn.Module) -> str:
     """A sha256 over every parameter and buffer (to prove DDP ranks agree exactly)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(net.state_dict().items()):
         digest.update(name.encode())
@@ -853,9 +914,36 @@ def _replace_export(encoder: nn.Module, target: Path, *, extra: dict[str, Any]) 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _export_extra(config: PretrainConfig, steps: int) -> dict[str, Any]:
+def _export_extra(config: PretrainConfig, steps: int, images: dict[str, Any]) -> dict[str, Any]:
     return {"pretrain": {"preset": config.preset, "steps": steps, "seed": config.seed, "graph": config.graph,
-                         "config": config.to_dict()}}
+                         "config": config.to_dict(), "images": images}}
+
+
+def _truncate_log(log_path: Path, start_step: int) -> int:
+    """Drop the records of steps a resumed run does again; returns how many were dropped.
+
+    A run killed after its last checkpoint has logged steps it will redo: step records
+    with ``step >= start_step`` and validations after ``start_step`` go, so each step is
+    logged once. Header lines (those with a command) are kept.
+    """
+    if not log_path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut by the kill
+            dropped += 1
+            continue
+        step = record.get("step") if isinstance(record, dict) else None
+        is_val = isinstance(record, dict) and "val_srcc" in record
+        if isinstance(step, int) and ((is_val and step > start_step) or (not is_val and step >= start_step)):
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        _atomic_write_text(log_path, "".join(line + "\n" for line in kept))
+    return dropped
 
 
 class _Progress:

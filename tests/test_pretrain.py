@@ -351,3 +351,67 @@ def test_encoder_sees_references_and_distorted_crops_as_two_batches() -> None:
         _, z_joint = net.model(x)
     assert torch.allclose(z[:n_ref], z_ref_alone, atol=1e-5)
     assert not torch.allclose(z[:n_ref], z_joint[:n_ref], atol=1e-3)  # train-mode BN: batches differ
+
+
+def test_resume_with_other_images_is_refused(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    stored = json.loads((reference_run / "config.json").read_text())["images"]
+    assert stored["count"] == 6 and len(stored["sha256"]) == 64
+    export_cfg = json.loads((reference_run / "export" / "config.json").read_text())
+    assert export_cfg["extra"]["pretrain"]["images"] == stored
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for p in sorted(images.iterdir())[:3]:
+        shutil.copy(p, fewer / p.name)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(PretrainError, match="another image set"):
+        run_pretrain(_tiny(max_steps=6), fewer, run, device="cpu", num_workers=0, progress=False, resume=True)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_out_that_is_a_file_is_refused(images: Path, tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_text("x")
+    with pytest.raises(PretrainError, match="is a file"):
+        run_pretrain(_tiny(), images, target, device="cpu", num_workers=0, progress=False)
+    assert target.read_text() == "x"
+
+
+def test_unreadable_and_small_images_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _write_images(tmp_path / "imgs", n=5)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(folder / "tiny.png")
+    run_pretrain(_tiny(max_steps=1, max_unreadable_fraction=0.5), folder, tmp_path / "run", device="cpu", num_workers=0,
+                 progress=False)
+    err = capsys.readouterr().err
+    assert "skipping 1 unreadable image file(s)" in err and "broken.jpg" in err
+    assert "1 image(s) have a side below the 64 px crop" in err and "tiny.png (16x12)" in err
+
+
+def test_resume_drops_records_of_redone_steps(tmp_path: Path) -> None:
+    from shamisa_bench.pretrain import _truncate_log
+
+    log = tmp_path / "log.jsonl"
+    lines = [{"command": ["x"]}, {"step": 0, "val_srcc": 0.5}, {"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.9},
+             {"step": 2, "val_srcc": 0.6}, {"step": 2, "loss": 0.8}, {"step": 3, "loss": 0.7}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "lo')
+    assert _truncate_log(log, 2) == 3
+    kept = [json.loads(line) for line in log.read_text().splitlines()]
+    assert kept == lines[:5]
+
+
+def test_finished_or_short_resume_reports_no_fake_export(images: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
+    shutil.rmtree(run / "export")  # as if killed after the last checkpoint, before the export
+    capsys.readouterr()
+    assert main(["pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny", "--max-steps", "2",
+                 "--device", "cpu", "--workers", "0", "--no-progress", "--resume", "--no-malloc-tuning"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # strict JSON: no NaN
+    assert summary["final_loss"] is None and summary["export"] is None
