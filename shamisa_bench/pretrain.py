@@ -87,6 +87,11 @@ class PretrainConfig:
         projector_gain: gain of the ``unit_norm_input`` init.
         clip_grad_norm: clip the global gradient norm to this (None: no clipping, as the
             reference).
+        freeze_stages: keep the encoder's first N stages fixed (weights and BatchNorm
+            statistics): the stem counts as stage 1, then each block stage (ResNet: layer1-4;
+            EfficientNet-Lite0: blocks 0-6). 0 (the reference) trains everything.
+        channels_last: run the encoder in channels-last memory format (about 2-3x faster
+            convolutions on CPU; the same function, float rounding aside).
         freeze_bn: keep the encoder's BatchNorm layers in eval mode (running statistics
             fixed at their initialisation; affine parameters still train). The reference
             updates them; with few, small, heavily distorted crops per step the updated
@@ -114,6 +119,8 @@ class PretrainConfig:
     projector_gain: float = 1.0
     clip_grad_norm: float | None = None
     freeze_bn: bool = False
+    freeze_stages: int = 0
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -135,6 +142,8 @@ class PretrainConfig:
             raise ValueError(f"projector_init must be one of {PROJECTOR_INITS}, got {self.projector_init!r}")
         if not self.projector_gain > 0:
             raise ValueError(f"projector_gain must be > 0, got {self.projector_gain!r}")
+        if not isinstance(self.freeze_stages, int) or isinstance(self.freeze_stages, bool) or self.freeze_stages < 0:
+            raise ValueError(f"freeze_stages must be an int >= 0, got {self.freeze_stages!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm!r}")
         if not 0 <= self.max_unreadable_fraction < 1:
@@ -377,6 +386,21 @@ def _identity(x: Any) -> Any:
 # --------------------------------------------------------------------------- model
 
 
+def encoder_stages(encoder: nn.Module) -> list[list[nn.Module]]:
+    """The encoder's trunk as consecutive stages: the stem, then each block stage.
+
+    Raises:
+        ValueError: for a trunk whose stages are not known (neither a ResNet nor a timm
+            EfficientNet).
+    """
+    trunk = encoder.trunk
+    if hasattr(trunk, "conv_stem") and hasattr(trunk, "blocks"):
+        return [[trunk.conv_stem, trunk.bn1], *[[block] for block in trunk.blocks]]
+    if hasattr(trunk, "conv1") and hasattr(trunk, "layer1"):
+        return [[trunk.conv1, trunk.bn1], [trunk.layer1], [trunk.layer2], [trunk.layer3], [trunk.layer4]]
+    raise ValueError(f"cannot tell the stages of a {type(trunk).__name__} trunk")
+
+
 class ShamisaNet(nn.Module):
     """The trainable whole: encoder + projector + relation graph (prototypes, aggregator).
 
@@ -393,18 +417,32 @@ class ShamisaNet(nn.Module):
             encoder.feature_dim, seed=config.seed, init=config.projector_init, gain=config.projector_gain))
         self.graph = RelationGraph(GraphConfig.ablation(config.graph), feature_dim=encoder.feature_dim)
         self.freeze_bn = config.freeze_bn
+        stages = encoder_stages(self.model.encoder)
+        if config.freeze_stages > len(stages):
+            raise ValueError(f"freeze_stages={config.freeze_stages} but the {config.backbone} encoder has {len(stages)} stages")
+        # a plain list, not a ModuleList: these modules are already registered in the encoder
+        self.frozen: list[nn.Module] = [m for stage in stages[: config.freeze_stages] for m in stage]
+        for module in self.frozen:
+            module.requires_grad_(False)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if config.channels_last:
+            self.model.encoder.to(memory_format=torch.channels_last)
 
     @property
     def encoder(self) -> nn.Module:
         return self.model.encoder
 
     def train(self, mode: bool = True) -> ShamisaNet:
-        """Train mode, with the encoder's BatchNorm layers kept in eval mode when ``freeze_bn``."""
+        """Train mode, with BatchNorm layers kept in eval mode where frozen.
+
+        All of the encoder's when ``freeze_bn``, those of the frozen stages otherwise.
+        """
         super().train(mode)
-        if mode and self.freeze_bn:
-            for module in self.model.encoder.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        if mode:
+            for part in [self.model.encoder] if self.freeze_bn else self.frozen:
+                for module in part.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
         return self
 
     def forward(self, x: Tensor, nodes: Any) -> tuple[Tensor, Any]:
@@ -415,13 +453,14 @@ class ShamisaNet(nn.Module):
         (and the running statistics are updated twice per step, references first).
         """
         is_ref = nodes.is_ref
+        fmt = self.memory_format
         if bool(is_ref.all()) or not bool(is_ref.any()):
-            h, z = self.model(x)
+            h, z = self.model(x.contiguous(memory_format=fmt))
         else:
             ref_idx = torch.nonzero(is_ref).flatten()
             dist_idx = torch.nonzero(~is_ref).flatten()
-            h_ref, z_ref = self.model(x[ref_idx])
-            h_dist, z_dist = self.model(x[dist_idx])
+            h_ref, z_ref = self.model(x[ref_idx].contiguous(memory_format=fmt))
+            h_dist, z_dist = self.model(x[dist_idx].contiguous(memory_format=fmt))
             h = torch.empty((x.shape[0], h_ref.shape[1]), dtype=h_ref.dtype, device=h_ref.device)
             z = torch.empty((x.shape[0], z_ref.shape[1]), dtype=z_ref.dtype, device=z_ref.device)
             h = h.index_copy(0, ref_idx, h_ref).index_copy(0, dist_idx, h_dist)
@@ -994,6 +1033,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm (default: off)")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep the encoder's BatchNorm statistics fixed (default: updated, as the reference)")
+    p.add_argument("--freeze-stages", type=int, default=None,
+                   help="keep the encoder's first N stages fixed (stem = 1; default 0, as the reference)")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers building batches (default 1)")
 
@@ -1015,6 +1058,8 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         projector_gain=args.projector_gain,
         clip_grad_norm=args.clip_grad_norm,
         freeze_bn=args.freeze_bn,
+        freeze_stages=args.freeze_stages,
+        channels_last=False if args.no_channels_last else None,
     )
 
 

@@ -415,3 +415,25 @@ def test_finished_or_short_resume_reports_no_fake_export(images: Path, tmp_path:
                  "--device", "cpu", "--workers", "0", "--no-progress", "--resume", "--no-malloc-tuning"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # strict JSON: no NaN
     assert summary["final_loss"] is None and summary["export"] is None
+
+
+def test_freeze_stages_fixes_weights_and_batchnorm_of_the_first_stages() -> None:
+    torch.manual_seed(0)
+    net = ShamisaNet(_tiny(freeze_stages=2)).train()
+    trunk = net.encoder.trunk
+    assert not any(p.requires_grad for p in [*trunk.conv1.parameters(), *trunk.layer1.parameters()])
+    assert all(p.requires_grad for p in trunk.layer2.parameters())
+    assert not trunk.bn1.training and not trunk.layer1[0].bn1.training and trunk.layer2[0].bn1.training
+    assert not any(k.startswith("frozen") for k in net.state_dict())
+    before = trunk.layer1[0].bn1.running_mean.clone()
+    net(torch.rand(40, 3, 64, 64), _tiny_nodes())
+    assert torch.equal(trunk.layer1[0].bn1.running_mean, before)
+    with pytest.raises(ValueError, match="stages"):
+        ShamisaNet(_tiny(freeze_stages=6))
+
+
+def _tiny_nodes():
+    from shamisa_bench.layout import build_node_meta
+
+    layout = _tiny().layout
+    return build_node_meta(layout, torch.zeros(layout.n_items, layout.n_compositions, layout.n_levels))
