@@ -589,7 +589,7 @@ def run_suite(
             write_tables,
         )
 
-        lb = build_leaderboard(cfg.results_dir, cfg.suite)
+        lb = build_leaderboard(cfg.results_dir, cfg.suite, baseline=plan.suite.baseline)
         tables_written = write_tables(lb, cfg.results_dir)
         if console is not None:
             render_console(lb, console)

@@ -69,6 +69,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--suite", default="demo", help="suite name (default: demo)")
     r.add_argument("--results", type=Path, default=Path("results"),
                    help="results folder (default: ./results)")
+    r.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
     r.set_defaults(func=_cmd_report)
 
 
@@ -179,6 +180,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from shamisa_bench.registry import load_registry
     from shamisa_bench.results import build_leaderboard, render_console, write_tables
     from shamisa_bench.robustness.cli import dispatch_report
 
@@ -186,7 +188,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if code is not None:
         return code
 
-    lb = build_leaderboard(args.results, args.suite)
+    baseline = None
+    try:
+        baseline = load_registry(args.registry).suite(args.suite).baseline
+    except ValueError:  # results of a suite no registry describes (e.g. an overlay's): no baseline
+        pass
+    lb = build_leaderboard(args.results, args.suite, baseline=baseline)
     written = write_tables(lb, args.results)
     console = _console()
     render_console(lb, console)

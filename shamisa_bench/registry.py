@@ -267,6 +267,8 @@ class SuiteSpec:
         columns: score keys shown in the tables, in order.
         higher_is_better: per column, whether a larger value is better.
         main_score: the column used to rank.
+        baseline: a metric of the suite that every row is also compared with, split by
+            split (e.g. the ImageNet encoder in an ablation), or None.
     """
 
     name: str
@@ -282,6 +284,7 @@ class SuiteSpec:
     description: str = ""
     pairs: tuple[tuple[str, str], ...] = ()
     pair_rule: str | None = None
+    baseline: str | None = None
 
     def resolved_pairs(self) -> tuple[tuple[str, str], ...]:
         """The (train, test) pairs: explicit ``pairs`` or those given by ``pair_rule``."""
@@ -839,6 +842,9 @@ def _build_suite(c: _Checker) -> SuiteSpec | None:
             continue
         pairs.append((p[0], p[1]))
     pair_rule = c.choice("pair_rule", PAIR_RULES, None)
+    baseline = c.get("baseline", str, None, allow_none=True)
+    if baseline is not None and metrics is not None and baseline not in metrics:
+        c.bad(f"baseline {baseline!r} must be one of the suite's metrics")
     if pairs and pair_rule:
         c.bad("give either 'pairs' or 'pair_rule', not both")
     if datasets is not None and len(set(datasets)) != len(datasets):
@@ -864,6 +870,7 @@ def _build_suite(c: _Checker) -> SuiteSpec | None:
         main_score=main_score,
         pairs=tuple(pairs),
         pair_rule=pair_rule,
+        baseline=baseline,
     )
 
 

@@ -208,6 +208,23 @@ def test_paired_difference_marks_only_intervals_that_exclude_zero(tmp_path):
     assert lb.paired("srcc", "other", "intra", "a").note == "not on the same splits as best"
 
 
+def test_baseline_row_gets_a_paired_gain_section(tmp_path):
+    noise = (0.05, -0.03, 0.01, -0.06, 0.02, 0.04, -0.01, 0.0)
+    base = _record("imagenet", "a", 0.76, spread=noise)
+    better = _record("ssl", "a", 0.80, spread=noise)  # 0.04 above the baseline on every split
+    for rec in (base, better):
+        write_unit(unit_path(tmp_path, rec["unit"]), rec)
+    assert build_leaderboard(tmp_path, "s").baseline is None
+    assert build_leaderboard(tmp_path, "s", baseline="not-a-row").baseline is None
+    lb = build_leaderboard(tmp_path, "s", baseline="imagenet")
+    d = lb.paired("srcc", "ssl", "intra", "a", ref="imagenet")
+    assert d.median == pytest.approx(0.04, abs=1e-9) and d.excludes_zero
+    section = render_markdown(lb).split("## Paired gain over `imagenet` (SRCC)")[1].split("## Images")[0]
+    assert "| ssl | +0.040 [+0.040, +0.040] † |" in section
+    assert "| imagenet | baseline |" in section
+    assert "## Paired gain" not in render_markdown(build_leaderboard(tmp_path, "s"))
+
+
 def test_leaderboard_rejects_mixed_columns(tmp_path):
     a = _record("m1", "a", 0.7)
     b = _record("m2", "a", 0.7)

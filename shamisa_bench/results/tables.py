@@ -162,6 +162,8 @@ class Leaderboard:
         cells: (metric, protocol, token) -> cell.
         protocols: protocols present.
         datasets: name -> the dataset block of the first unit that used it.
+        baseline: a row every other row is also compared with, split by split (the
+            suite's ``baseline``), or None.
     """
 
     suite: str
@@ -173,6 +175,7 @@ class Leaderboard:
     cells: Mapping[tuple[str, str, str], Cell]
     protocols: tuple[str, ...] = field(default_factory=tuple)
     datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    baseline: str | None = None
 
     def cell(self, metric: str, protocol: str, token: str) -> Cell | None:
         """The cell, or None when the unit was never run."""
@@ -183,17 +186,20 @@ class Leaderboard:
         best = self.best(key, protocol, token)
         return next((m for m in self.metrics if m in best), None)
 
-    def paired(self, key: str, metric: str, protocol: str, token: str) -> PairedDifference | None:
-        """Paired difference of ``metric`` to the column's best row over the same splits.
+    def paired(self, key: str, metric: str, protocol: str, token: str,
+               ref: str | None = None) -> PairedDifference | None:
+        """Paired difference of ``metric`` to ``ref`` (default: the column's best row) over
+        the same splits.
 
         Returns None for cells that are not ok, cross cells, and when there is no best row.
         """
-        ref = self.reference(key, protocol, token)
+        if ref is None:
+            ref = self.reference(key, protocol, token)
         c, r = self.cell(metric, protocol, token), self.cell(ref or "", protocol, token)
         if ref is None or c is None or r is None or c.status != "ok" or c.is_cross:
             return None
         if metric == ref:
-            return PairedDifference(ref, 0.0, None, 0, False, "the best row")
+            return PairedDifference(ref, 0.0, None, 0, False, "the best row" if ref != self.baseline else "the baseline")
         mine = dict(zip(c.split_ids, c.per_split.get(key, ()), strict=False))
         theirs = dict(zip(r.split_ids, r.per_split.get(key, ()), strict=False))
         if set(mine) != set(theirs) or not mine:
@@ -222,8 +228,11 @@ class Leaderboard:
         return {m for m, v in vals.items() if v == target}
 
 
-def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leaderboard:
+def build_leaderboard(results_dir: str | os.PathLike[str], suite: str, *, baseline: str | None = None) -> Leaderboard:
     """Read every unit file of ``suite`` and assemble the leaderboard.
+
+    ``baseline`` (the suite's, e.g. the ImageNet encoder of an ablation) adds a comparison
+    of every row with that row; ignored when it has no results.
 
     Raises:
         FileNotFoundError: when the suite has no results.
@@ -303,6 +312,7 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str) -> Leader
         cells=cells,
         protocols=tuple(proto_order),
         datasets=dict(sorted(datasets.items())),
+        baseline=baseline if baseline in metric_names else None,
     )
 
 
@@ -347,7 +357,8 @@ def _cell_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str
     return text
 
 
-def _diff_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str) -> str:
+def _diff_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str,
+               ref: str | None = None) -> str:
     c = lb.cell(metric, protocol, token)
     if c is None:
         return "–"
@@ -355,11 +366,13 @@ def _diff_text(lb: Leaderboard, key: str, metric: str, protocol: str, token: str
         return c.status
     if c.is_cross:
         return CROSS_MARK
-    d = lb.paired(key, metric, protocol, token)
+    d = lb.paired(key, metric, protocol, token, ref=ref)
     if d is None or c.value(key) is None:
         return "nan"
     if d.note == "the best row":
         return "best"
+    if d.note == "the baseline":
+        return "baseline"
     if d.median is None:
         return d.note or "–"
     text = _fmt_signed(d.median)
@@ -438,6 +451,14 @@ def render_markdown(lb: Leaderboard, png: str | None = None) -> str:
         for m in lb.metrics:
             row = [_diff_text(lb, lb.main_score, m, p, t) for p, t in lb.tokens]
             lines.append(f"| {m} | " + " | ".join(row) + " |")
+        if lb.baseline is not None:
+            base_text = (f"Each row minus `{lb.baseline}`, split by split over the same splits: the median "
+                         f"paired gain and its 95% bootstrap interval; {EXCLUDES_ZERO_MARK} marks an interval "
+                         "that excludes 0.")
+            lines += ["", f"## Paired gain over `{lb.baseline}` ({main_label})", "", base_text, "", header, rule]
+            for m in lb.metrics:
+                row = [_diff_text(lb, lb.main_score, m, p, t, ref=lb.baseline) for p, t in lb.tokens]
+                lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines += ["", "## Images scored", "", header, rule]
     for m in lb.metrics:
         row = []
