@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.distortions.cli",
     "shamisa_bench.model.commands",
     "shamisa_bench.pretrain",
+    "shamisa_bench.pretrain_report",
     "shamisa_bench.data.cli",
     "shamisa_bench.harness_cli",
     "shamisa_bench.metric_commands",

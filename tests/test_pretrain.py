@@ -437,3 +437,29 @@ def _tiny_nodes():
 
     layout = _tiny().layout
     return build_node_meta(layout, torch.zeros(layout.n_items, layout.n_compositions, layout.n_levels))
+
+
+def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.pretrain_report import read_run_log
+
+    run = tmp_path / "with-val"
+    run.mkdir()
+    lines = (reference_run / "log.jsonl").read_text().splitlines()
+    vals = [json.dumps({"step": 0, "val_srcc": 0.70}), json.dumps({"step": 2, "val_srcc": 0.74}),
+            json.dumps({"step": 4, "val_srcc": 0.72})]
+    (run / "log.jsonl").write_text("\n".join([lines[0], vals[0], *lines[1:3], vals[1], *lines[3:-1], vals[2],
+                                              lines[-1]]) + "\n")
+    log = read_run_log(run)
+    assert len(log.steps) == 4 and len(log.validations) == 3 and log.end is not None
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["pretrain-report", str(reference_run), str(run), "--out", str(out), "--compare", "both"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed[1]["best_step"] == 2 and printed[1]["best_val_srcc"] == 0.74 and printed[1]["val_srcc_last"] == 0.72
+    for folder in (out / "run", out / "with-val"):
+        assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "run" / "log.jsonl").read_text() == (reference_run / "log.jsonl").read_text()
+    assert (out / "both.png").is_file()
+    (run / "log.jsonl").write_text("{not json\n")
+    assert main(["pretrain-report", str(run), "--out", str(out)]) == 2
