@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--suite", default="demo", help="suite name (default: demo, runs offline)")
     p.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
     p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these datasets")
-    p.add_argument("--data-root", type=Path, help="folder holding the datasets")
+    p.add_argument("--data-root", type=Path, help="folder holding the datasets (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="results folder (default: ./results)")
     p.add_argument("--cache-dir", type=Path,

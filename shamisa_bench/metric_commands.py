@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="registered dataset name (see `shamisa-bench datasets`)")
     src.add_argument("--csv", type=Path, help="CSV with columns image,mos (optional ref)")
-    p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default ./datasets)")
+    p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--registry", type=Path, default=None, help="registry folder (default: the shipped one)")
     p.add_argument("--allow-partial", action="store_true", help="fit on the images present of a partial dataset")
     p.add_argument("--image-root", type=Path, default=None, help="CSV: folder image paths are relative to")

@@ -1163,7 +1163,7 @@ def register(sub: Any) -> None:
     p.add_argument("--val-dataset", default=None,
                    help="registered labelled dataset (e.g. clive-dev) whose split-0 train/val parts give a "
                         "validation SRCC; the best export is kept in OUT/best (never the test part)")
-    p.add_argument("--data-root", default=None, help="folder holding --val-dataset (default: the harness's)")
+    p.add_argument("--data-root", default=None, help="folder holding --val-dataset (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--val-every", type=int, default=50, help="steps between validations (default 50)")
     p.add_argument("--val-split-seed", type=int, default=0, help="seed of the validation split (default 0)")
     p.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")

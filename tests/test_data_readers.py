@@ -59,6 +59,21 @@ def test_both_layouts_give_the_same_identities(tmp_path: Path) -> None:
     assert ta.frame[cols].equals(tb.frame[cols])
 
 
+def test_data_root_env_is_the_default_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shamisa_bench.data import default_data_root
+
+    truth = build("csiq", tmp_path / "elsewhere", "official")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHAMISA_BENCH_DATA", raising=False)
+    assert default_data_root() == Path("datasets")
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset(_spec("csiq", truth), None)
+    monkeypatch.setenv("SHAMISA_BENCH_DATA", str(tmp_path / "elsewhere"))
+    assert default_data_root() == tmp_path / "elsewhere"
+    # data_root=None is what run, robustness, fit-head and pretrain --val-dataset pass without --data-root
+    assert len(load_dataset(_spec("csiq", truth), None).frame) == len(truth)
+
+
 def test_official_layout_is_preferred_when_both_exist(tmp_path: Path) -> None:
     truth = build("kadid10k", tmp_path, "official")
     build("kadid10k", tmp_path, "pyiqa")

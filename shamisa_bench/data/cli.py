@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from shamisa_bench.data.table import default_data_root
 
 __all__ = ["register"]
 
 
 def _data_root_default() -> Path:
-    env = os.environ.get("SHAMISA_BENCH_DATA")
-    return Path(env) if env else Path("datasets")
+    return default_data_root()
 
 
 def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True) -> None:

@@ -32,9 +32,15 @@ __all__ = [
 FRAME_COLUMNS = ("image", "name", "mos", "ref")
 
 
+#: Environment variable naming the default data root for every command.
+DATA_ROOT_ENV = "SHAMISA_BENCH_DATA"
+
+
 def default_data_root() -> Path:
-    """``./datasets``: where pyiqa's ``load_dataset`` puts datasets by default."""
-    return Path("datasets")
+    """``$SHAMISA_BENCH_DATA`` when set, else ``./datasets`` (where pyiqa's ``load_dataset``
+    puts datasets by default). Every command that takes ``--data-root`` defaults to it."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    return Path(env) if env else Path("datasets")
 
 
 def default_cache_dir() -> Path:

@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", type=Path, help="folder holding the datasets")
+    p.add_argument("--data-root", type=Path, help="folder holding the datasets (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--cache-dir", type=Path, help="score/feature cache (default: the user cache folder)")
     p.add_argument("--no-cache", action="store_true", help="compute everything, cache nothing")
