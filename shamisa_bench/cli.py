@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="SHAMISA self-supervised NR-IQA: engine, pretraining, metric and benchmark harness.",
     )
     parser.add_argument("--version", action="version", version=f"shamisa-bench {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench = sub.add_parser("bench", help="speed benchmarks that print JSON")
     bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
@@ -61,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shamisa-bench: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"shamisa-bench: error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"shamisa-bench: error: {err} (--debug shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's 128 + SIGINT; outputs are written atomically
         print("shamisa-bench: interrupted; rerun to resume", file=sys.stderr)

@@ -365,3 +365,13 @@ def test_invalid_result_file_is_named_by_report_and_recomputed_by_run(env, capsy
     assert _run(env, "--suite", "tiny", "--metrics", "dummy-score") == 0
     assert "but the per-split values give" in capsys.readouterr().out
     assert load_unit(path)["scores"] == good["scores"]
+
+
+def test_debug_flag_shows_the_traceback_of_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.cli import main
+
+    assert main(["report", "--suite", "nothing-here", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shamisa-bench: error: ") and err.endswith("(--debug shows where)") and "\n" not in err
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "report", "--suite", "nothing-here", "--results", str(tmp_path)])
