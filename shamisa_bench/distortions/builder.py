@@ -3,8 +3,9 @@
 Per item: every content gives two reference views, a random ``crop_size`` crop at full
 scale (view ``2c``) and one of the image down-scaled by 0.5 with an antialiased bilinear
 filter (view ``2c + 1``). Each of the item's compositions is then applied to all views as a
-composition group. An image (or half-scale image) smaller than the crop is zero-padded,
-centred, up to the crop size first.
+composition group. An image (or half-scale image) smaller than the crop is zero-padded at
+the bottom and right up to the crop size first, as the evaluation pads small images
+(``shamisa_bench.heads.prepare_images``).
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ def half_scale(img: Tensor) -> Tensor:
 
 
 def random_crop(img: Tensor, size: int, *, generator: torch.Generator) -> Tensor:
-    """A uniformly placed ``size x size`` crop; zero-padded (centred) when the image is smaller.
+    """A uniformly placed ``size x size`` crop; zero-padded (bottom/right, as the evaluation
+    pads) when the image is smaller.
 
     Always draws two integers (top, left) from ``generator``, whatever the image size.
     """
     h, w = img.shape[-2:]
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:
-        img = F.pad(img, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        img = F.pad(img, (0, pw, 0, ph))
         h, w = img.shape[-2:]
     dev = generator.device
     top = int(torch.randint(h - size + 1, (1,), generator=generator, device=dev).item())
