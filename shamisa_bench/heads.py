@@ -47,7 +47,7 @@ Images with a side under :data:`MIN_IMAGE_SIDE` (32) are refused, and images who
 side exceeds :data:`MAX_SIDE` (1024) are downscaled to it first (bounded memory; images up
 to 1024 px are untouched).
 
-Alpha selection follows spec section 7: a geometric grid (default 100 values in
+Alpha selection follows the paper's protocol: a geometric grid (default 100 values in
 [1e-3, 1e3], ARNIQA's), the median validation SRCC over ``n_splits`` random
 (reference-disjoint when groups are given) train/validation splits; the validation part is
 ``val_fraction`` = 1/8 of the images (the 70/10 train/val ratio of the evaluation protocol,
@@ -695,7 +695,7 @@ def fit_head(
     groups: Sequence[Hashable] | None = None,
     config: FitConfig = FitConfig(),
 ) -> QualityHead:
-    """Fit a ridge head, alpha chosen by median validation SRCC (spec section 7).
+    """Fit a ridge head, alpha chosen by median validation SRCC.
 
     For each split the whole alpha path is fit on the training images' crop rows (MOS
     repeated for each crop), the validation images are predicted (crop predictions

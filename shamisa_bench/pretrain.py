@@ -1,7 +1,7 @@
 """`shamisa-bench pretrain`: SHAMISA self-supervised pretraining, one CPU to many GPUs.
 
-The loop follows the reference a0 run (spec section 6): SGD with momentum, cosine annealing
-with warm restarts stepped per iteration (fractional epochs), fp16 autocast with gradient
+The loop follows the reference a0 run: SGD with momentum, cosine annealing with warm
+restarts stepped per iteration (period in steps, by default the whole run), fp16 autocast with gradient
 scaling on CUDA and fp32 on CPU. The same command runs under ``torchrun`` with
 DistributedDataParallel (NCCL on GPU, gloo on CPU); each rank builds a disjoint shard of
 every step's items and only rank 0 writes.
@@ -184,7 +184,7 @@ class PretrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's reference configuration (spec sections 2-6). Its cosine schedule has
+    # The paper's reference configuration. Its cosine schedule has
     # T_0 = one epoch of KADIS-700k (about 70,000 steps), i.e. the whole one-epoch run:
     # lr_period_steps=None (the whole run) is that schedule on any pristine set.
     "a0": dict(backbone="resnet50", init="imagenet", layout=LayoutSpec()),

@@ -1,4 +1,4 @@
-"""Validation SRCC during pretraining: how a checkpoint is chosen (spec section 6).
+"""Validation SRCC during pretraining: how a checkpoint is chosen.
 
 A :class:`ValidationProbe` holds the train and validation parts of one split of a labelled
 dataset (never its test part). Called with an encoder, it extracts the evaluation

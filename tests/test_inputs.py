@@ -1,4 +1,4 @@
-"""Every input a user can give gets the right score or a clear refusal (issue 15).
+"""Every input a user can give gets the right score or a clear refusal.
 
 pyiqa inputs (16-bit files, PIL ``I;16``, [0, 255] and NaN tensors under ``python -O``,
 truncated files, 1x1 and very large images) and the ``fit-head`` command's checks, which

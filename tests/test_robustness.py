@@ -1,4 +1,4 @@
-"""Robustness reports (issue 7) on a fixture registry: a tiny suite end to end, measurements.
+"""Robustness reports on a fixture registry: a tiny suite end to end, measurements.
 
 The fixture: 2 synthetic 32 px source images, 3 types (gaussian_blur, white_noise, jpeg) at
 3 severities, 2 compositions, and dummy metrics of known behaviour:

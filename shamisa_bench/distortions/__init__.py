@@ -1,4 +1,4 @@
-"""SHAMISA's compositional distortion engine (spec section 2).
+"""SHAMISA's compositional distortion engine.
 
 - :data:`CATALOG` / :data:`GROUPS`: the 26 types in 7 groups with their anchors.
 - :func:`severity_to_value`, :func:`sample_severities`: continuous severity.

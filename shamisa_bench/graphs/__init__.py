@@ -1,4 +1,4 @@
-"""SHAMISA relation graphs (spec section 4): branches, aggregator and the combined graph."""
+"""SHAMISA relation graphs branches, aggregator and the combined graph."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The six relation-graph branches of SHAMISA (spec section 4) as pure functions.
+"""The six relation-graph branches of SHAMISA as pure functions.
 
 Every branch is a dense *directed* ``(N, N)`` weight matrix over the N nodes (crops) of a
 step, in the node order of :mod:`shamisa_bench.layout`: entry ``(i, j)`` is a stored link

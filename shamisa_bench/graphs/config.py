@@ -1,4 +1,4 @@
-"""Configuration of the SHAMISA relation graphs (spec section 4) and the named ablations.
+"""Configuration of the SHAMISA relation graphs and the named ablations.
 
 Every branch can be switched off and scaled from configuration, so each ablation of the
 paper is one :class:`GraphConfig` (plus, for the loss-side ablations, one

@@ -156,7 +156,7 @@ class BranchAggregator(nn.Module):
 
 
 class RelationGraph(nn.Module):
-    """Prototype layer, branches and aggregator of SHAMISA (spec section 4).
+    """Prototype layer, branches and aggregator of SHAMISA.
 
     Args:
         config: the graph configuration (defaults to the reference a0 graph).

@@ -1,4 +1,4 @@
-"""SHAMISA loss (spec section 5): VICReg terms, graph-weighted invariance, R_graph, L_ot."""
+"""SHAMISA loss VICReg terms, graph-weighted invariance, R_graph, L_ot."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SHAMISA objective (spec section 5): VICReg terms with a graph-weighted invariance.
+"""The SHAMISA objective VICReg terms with a graph-weighted invariance.
 
 ::
 

@@ -1,4 +1,4 @@
-"""The terms of the SHAMISA loss (spec section 5) as pure functions.
+"""The terms of the SHAMISA loss as pure functions.
 
 ``z`` is ``(N, E)`` projector output (E = 768 in the reference), ``w`` is a graph weight
 matrix ``(N, N)`` of which only the strict upper triangle (``i < j``) is read, ``P`` and

@@ -1,4 +1,4 @@
-"""Two-scale quality features for the frozen encoder (spec section 7).
+"""Two-scale quality features for the frozen encoder.
 
 The feature of an image is ``[h(full scale), h(half scale)]`` (2 * D wide). Two protocols:
 

@@ -1,4 +1,4 @@
-"""Robustness reports: how each metric reacts to each distortion (issue 7).
+"""Robustness reports: how each metric reacts to each distortion.
 
 - :class:`RobustnessParams`: the protocol's parameters (``registry/protocols/robustness.yaml``).
 - :func:`load_sources`, :func:`build_set`: the source images and the distorted set.
