@@ -389,6 +389,7 @@ def test_unreadable_and_small_images_are_reported(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "skipping 1 unreadable image file(s)" in err and "broken.jpg" in err
     assert "1 image(s) have a side below the 64 px crop" in err and "tiny.png (16x12)" in err
+    assert "5 more image(s) have a side below 128 px: their x0.5 views are zero-padded" in err
 
 
 def test_resume_drops_records_of_redone_steps(tmp_path: Path) -> None:
