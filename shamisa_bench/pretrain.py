@@ -90,6 +90,8 @@ class PretrainConfig:
         freeze_stages: keep the encoder's first N stages fixed (weights and BatchNorm
             statistics): the stem counts as stage 1, then each block stage (ResNet: layer1-4;
             EfficientNet-Lite0: blocks 0-6). 0 (the reference) trains everything.
+        c_var, c_inv, c_cov: loss coefficients replacing the reference's (11.976, 88.369,
+            57.212) when set; None keeps them.
         channels_last: run the encoder in channels-last memory format (about 2-3x faster
             convolutions on CPU; the same function, float rounding aside).
         freeze_bn: keep the encoder's BatchNorm layers in eval mode (running statistics
@@ -121,6 +123,9 @@ class PretrainConfig:
     freeze_bn: bool = False
     freeze_stages: int = 0
     channels_last: bool = True
+    c_var: float | None = None
+    c_inv: float | None = None
+    c_cov: float | None = None
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -142,6 +147,10 @@ class PretrainConfig:
             raise ValueError(f"projector_init must be one of {PROJECTOR_INITS}, got {self.projector_init!r}")
         if not self.projector_gain > 0:
             raise ValueError(f"projector_gain must be > 0, got {self.projector_gain!r}")
+        for name in ("c_var", "c_inv", "c_cov"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{name} must be a number >= 0 or None, got {value!r}")
         if not isinstance(self.freeze_stages, int) or isinstance(self.freeze_stages, bool) or self.freeze_stages < 0:
             raise ValueError(f"freeze_stages must be an int >= 0, got {self.freeze_stages!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
@@ -168,6 +177,13 @@ class PretrainConfig:
             )
         data["layout"] = LayoutSpec(**data["layout"])
         return cls(**data)
+
+    def loss_config(self) -> Any:
+        """The loss of the run: the graph ablation's, with any coefficient overrides."""
+        from shamisa_bench.losses import LossConfig
+
+        overrides = {k: float(getattr(self, k)) for k in ("c_var", "c_inv", "c_cov") if getattr(self, k) is not None}
+        return LossConfig.ablation(self.graph, **overrides)
 
     def lr_period(self, total_steps: int) -> int:
         """T_0 of the schedule, in steps (the whole run when ``lr_period_steps`` is None)."""
@@ -624,7 +640,7 @@ def run_pretrain(
         PretrainError: bad folders, bad resume state, unreadable data, non-finite loss.
     """
     from shamisa_bench.distortions.allocator import tune_malloc
-    from shamisa_bench.losses import LossConfig, ShamisaLoss
+    from shamisa_bench.losses import ShamisaLoss
     from shamisa_bench.model import save_encoder_export
 
     t_start = time.perf_counter()
@@ -677,7 +693,7 @@ def run_pretrain(
 
     torch.manual_seed(config.seed)  # the one place model init draws from
     net = ShamisaNet(config).to(dev)
-    loss_fn = ShamisaLoss(LossConfig.ablation(config.graph))
+    loss_fn = ShamisaLoss(config.loss_config())
     optimizer = torch.optim.SGD(
         _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -1040,6 +1056,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="keep the encoder's BatchNorm statistics fixed (default: updated, as the reference)")
     p.add_argument("--freeze-stages", type=int, default=None,
                    help="keep the encoder's first N stages fixed (stem = 1; default 0, as the reference)")
+    p.add_argument("--c-var", type=float, default=None, help="coefficient of L_var (default: the reference's 11.976)")
+    p.add_argument("--c-inv", type=float, default=None, help="coefficient of L_inv' (default: the reference's 88.369)")
+    p.add_argument("--c-cov", type=float, default=None, help="coefficient of L_cov (default: the reference's 57.212)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -1064,6 +1083,9 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         clip_grad_norm=args.clip_grad_norm,
         freeze_bn=args.freeze_bn,
         freeze_stages=args.freeze_stages,
+        c_var=args.c_var,
+        c_inv=args.c_inv,
+        c_cov=args.c_cov,
         channels_last=False if args.no_channels_last else None,
     )
 

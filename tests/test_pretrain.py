@@ -464,3 +464,14 @@ def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path
     assert (out / "both.png").is_file()
     (run / "log.jsonl").write_text("{not json\n")
     assert main(["pretrain-report", str(run), "--out", str(out)]) == 2
+
+
+def test_loss_coefficient_overrides() -> None:
+    cfg = _tiny(c_cov=1.0, c_var=25.0)
+    loss = cfg.loss_config()
+    assert (loss.c_var, loss.c_inv, loss.c_cov) == (25.0, 88.369, 1.0)
+    base = _tiny().loss_config()
+    assert (base.c_var, base.c_inv, base.c_cov) == (11.976, 88.369, 57.212)
+    assert _tiny(graph="vicreg_binary", c_cov=1.0).loss_config().enable_ot is False
+    with pytest.raises(ValueError, match="c_cov"):
+        _tiny(c_cov=-1.0)
