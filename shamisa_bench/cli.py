@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         if args.debug:
             raise
-        print(f"shamisa-bench: error: {err} (--debug shows where)", file=sys.stderr)
+        print(f"shamisa-bench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's 128 + SIGINT; outputs are written atomically
         print("shamisa-bench: interrupted; rerun to resume", file=sys.stderr)
