@@ -308,16 +308,22 @@ def image_set(folders: Path | Sequence[Path], paths: Sequence[Path]) -> dict[str
     return {"count": len(paths), "sha256": digest.hexdigest()}
 
 
-def small_images(paths: Sequence[Path], crop_size: int) -> list[tuple[str, tuple[int, int]]]:
-    """Images with a side below ``crop_size`` (their crops are zero-padded), with their sizes."""
+def small_images(paths: Sequence[Path], crop_size: int) -> tuple[list[tuple[str, tuple[int, int]]], int]:
+    """Images with a side below ``crop_size`` (their crops are zero-padded), with their sizes,
+    and how many others have a side below ``2 * crop_size`` (their x0.5 views are padded).
+
+    Only the image headers are read."""
     from PIL import Image
 
-    small = []
+    small, half = [], 0
     for path in paths:
         with Image.open(path) as im:
-            if min(im.size) < crop_size:
+            side = min(im.size)
+            if side < crop_size:
                 small.append((str(path), im.size))
-    return small
+            elif side < 2 * crop_size:
+                half += 1
+    return small, half
 
 
 class StepDataset(torch.utils.data.Dataset):
@@ -680,12 +686,11 @@ def run_pretrain(
             print(f"pretrain: skipping {len(unreadable)} unreadable image file(s), e.g. {unreadable[0][0]}: "
                   f"{unreadable[0][1]}", file=sys.stderr)
         crop = config.layout.crop_size
-        small = small_images(paths, crop)
+        small, half = small_images(paths, crop)
         if small:
             w, h = small[0][1]
             print(f"pretrain: {len(small)} image(s) have a side below the {crop} px crop and are "
                   f"zero-padded to it, e.g. {small[0][0]} ({w}x{h})", file=sys.stderr)
-        half = len(small_images(paths, 2 * crop)) - len(small)
         if half:
             print(f"pretrain: {half} more image(s) have a side below {2 * crop} px: their x0.5 views are "
                   f"zero-padded to the {crop} px crop", file=sys.stderr)
