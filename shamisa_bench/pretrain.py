@@ -98,6 +98,16 @@ class PretrainConfig:
             fixed at their initialisation; affine parameters still train). The reference
             updates them; with few, small, heavily distorted crops per step the updated
             statistics drift from those of whole natural images that evaluation sees.
+        projector_dim: width of z (the projector's output); None keeps the reference's
+            ``0.375 * feature_dim`` (480 for EfficientNet-Lite0, 768 for ResNet-50). The
+            VICReg terms are computed on each half of a step's nodes: when z is wider than
+            a half has rows, no z can have unit variance and zero covariance at once (the
+            half's covariance has rank below the width), and the weighted var + cov
+            minimum is a shrunken z (about 0.15 of unit scale for the lite layout). A
+            width below the half's row count removes that floor.
+        head_warmup_steps: for the run's first N steps only the heads (projector,
+            prototypes, aggregator) train; the encoder runs without gradient and keeps its
+            weights. The random heads' first gradients then never reach the encoder.
     """
 
     preset: str
@@ -126,6 +136,8 @@ class PretrainConfig:
     c_var: float | None = None
     c_inv: float | None = None
     c_cov: float | None = None
+    projector_dim: int | None = None
+    head_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -153,6 +165,16 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be a number >= 0 or None, got {value!r}")
         if not isinstance(self.freeze_stages, int) or isinstance(self.freeze_stages, bool) or self.freeze_stages < 0:
             raise ValueError(f"freeze_stages must be an int >= 0, got {self.freeze_stages!r}")
+        if self.projector_dim is not None and (
+            not isinstance(self.projector_dim, int) or isinstance(self.projector_dim, bool) or self.projector_dim < 1
+        ):
+            raise ValueError(f"projector_dim must be a positive int or None, got {self.projector_dim!r}")
+        if (
+            not isinstance(self.head_warmup_steps, int)
+            or isinstance(self.head_warmup_steps, bool)
+            or self.head_warmup_steps < 0
+        ):
+            raise ValueError(f"head_warmup_steps must be an int >= 0, got {self.head_warmup_steps!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm!r}")
         if not 0 <= self.max_unreadable_fraction < 1:
@@ -436,7 +458,10 @@ class ShamisaNet(nn.Module):
 
         encoder = build_encoder(config.backbone, init=config.init, seed=config.seed)
         self.model = ShamisaModel(encoder, Projector(
-            encoder.feature_dim, seed=config.seed, init=config.projector_init, gain=config.projector_gain))
+            encoder.feature_dim, out_dim=config.projector_dim, seed=config.seed, init=config.projector_init,
+            gain=config.projector_gain))
+        # set by the training loop: True while the heads warm up (the encoder runs without gradient)
+        self.encoder_fixed = False
         self.graph = RelationGraph(GraphConfig.ablation(config.graph), feature_dim=encoder.feature_dim)
         self.freeze_bn = config.freeze_bn
         stages = encoder_stages(self.model.encoder)
@@ -476,18 +501,18 @@ class ShamisaNet(nn.Module):
         """
         is_ref = nodes.is_ref
         fmt = self.memory_format
-        if bool(is_ref.all()) or not bool(is_ref.any()):
-            h, z = self.model(x.contiguous(memory_format=fmt))
-        else:
-            ref_idx = torch.nonzero(is_ref).flatten()
-            dist_idx = torch.nonzero(~is_ref).flatten()
-            h_ref, z_ref = self.model(x[ref_idx].contiguous(memory_format=fmt))
-            h_dist, z_dist = self.model(x[dist_idx].contiguous(memory_format=fmt))
-            h = torch.empty((x.shape[0], h_ref.shape[1]), dtype=h_ref.dtype, device=h_ref.device)
-            z = torch.empty((x.shape[0], z_ref.shape[1]), dtype=z_ref.dtype, device=z_ref.device)
-            h = h.index_copy(0, ref_idx, h_ref).index_copy(0, dist_idx, h_dist)
-            z = z.index_copy(0, ref_idx, z_ref).index_copy(0, dist_idx, z_dist)
-        return z, self.graph(h, nodes)
+        encoder = self.model.encoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_fixed):
+            if bool(is_ref.all()) or not bool(is_ref.any()):
+                h = encoder(x.contiguous(memory_format=fmt))
+            else:
+                ref_idx = torch.nonzero(is_ref).flatten()
+                dist_idx = torch.nonzero(~is_ref).flatten()
+                h_ref = encoder(x[ref_idx].contiguous(memory_format=fmt))
+                h_dist = encoder(x[dist_idx].contiguous(memory_format=fmt))
+                h = torch.empty((x.shape[0], h_ref.shape[1]), dtype=h_ref.dtype, device=h_ref.device)
+                h = h.index_copy(0, ref_idx, h_ref).index_copy(0, dist_idx, h_dist)
+        return self.model.projector(h), self.graph(h, nodes)
 
 
 # --------------------------------------------------------------------------- run
@@ -732,7 +757,7 @@ def run_pretrain(
         # Ablations that switch off transport/L_ot leave the prototypes without gradient.
         train_net = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=config.graph != "full",
+            find_unused_parameters=config.graph != "full" or config.head_warmup_steps > 0,
         )
 
     log_path = out / "log.jsonl"
@@ -828,6 +853,7 @@ def run_pretrain(
             data_s = time.perf_counter() - wait_start
             t0 = time.perf_counter()
             scheduler.step(step)
+            net.encoder_fixed = step < config.head_warmup_steps
             x = batch.crops.to(dev, non_blocking=True)
             nodes = batch.nodes.to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
@@ -1064,6 +1090,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--c-var", type=float, default=None, help="coefficient of L_var (default: the reference's 11.976)")
     p.add_argument("--c-inv", type=float, default=None, help="coefficient of L_inv' (default: the reference's 88.369)")
     p.add_argument("--c-cov", type=float, default=None, help="coefficient of L_cov (default: the reference's 57.212)")
+    p.add_argument("--projector-dim", type=int, default=None,
+                   help="width of z (default: 0.375 x the encoder width, as the reference); keep it below the "
+                        "rows of a VICReg half (52 for the lite layout) so unit variance and zero covariance can meet")
+    p.add_argument("--head-warmup-steps", type=int, default=None,
+                   help="train only the projector and graph heads for the first N steps (default 0)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -1091,6 +1122,8 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         c_var=args.c_var,
         c_inv=args.c_inv,
         c_cov=args.c_cov,
+        projector_dim=args.projector_dim,
+        head_warmup_steps=args.head_warmup_steps,
         channels_last=False if args.no_channels_last else None,
     )
 

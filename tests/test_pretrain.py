@@ -475,3 +475,37 @@ def test_loss_coefficient_overrides() -> None:
     assert _tiny(graph="vicreg_binary", c_cov=1.0).loss_config().enable_ot is False
     with pytest.raises(ValueError, match="c_cov"):
         _tiny(c_cov=-1.0)
+
+
+def test_head_warmup_keeps_the_encoder_and_then_releases_it(images: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    start = ShamisaNet(_tiny()).encoder.state_dict()
+    warm = tmp_path / "warm"
+    run_pretrain(_tiny(max_steps=2, head_warmup_steps=2), images, warm, device="cpu", num_workers=0, progress=False)
+    state = torch.load(warm / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    encoder_keys = [k for k in state if k.startswith("model.encoder.") and "num_batches" not in k]
+    projector_keys = [k for k in state if k.startswith("model.projector.")]
+    trained = ShamisaNet(_tiny())
+    trained.load_state_dict(state)
+    fresh = ShamisaNet(_tiny())
+    # the encoder's weights are those of initialisation, the projector's moved
+    assert all(torch.equal(state[k], fresh.state_dict()[k]) for k in encoder_keys if "running" not in k)
+    assert any(not torch.equal(state[k], fresh.state_dict()[k]) for k in projector_keys)
+    assert start.keys() == trained.encoder.state_dict().keys()
+    # past the warm-up the encoder trains
+    past = tmp_path / "past"
+    run_pretrain(_tiny(max_steps=3, head_warmup_steps=2), images, past, device="cpu", num_workers=0, progress=False)
+    moved = torch.load(past / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    assert any(not torch.equal(moved[k], fresh.state_dict()[k]) for k in encoder_keys if "running" not in k)
+
+
+def test_projector_dim_sets_the_width_of_z() -> None:
+    net = ShamisaNet(_tiny(projector_dim=24))
+    z, _ = net(torch.rand(40, 3, 64, 64), _tiny_nodes())
+    assert z.shape == (40, 24)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="projector_dim"):
+            _tiny(projector_dim=bad)
+    for bad in (-1, 1.5, False):
+        with pytest.raises(ValueError, match="head_warmup_steps"):
+            _tiny(head_warmup_steps=bad)
