@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.iqa_datasets import build, write_image
 
 from shamisa_bench.cli import main
 from shamisa_bench.results import load_unit
+from tests import REPO
+from tests.fixtures.iqa_datasets import build, write_image
 
-REPO = Path(__file__).resolve().parents[1]
 PRESENT = ("tid2013", "kadid10k")
 MISSING = ("live", "csiq")
 

@@ -17,7 +17,14 @@ import torch
 from PIL import Image
 
 from shamisa_bench.cli import main
-from shamisa_bench.pretrain import PretrainConfig, PretrainError, ShamisaNet, StepDataset, preset_config, run_pretrain
+from shamisa_bench.pretrain import (
+    PretrainConfig,
+    PretrainError,
+    ShamisaNet,
+    StepDataset,
+    preset_config,
+    run_pretrain,
+)
 
 
 def _write_images(folder: Path, n: int = 6, size: tuple[int, int] = (96, 80)) -> Path:
@@ -72,6 +79,7 @@ def test_run_folder_contents(reference_run: Path) -> None:
     assert (reference_run / "checkpoint.pt").is_file()
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_workers_do_not_matter(images: Path, reference_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "again"
     run_pretrain(_tiny(), images, run, device="cpu", num_workers=2, progress=False)
@@ -81,6 +89,7 @@ def test_same_seed_same_weights_and_workers_do_not_matter(images: Path, referenc
     assert not _same_state(_export_state(other), _export_state(reference_run))
 
 
+@pytest.mark.slow
 def test_resume_continues_to_identical_weights(images: Path, reference_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "split"
     # the schedule's period is the whole run (4 steps) in the reference run: fix it here too
@@ -92,6 +101,7 @@ def test_resume_continues_to_identical_weights(images: Path, reference_run: Path
     assert steps == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
     env = dict(os.environ)  # same thread count as the in-process reference run
@@ -163,6 +173,7 @@ def test_unreadable_files_are_counted_or_fail_the_run(tmp_path: Path) -> None:
     assert header["unreadable_files"][0][0].endswith("zz_broken.jpg")
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "nan"
     run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
@@ -201,6 +212,7 @@ def test_config_validation() -> None:
         preset_config("tiny", learning_rate=1.0)
 
 
+@pytest.mark.slow
 def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     """Two CPU ranks with gloo: identical weights on both ranks at the end.
 
@@ -264,6 +276,7 @@ def _labelled_dataset(tmp: Path) -> tuple[Path, Path]:
     return data, tmp / "registry"
 
 
+@pytest.mark.slow
 def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -477,6 +490,7 @@ def test_loss_coefficient_overrides() -> None:
         _tiny(c_cov=-1.0)
 
 
+@pytest.mark.slow
 def test_head_warmup_keeps_the_encoder_and_then_releases_it(images: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     start = ShamisaNet(_tiny()).encoder.state_dict()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.iqa_datasets import build
 
 from shamisa_bench.data import (
     DatasetTable,
@@ -19,6 +18,7 @@ from shamisa_bench.data import (
     split_columns,
 )
 from shamisa_bench.registry import load_registry
+from tests.fixtures.iqa_datasets import build
 
 REG = load_registry()
 

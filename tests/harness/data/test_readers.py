@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from fixtures.iqa_datasets import BUILDERS, TruthRow, build, write_image
 
 from shamisa_bench.data import (
     DatasetNotFoundError,
@@ -19,9 +18,11 @@ from shamisa_bench.data import (
 )
 from shamisa_bench.data.table import dataset_status
 from shamisa_bench.registry import DatasetSpec, load_registry
+from tests import REPO
+from tests.fixtures.iqa_datasets import BUILDERS, TruthRow, build, write_image
 
 REG = load_registry()
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = REPO / ".." / "shared" / "data"
 
 
 def _spec(name: str, truth: list[TruthRow]) -> DatasetSpec:

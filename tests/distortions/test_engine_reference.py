@@ -12,13 +12,16 @@ Skipped when the Kodak images are absent (the shared data is optional for unit t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from shamisa_bench.distortions.calibration import IDENTICAL_DB, anchor_psnr_table, calibration_crops
+from shamisa_bench.distortions.calibration import (
+    IDENTICAL_DB,
+    anchor_psnr_table,
+    calibration_crops,
+)
+from tests import REPO
 
-KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pristine" / "kodak"
+KODAK = REPO.parent / "shared" / "data" / "pristine" / "kodak"
 
 pytestmark = pytest.mark.skipif(
     not (KODAK.is_dir() and len(list(KODAK.glob("*.png"))) >= 8),
@@ -96,6 +99,7 @@ EXCEPTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(REFERENCE_DB) - {"impulse_noise"}))
 def test_anchor_psnr_matches_the_reference(ours: dict[tuple[str, int], float], name: str) -> None:
     want = REFERENCE_MULTI_SEED_DB.get(name, REFERENCE_DB[name])

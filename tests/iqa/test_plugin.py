@@ -30,6 +30,7 @@ from shamisa_bench.archs.shamisa_arch import (
 )
 from shamisa_bench.heads import HeadError, QualityHead, save_head, scale_mos
 from shamisa_bench.model import build_encoder, save_encoder_export
+from tests import REPO
 
 pyiqa = pytest.importorskip("pyiqa")
 from pyiqa.default_model_configs import DEFAULT_CONFIGS
@@ -37,7 +38,6 @@ from pyiqa.utils.registry import ARCH_REGISTRY
 
 from shamisa_bench import pyiqa_plugin
 
-REPO = Path(__file__).resolve().parents[1]
 MIN_SIZE = 96
 
 
@@ -160,15 +160,18 @@ def fresh_interpreters(weights: dict[str, Path]) -> dict[str, str]:
 # ----------------------------------------------------------------------------- registration
 
 
+@pytest.mark.slow
 def test_create_metric_after_import_pyiqa_first(fresh_interpreters: dict[str, str]) -> None:
     lines = fresh_interpreters["pyiqa_first"].splitlines()
     assert lines[1].split() == ["(2,", "1)", "True", "False"]
 
 
+@pytest.mark.slow
 def test_create_metric_after_import_shamisa_first_and_import_is_cheap(fresh_interpreters: dict[str, str]) -> None:
     assert fresh_interpreters["shamisa_first"].split() == ["False", "False", "True", "True"]
 
 
+@pytest.mark.slow
 def test_entry_point_declared_and_registers_the_arch(fresh_interpreters: dict[str, str]) -> None:
     eps = [ep for ep in importlib.metadata.entry_points(group="pyiqa.archs") if ep.name == "shamisa"]
     assert len(eps) == 1, "reinstall the project (pip install -e .) so its entry points are in the metadata"

@@ -25,13 +25,13 @@ import shamisa_bench
 from shamisa_bench import cli
 from shamisa_bench.heads import MAX_SIDE, QualityHead, prepare_images, save_head
 from shamisa_bench.model import build_encoder, save_encoder_export
+from tests import REPO
 
 pyiqa = pytest.importorskip("pyiqa")
 from PIL import Image
 
 from shamisa_bench import pyiqa_plugin
 
-REPO = Path(__file__).resolve().parents[1]
 MIN_SIZE = 96
 
 
@@ -132,6 +132,7 @@ def test_images_under_32_pixels_on_a_side_are_refused(metric: torch.nn.Module, s
     assert 0.0 <= float(metric(torch.rand(1, 3, 32, 32))) <= 1.0  # 32 is enough (padded to min_size)
 
 
+@pytest.mark.slow
 def test_bad_tensors_are_refused_under_python_O(weights: dict[str, Path]) -> None:
     """pyiqa's checks are asserts (gone under -O); ours are real if tests."""
     code = textwrap.dedent(

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.iqa_datasets import build
 
 from shamisa_bench.cli import main
 from shamisa_bench.data import fetch as fetch_mod
 from shamisa_bench.data.fetch import FETCHABLE, FetchError, fetch_dataset
 from shamisa_bench.registry import load_registry
+from tests import REPO
+from tests.fixtures.iqa_datasets import build
 
-REPO = Path(__file__).resolve().parents[1]
 REG = load_registry()
 
 

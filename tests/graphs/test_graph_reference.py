@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -49,8 +48,9 @@ from torch import nn
 from shamisa_bench.graphs import BRANCHES, GraphConfig, RelationGraph
 from shamisa_bench.layout import LayoutSpec, build_node_meta
 from shamisa_bench.losses import LossConfig, ShamisaLoss
+from tests import REPO
 
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "graph_reference.json").read_text())
+FIXTURE = json.loads((REPO / "tests" / "fixtures" / "graph_reference.json").read_text())
 COEF = FIXTURE["a0_coefficients"]
 SPEC = LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=4)
 N, D, E, K = 104, 64, 48, 32

@@ -19,8 +19,9 @@ import pytest
 
 from shamisa_bench.cli import main
 from shamisa_bench.metrics.pyiqa_home import resolve_pyiqa_home
+from tests import REPO
 
-PYIQA_CACHE = Path(__file__).resolve().parents[1] / ".." / "shared" / "pyiqa-cache"
+PYIQA_CACHE = REPO / ".." / "shared" / "pyiqa-cache"
 HAVE_CACHE = (PYIQA_CACHE / "hub" / "pyiqa" / "niqe_modelparameters.mat").is_file() and (
     PYIQA_CACHE / "hub" / "pyiqa" / "brisque_svm_weights.pth").is_file()
 needs_cache = pytest.mark.skipif(
@@ -66,6 +67,7 @@ def _score(tmp_path: Path, order: str, home: str, env_home: str | None = None) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @needs_cache
 @pytest.mark.parametrize("order", ["pyiqa-first", "pyiqa-later"])
 def test_niqe_and_brisque_score_two_images_offline(tmp_path: Path, order: str) -> None:
@@ -77,6 +79,7 @@ def test_niqe_and_brisque_score_two_images_offline(tmp_path: Path, order: str) -
         assert noisy > clean, (name, out[name])  # both are lower-is-better: noise scores worse
 
 
+@pytest.mark.slow
 @needs_cache
 def test_environment_variable_is_used_when_no_folder_is_given(tmp_path: Path) -> None:
     out = _score(tmp_path, "pyiqa-first", "env", env_home=str(PYIQA_CACHE))

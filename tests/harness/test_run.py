@@ -280,6 +280,7 @@ def test_metric_fit_on_the_dataset_is_not_tested_on_it(env):
     assert _unit(env, "tiny", "intra", "dummy-fit", "tiny")["status"] == "unavailable"
 
 
+@pytest.mark.slow
 def test_feature_probe_runs_and_caches(env):
     assert _run(env, "--suite", "tiny", "--metrics", "probe18") == 0
     rec = _unit(env, "tiny", "intra", "probe18", "tiny")

@@ -20,6 +20,7 @@ from shamisa_bench.results import (
     write_unit,
 )
 from shamisa_bench.results.tables import render_csv
+from tests import REPO
 
 
 def _record(metric: str, dataset: str, srcc: float | None, status: str = "ok",
@@ -238,11 +239,10 @@ def test_leaderboard_rejects_mixed_columns(tmp_path):
 def test_git_state_of_this_checkout() -> None:
     """Inside a git checkout that tracks the package, provenance names the commit."""
     import subprocess
-    from pathlib import Path
 
     from shamisa_bench.results.provenance import git_state
 
-    pkg_init = Path(__file__).resolve().parents[1] / "shamisa_bench" / "__init__.py"
+    pkg_init = REPO / "shamisa_bench" / "__init__.py"
     try:
         tracked = subprocess.run(["git", "-C", str(pkg_init.parent), "ls-files", "--error-unmatch", str(pkg_init)],
                                  capture_output=True, check=False).returncode == 0

@@ -379,7 +379,12 @@ def test_colorspace_round_trips_and_reference_values() -> None:
 def test_filters_match_direct_convolution() -> None:
     import torch.nn.functional as F
 
-    from shamisa_bench.distortions.filters import box_disk_kernel, fft_filter, gaussian_kernel, motion_kernels
+    from shamisa_bench.distortions.filters import (
+        box_disk_kernel,
+        fft_filter,
+        gaussian_kernel,
+        motion_kernels,
+    )
 
     assert gaussian_kernel(2.0).shape == (9, 9) and gaussian_kernel(5.0).shape == (21, 21)  # 2 ceil(2 s) + 1
     assert gaussian_kernel(0.1).shape == (3, 3)

@@ -16,8 +16,7 @@ from shamisa_bench.registry import (
     load_registry,
     validate_registry,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO
 
 DATASETS = {"live", "csiq", "tid2013", "kadid10k", "livec", "koniq10k", "spaq", "flive", "clive-dev", "demo"}
 PYIQA_SCORES = {
