@@ -39,10 +39,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from shamisa_bench.common.atomic import atomic_write_bytes
+
 __all__ = [
     "CACHE_FORMAT",
     "ArrayCache",
-    "atomic_write_bytes",
     "canonical_json",
     "identity_key",
     "image_key",
@@ -76,21 +77,6 @@ def image_key(path: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(f"{p}: image file not found") from err
     ident = f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class ArrayCache:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from shamisa_bench.common.progress import TaskProgress
 from shamisa_bench.results import (
     SCHEMA_VERSION,
     collect_provenance,
@@ -366,51 +367,6 @@ def _split_block(plan: Plan, splits: Sequence[Any], method: Any) -> dict[str, An
 
 
 # --------------------------------------------------------------------------- running
-class _Progress:
-    """Rich progress bars for units and images, or nothing."""
-
-    def __init__(self, enabled: bool, console: Any) -> None:
-        self.enabled = enabled
-        self._p: Any = None
-        self.console = console
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                               transient=False)
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def add(self, desc: str, total: int) -> Any:
-        return self._p.add_task(desc, total=total) if self._p is not None else None
-
-    def advance(self, task: Any, n: int = 1) -> None:
-        if self._p is not None and task is not None:
-            self._p.advance(task, n)
-
-    def reset(self, task: Any, desc: str, total: int) -> None:
-        if self._p is not None and task is not None:
-            self._p.reset(task, total=total, description=desc)
-
-    def log(self, text: str) -> None:
-        if self.console is not None:
-            self.console.print(text, markup=False, highlight=False)
-
-
 def run_suite(
     cfg: RunConfig,
     *,
@@ -496,7 +452,7 @@ def run_suite(
         if on_unit is not None:
             on_unit(unit, clean)
 
-    with _Progress(cfg.progress and console is not None, console) as prog:
+    with TaskProgress(cfg.progress and console is not None, console) as prog:
         units_task = prog.add("units", len(plan.todo))
         images_task = prog.add("images", 0)
         for metric_name, units in by_metric.items():

@@ -16,16 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from shamisa_bench.common.device import check_device, default_device
+
 __all__ = ["bench_run", "register", "register_bench", "run_config"]
-
-
-def _default_device() -> str:
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "cpu"
 
 
 def _console(quiet: bool = False) -> Any:
@@ -106,17 +99,6 @@ def register_bench(bench_subparsers: Any) -> None:
     r.set_defaults(func=_cmd_bench_run)
 
 
-def _check_device(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    elif device != "cpu":
-        raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
-    return device
-
-
 def run_config(args: argparse.Namespace) -> Any:
     """The RunConfig of ``run``'s arguments (``robustness`` takes the same ones)."""
     from shamisa_bench.data import default_cache_dir
@@ -129,7 +111,7 @@ def run_config(args: argparse.Namespace) -> Any:
         data_root=args.data_root,
         results_dir=args.results,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        device=_check_device(args.device or _default_device()),
+        device=check_device(args.device or default_device()),
         seed=args.seed,
         overwrite=args.overwrite,
         allow_partial=args.allow_partial,
@@ -282,7 +264,7 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         cache_dir=args.cache_dir,
         registry_root=args.registry,
-        device=_check_device(args.device or _default_device()),
+        device=check_device(args.device or default_device()),
     )
     print(json.dumps(out, indent=2))
     return 0

@@ -57,10 +57,8 @@ on all images with the chosen alpha.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +69,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
+
+from shamisa_bench.common.atomic import atomic_torch_save
 
 __all__ = [
     "DEFAULT_MIN_SIZE",
@@ -327,21 +327,7 @@ def save_head(head: QualityHead, path: str | os.PathLike[str]) -> Path:
     """
     if not isinstance(head, QualityHead):
         raise TypeError(f"head must be a QualityHead, got {type(head).__name__}")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = head.to_state_dict()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_torch_save(head.to_state_dict(), path)
 
 
 def load_head(path: str | os.PathLike[str]) -> QualityHead:
@@ -467,7 +453,7 @@ def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE, max_side: 
             "(smaller images are refused rather than padded into a meaningless score)"
         )
     if max_side is not None and max(height, width) > max_side:
-        from shamisa_bench.imageio import scaled_size
+        from shamisa_bench.common.imageio import scaled_size
 
         size = scaled_size(height, width, max_side)
         if min(size) < MIN_IMAGE_SIDE:
@@ -654,8 +640,8 @@ def select_alpha(
     Raises:
         ValueError: no split could be scored.
     """
+    from shamisa_bench.common.scoring import srcc_many
     from shamisa_bench.ridge import fit_ridge_path, predict_path, select_alpha_by_val
-    from shamisa_bench.scoring import srcc_many
 
     n, k, dim = x.shape
     alphas = config.alpha_grid()

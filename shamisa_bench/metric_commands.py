@@ -175,7 +175,7 @@ def _check_out(out: Path) -> None:
     import os
     import tempfile
 
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
 
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give the head file to write, e.g. {out / 'head.pt'}")
@@ -196,7 +196,7 @@ def _check_labels_in_range(mos_range: tuple[float, float], mos: Any, where: list
     """Refuse labels outside ``mos_range``, naming the first offending rows."""
     import numpy as np
 
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
 
     lo, hi = mos_range
     bad = np.flatnonzero((mos < lo) | (mos > hi))
@@ -217,7 +217,7 @@ def _check_fit_size(n_images: int, n_groups: int, val_fraction: float) -> None:
     or reference groups), as :func:`shamisa_bench.heads.validation_splits` draws it; it and
     the training part must each hold at least :data:`MIN_VAL_IMAGES` images on average.
     """
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
 
     n_val = min(max(round(val_fraction * n_groups), 1), max(n_groups - 1, 1))
     per_group = n_images / max(n_groups, 1)
@@ -233,9 +233,9 @@ def _check_fit_size(n_images: int, n_groups: int, val_fraction: float) -> None:
 
 def _check_images(images: list[Path]) -> None:
     """Decode every image before any features are computed; list all that fail."""
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
     from shamisa_bench.heads import MIN_IMAGE_SIDE
-    from shamisa_bench.imageio import check_image
+    from shamisa_bench.common.imageio import check_image
 
     bad: list[str] = []
     for path in images:
@@ -258,8 +258,8 @@ def _fit_head_command(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from shamisa_bench.cli import CLIError
-    from shamisa_bench.harness_cli import _check_device
+    from shamisa_bench.cli.errors import CLIError
+    from shamisa_bench.common.device import check_device
     from shamisa_bench.heads import (
         MAX_SIDE,
         FitConfig,
@@ -267,11 +267,11 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         fit_head,
         save_head,
     )
-    from shamisa_bench.imageio import load_image
+    from shamisa_bench.common.imageio import load_image
     from shamisa_bench.model.export import load_encoder_export
 
     started = time.perf_counter()
-    device = _check_device(str(args.device))
+    device = check_device(str(args.device))
     _check_out(args.out)
     if not 0.0 < args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")

@@ -29,8 +29,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from shamisa_bench.common.atomic import atomic_torch_save, atomic_write_text
+from shamisa_bench.common.progress import StepProgress
 from shamisa_bench.layout import LayoutSpec, StepBatch, collate_items
 
 __all__ = [
@@ -283,7 +285,7 @@ def scan_images(folders: Path | Sequence[Path]) -> tuple[list[Path], list[tuple[
     Raises:
         PretrainError: if a folder does not exist or they hold no image file.
     """
-    from shamisa_bench.imageio import list_images, load_image
+    from shamisa_bench.common.imageio import list_images, load_image
 
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     paths: list[Path] = []
@@ -399,8 +401,8 @@ class StepDataset(torch.utils.data.Dataset):
         return [int(perm[(first + i) % n]) for i in range(self.layout.n_items)]
 
     def build(self, step: int) -> StepBatch:
+        from shamisa_bench.common.imageio import load_image
         from shamisa_bench.distortions import build_item
-        from shamisa_bench.imageio import load_image
 
         items = []
         for slot, index in enumerate(self.item_indices(step)):
@@ -558,18 +560,6 @@ def _resolve_device(name: str, dist_info: _Dist | None = None) -> torch.device:
     elif device.type != "cpu":
         raise PretrainError(f"unsupported device {name!r}; use cpu, cuda or auto")
     return device
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _param_groups(net: ShamisaNet, config: PretrainConfig) -> list[dict[str, Any]]:
@@ -778,7 +768,7 @@ def run_pretrain(
             "provenance": _provenance(),
         }
         if not resume:
-            _atomic_write_text(out / "config.json", json.dumps(
+            atomic_write_text(out / "config.json", json.dumps(
                 {"format": CONFIG_FORMAT, "config": config.to_dict(), "images": images_id}, indent=2))
             log_path.write_text("")
         else:
@@ -804,7 +794,7 @@ def run_pretrain(
 
     def save_checkpoint(step: int) -> None:
         if dist_info.is_main:
-            _atomic_torch_save(
+            atomic_torch_save(
                 {
                     "net": net.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -844,7 +834,7 @@ def run_pretrain(
     if start_step == 0 and total_steps > 0:
         validate(0)
     last = {"loss": float("nan")}
-    bar = _Progress(total_steps, start_step, enabled=progress and dist_info.is_main)
+    bar = StepProgress(total_steps, start_step, enabled=progress and dist_info.is_main)
     net.train()
     step = start_step
     wait_start = time.perf_counter()
@@ -1033,34 +1023,8 @@ def _truncate_log(log_path: Path, start_step: int) -> int:
             continue
         kept.append(line)
     if dropped:
-        _atomic_write_text(log_path, "".join(line + "\n" for line in kept))
+        atomic_write_text(log_path, "".join(line + "\n" for line in kept))
     return dropped
-
-
-class _Progress:
-    """A rich progress bar with step, loss and ETA (a no-op when disabled)."""
-
-    def __init__(self, total: int, start: int, *, enabled: bool) -> None:
-        self._progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
-            transient=False,
-        )
-        self._progress.start()
-        self._task = self._progress.add_task("steps", total=total, completed=start, loss="-")
-
-    def update(self, completed: int, loss: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=completed, loss=f"{loss:.4f}")
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1129,7 +1093,7 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
 
     config = _config_from_args(args)
     validation = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shamisa_bench.cache import atomic_write_bytes
+from shamisa_bench.common.atomic import atomic_write_bytes
 
 __all__ = ["RunLog", "plot_compare", "plot_curves", "read_run_log"]
 
@@ -144,7 +144,7 @@ def plot_compare(logs: list[RunLog], path: Path, title: str) -> None:
 
 
 def _cmd_pretrain_report(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
 
     out = Path(args.out)
     logs = []

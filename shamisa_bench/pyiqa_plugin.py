@@ -28,7 +28,7 @@ creation, which is why ``import shamisa_bench`` is the documented way in.
 Inputs. :func:`register` also wraps pyiqa's ``InferenceModel._prepare_inputs`` so that, for
 a SHAMISA network only, images go through :meth:`SHAMISA.prepare_inputs
 <shamisa_bench.archs.shamisa_arch.SHAMISA.prepare_inputs>`: files and PIL images are read
-by the project's loader (:mod:`shamisa_bench.imageio`; pyiqa's loader clips 16-bit
+by the project's loader (:mod:`shamisa_bench.common.imageio`; pyiqa's loader clips 16-bit
 images at 255 and names no file on a decoding error), and tensors are checked with real
 ``if`` tests (pyiqa's are ``assert``s, gone under ``python -O``). Every other metric goes
 through pyiqa's own method, unchanged.

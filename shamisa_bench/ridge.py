@@ -266,7 +266,7 @@ def bench_ridge(
 
     import torch
 
-    from shamisa_bench.scoring import srcc_many
+    from shamisa_bench.common.scoring import srcc_many
 
     if threads is not None:
         torch.set_num_threads(int(threads))

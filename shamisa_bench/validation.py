@@ -87,7 +87,7 @@ class ValidationProbe:
         from shamisa_bench.data import load_dataset
         from shamisa_bench.data.splits import make_splits
         from shamisa_bench.heads import FitConfig
-        from shamisa_bench.imageio import ImageReadError, load_image
+        from shamisa_bench.common.imageio import ImageReadError, load_image
         from shamisa_bench.registry import load_registry
 
         spec = load_registry(registry).dataset(dataset)

@@ -379,8 +379,8 @@ class SHAMISA(nn.Module):
     def prepare_inputs(self, target: object, check_range: bool = True) -> torch.Tensor:
         """What pyiqa's ``create_metric('shamisa...')`` calls instead of its own loader and asserts.
 
-        Files (``str`` / ``os.PathLike``) are read with :func:`shamisa_bench.imageio.load_image`
-        and PIL images converted with :func:`shamisa_bench.imageio.pil_to_tensor`, as the
+        Files (``str`` / ``os.PathLike``) are read with :func:`shamisa_bench.common.imageio.load_image`
+        and PIL images converted with :func:`shamisa_bench.common.imageio.pil_to_tensor`, as the
         harness reads images: 16-bit PNGs and ``I;16`` images are scaled by 65535, never
         clipped at 255, and errors name the file. Tensors are checked with real ``if`` tests
         (they hold under ``python -O``).
@@ -393,7 +393,7 @@ class SHAMISA(nn.Module):
         Returns:
             (N, C, H, W) float tensor.
         """
-        from shamisa_bench.imageio import load_image, pil_to_tensor
+        from shamisa_bench.common.imageio import load_image, pil_to_tensor
 
         if isinstance(target, (str, os.PathLike)):
             # Decoded straight to at most MAX_SIDE (the same values prepare_images would give),
@@ -406,7 +406,7 @@ class SHAMISA(nn.Module):
 
             from PIL import Image, UnidentifiedImageError
 
-            from shamisa_bench.imageio import ImageReadError
+            from shamisa_bench.common.imageio import ImageReadError
 
             try:
                 with Image.open(io.BytesIO(target)) as img:

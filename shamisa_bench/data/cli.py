@@ -155,7 +155,7 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
     from shamisa_bench.data.fetch import FetchError, fetch_dataset
 
     reg = _registry(args)

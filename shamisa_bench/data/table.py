@@ -376,7 +376,7 @@ def dataset_status(
 
 def _decode(path: str) -> None:
     try:
-        from shamisa_bench.imageio import load_image
+        from shamisa_bench.common.imageio import load_image
     except ImportError:
         from PIL import Image
 
@@ -389,7 +389,7 @@ def _decode(path: str) -> None:
 def verify_images(table: DatasetTable, *, progress: Any = None) -> list[tuple[str, str]]:
     """Decode every image of ``table``; return ``(name, reason)`` for those that fail.
 
-    Uses ``shamisa_bench.imageio.load_image`` (falls back to Pillow when that module is absent).
+    Uses ``shamisa_bench.common.imageio.load_image`` (falls back to Pillow when that module is absent).
 
     Args:
         table: the dataset.

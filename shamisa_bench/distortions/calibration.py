@@ -45,7 +45,7 @@ def calibration_crops(folder: str | Path, n: int = 8, size: int = 224) -> Tensor
         ValueError: if ``folder`` is not a folder or holds fewer than ``n`` images (the
             message names the folder), or an image cannot be read.
     """
-    from shamisa_bench.imageio import load_image
+    from shamisa_bench.common.imageio import load_image
 
     root = Path(folder)
     if not root.is_dir():

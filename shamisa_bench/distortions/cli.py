@@ -89,9 +89,9 @@ def _cmd_distortions(args: argparse.Namespace) -> int:
 
 
 def _cmd_distort(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
     from shamisa_bench.distortions.sheet import contact_sheet
-    from shamisa_bench.imageio import load_image
+    from shamisa_bench.common.imageio import load_image
 
     if args.size < 16:
         raise CLIError(f"--size must be at least 16 pixels, got {args.size}")
@@ -111,9 +111,9 @@ def _cmd_distort(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
     from shamisa_bench.distortions.bench import bench_engine, default_bench_images
-    from shamisa_bench.imageio import list_images, load_image
+    from shamisa_bench.common.imageio import list_images, load_image
     from shamisa_bench.layout import LayoutSpec
 
     if args.steps < 1 or args.warmup < 0 or args.max_images < 1 or args.type_batch < 1 or args.crop_size < 16:

@@ -25,10 +25,10 @@ __all__ = ["MetricOutputs", "compute_outputs", "decode_image"]
 def decode_image(path: str) -> Any:
     """Decode an image file to a ``(1, 3, H, W)`` float tensor in [0, 1].
 
-    Uses ``shamisa_bench.imageio.load_image`` (the project's decoder), which raises a
+    Uses ``shamisa_bench.common.imageio.load_image`` (the project's decoder), which raises a
     ValueError subclass naming the file for a corrupt image.
     """
-    from shamisa_bench.imageio import load_image
+    from shamisa_bench.common.imageio import load_image
 
     return load_image(path).unsqueeze(0)
 

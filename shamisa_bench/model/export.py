@@ -17,18 +17,17 @@ raises :class:`ExportError` (a ``ValueError``) naming the offending file otherwi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
+from shamisa_bench.common.atomic import atomic_torch_save, atomic_write_text
 from shamisa_bench.model.backbones import (
     BACKBONES,
     INITS,
@@ -126,21 +125,6 @@ def _preprocessing(feature_dim: int) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through ``write(fh)`` into a temp file in ``path``'s folder, then rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
 def save_encoder_export(
     encoder: Encoder,
     out_dir: str | os.PathLike[str],
@@ -188,7 +172,7 @@ def save_encoder_export(
         for key, value in encoder.state_dict().items()
     }
     weights = out / WEIGHTS_FILE
-    _atomic_write(weights, lambda fh: torch.save(state, fh))
+    atomic_torch_save(state, weights)
 
     from shamisa_bench import __version__
 
@@ -209,7 +193,7 @@ def save_encoder_export(
         "extra": extra_dict,
     }
     text = json.dumps(config, indent=2, sort_keys=False) + "\n"
-    _atomic_write(out / CONFIG_FILE, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write_text(out / CONFIG_FILE, text)
     return out
 
 

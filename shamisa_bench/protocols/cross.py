@@ -26,7 +26,7 @@ from shamisa_bench.protocols.common import (
     split_parts,
     usable_images,
 )
-from shamisa_bench.scoring import orient
+from shamisa_bench.common.scoring import orient
 
 __all__ = ["run_cross"]
 

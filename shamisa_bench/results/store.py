@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from shamisa_bench.cache import atomic_write_bytes
+from shamisa_bench.common.atomic import atomic_write_bytes
 from shamisa_bench.results.schema import clean_json, unit_token, validate_unit
 
 __all__ = ["iter_units", "load_unit", "unit_path", "write_unit"]

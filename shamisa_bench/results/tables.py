@@ -11,7 +11,7 @@ could not run keeps its row, with ``unavailable`` (or ``failed``) in its cells a
 reason in the notes.
 
 Intervals are percentile bootstraps of the median over the splits
-(:func:`shamisa_bench.scoring.bootstrap_median_interval`, fixed seed). The splits are
+(:func:`shamisa_bench.common.scoring.bootstrap_median_interval`, fixed seed). The splits are
 random partitions of the same images, so an interval says how much the median depends on
 the choice of splits, not how it would move on new images. A cross-dataset cell scores the
 whole test dataset once per pair, so it gets no interval and says so.
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from shamisa_bench.cache import atomic_write_bytes
+from shamisa_bench.common.atomic import atomic_write_bytes
 from shamisa_bench.results.schema import unit_token
 from shamisa_bench.results.store import iter_units
-from shamisa_bench.scoring import (
+from shamisa_bench.common.scoring import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     bootstrap_median_interval,

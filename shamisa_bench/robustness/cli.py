@@ -86,7 +86,7 @@ def _execute(cfg: Any) -> int:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
+    from shamisa_bench.cli.errors import CLIError
 
     if args.images and args.datasets:
         raise CLIError("give either --images or --datasets, not both")

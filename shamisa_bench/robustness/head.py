@@ -93,7 +93,7 @@ def fit_probe_head(
     from shamisa_bench.metrics import compute_outputs
     from shamisa_bench.protocols import run_intra
     from shamisa_bench.ridge import fit_ridge_path
-    from shamisa_bench.scoring import orient
+    from shamisa_bench.common.scoring import orient
 
     t0 = time.perf_counter()
     cfg = RunConfig(data_root=data_root, cache_dir=data_cache_dir, allow_partial=allow_partial)

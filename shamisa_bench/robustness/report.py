@@ -307,7 +307,7 @@ def _save(fig: Any, path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
-    from shamisa_bench.cache import atomic_write_bytes
+    from shamisa_bench.common.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -404,7 +404,7 @@ def write_report(results_dir: str | Path, name: str) -> tuple[Path, ...]:
     Returns:
         the files written: the markdown first, then the PNGs (none when no metric is ok).
     """
-    from shamisa_bench.cache import atomic_write_bytes
+    from shamisa_bench.common.atomic import atomic_write_bytes
 
     manifest, records = load_results(results_dir, name)
     out = Path(results_dir) / "robustness"

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from shamisa_bench.common.progress import TaskProgress
 from shamisa_bench.robustness.config import RobustnessParams
 from shamisa_bench.robustness.generate import DistortedSet, build_set, grid_name
 from shamisa_bench.robustness.measure import measure_metric
@@ -107,7 +108,7 @@ class RobustnessSummary:
 
 def write_record(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     """Clean (6 decimals, NaN -> null) and atomically write a JSON record; return it."""
-    from shamisa_bench.cache import atomic_write_bytes
+    from shamisa_bench.common.atomic import atomic_write_bytes
     from shamisa_bench.results import clean_json
 
     clean = clean_json(record)
@@ -181,7 +182,7 @@ class _MetricState:
 
     def quality(self, names: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, float]:
         """Quality (higher = better) per image name; missing images are left out."""
-        from shamisa_bench.scoring import orient
+        from shamisa_bench.common.scoring import orient
 
         have = [(n, k) for n, k in zip(names, keys) if k in self.values]
         if not have:
@@ -237,7 +238,6 @@ def run_robustness(
         ValueError: unknown names (listing the valid ones), bad parameters, an empty image
             folder or no readable source image.
     """
-    from shamisa_bench.harness import _Progress
     from shamisa_bench.metrics import MetricUnavailable, build_metric, describe_device
     from shamisa_bench.registry import load_registry
     from shamisa_bench.results import collect_provenance, git_state
@@ -310,7 +310,7 @@ def run_robustness(
 
     gen_s = 0.0
     try:
-        with _Progress(run.progress and console is not None, console) as prog:
+        with TaskProgress(run.progress and console is not None, console) as prog:
             task = prog.add("batches", len(dset.batches))
             for batch in dset.batches:
                 need: list[tuple[_MetricState, list[int]]] = []

@@ -90,7 +90,7 @@ def _sha256(data: bytes) -> str:
 
 def _from_files(paths: Sequence[Path], names: Sequence[str], size: int
                 ) -> tuple[list[str], list[str], list[Any], list[tuple[str, str]]]:
-    from shamisa_bench.imageio import load_image
+    from shamisa_bench.common.imageio import load_image
 
     out_names, idents, pix, skipped = [], [], [], []
     for path, name in zip(paths, names):
@@ -107,7 +107,7 @@ def _from_files(paths: Sequence[Path], names: Sequence[str], size: int
 
 def _folder(folder: Path, max_images: int, size: int
             ) -> tuple[list[str], list[str], list[Any], list[tuple[str, str]]]:
-    from shamisa_bench.imageio import IMAGE_SUFFIXES, list_images
+    from shamisa_bench.common.imageio import IMAGE_SUFFIXES, list_images
 
     files = list_images(folder)
     if not files:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shamisa_bench.imageio import ImageReadError, list_images, load_image
+from shamisa_bench.common.imageio import ImageReadError, list_images, load_image
 
 
 def _save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from shamisa_bench import scoring
+from shamisa_bench.common import scoring
 
 
 def test_srcc_plcc_krcc_hand_values_with_ties():
@@ -80,7 +80,7 @@ def test_orient_flips_lower_better():
 
 
 def test_bootstrap_median_interval_is_seeded_and_brackets_the_median():
-    from shamisa_bench.scoring import bootstrap_median_interval
+    from shamisa_bench.common.scoring import bootstrap_median_interval
 
     rng = np.random.default_rng(3)
     v = rng.normal(0.7, 0.05, size=10)

@@ -26,7 +26,7 @@ from tests import REPO
 def _record(metric: str, dataset: str, srcc: float | None, status: str = "ok",
             spread: tuple[float, ...] = (-0.02, 0.0, 0.02)) -> dict:
     """A unit record whose summary is computed from its per-split values, as the harness does."""
-    from shamisa_bench.scoring import aggregate_scores
+    from shamisa_bench.common.scoring import aggregate_scores
 
     per_split = [] if srcc is None else [
         {"split": i, "srcc": srcc + d, "plcc": srcc / 2, "hash": f"h{i}"} for i, d in enumerate(spread)]

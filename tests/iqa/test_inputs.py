@@ -191,7 +191,7 @@ def test_large_images_are_downscaled_to_max_side_and_smaller_ones_untouched(metr
 def test_large_files_decode_straight_to_max_side_with_the_same_values(
     metric: torch.nn.Module, tmp_path: Path, mode: str
 ) -> None:
-    from shamisa_bench.imageio import load_image
+    from shamisa_bench.common.imageio import load_image
 
     arr = (np.random.default_rng(3).random((90, 1300, 3)) * 255).astype(np.uint8)
     path = tmp_path / f"wide-{mode}.png"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shamisa_bench import ridge
-from shamisa_bench.scoring import srcc_many
+from shamisa_bench.common.scoring import srcc_many
 
 
 def _closed_form(X, y, alpha, standardize=False):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.stats import kendalltau, rankdata
 
 __all__ = [
     "SCORE_KEYS",
@@ -94,8 +96,6 @@ def srcc(pred: ArrayLike, target: ArrayLike) -> float:
         pred: predictions, shape ``(n,)``, finite.
         target: labels, shape ``(n,)``, finite.
     """
-    from scipy.stats import rankdata
-
     p, t = _pair(pred, target)
     return _pearson(rankdata(p), rankdata(t))
 
@@ -110,8 +110,6 @@ def srcc_many(preds: ArrayLike, target: ArrayLike) -> NDArray[np.float64]:
     Returns:
         shape ``(A,)``; NaN for a constant row.
     """
-    from scipy.stats import rankdata
-
     p = np.asarray(preds, dtype=np.float64)
     if p.ndim != 2:
         raise ValueError(f"preds must have shape (A, n), got {p.shape}")
@@ -139,8 +137,6 @@ def plcc(pred: ArrayLike, target: ArrayLike) -> float:
 
 def krcc(pred: ArrayLike, target: ArrayLike) -> float:
     """Kendall rank correlation (tau-b, which accounts for ties). NaN if either is constant."""
-    from scipy.stats import kendalltau
-
     p, t = _pair(pred, target)
     if p.size < 2 or np.ptp(p) == 0 or np.ptp(t) == 0:
         return math.nan
@@ -199,8 +195,6 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike) -> LogisticFit:
     Returns:
         the fit; ``converged`` is False (identity mapping) when the fit fails.
     """
-    from scipy.optimize import OptimizeWarning, curve_fit
-
     p, t = _pair(pred, target)
     identity = LogisticFit((1.0, 0.0, 0.0, 1.0), 0.0, 1.0, False)
     if p.size < 5 or np.ptp(p) == 0 or np.ptp(t) == 0:

@@ -1,9 +1,14 @@
 """The `shamisa-bench` command line: a thin layer that parses and dispatches.
 
-Each area of the package owns its subcommands in its own module, which exposes
-``register(subparsers)`` and, when it has benchmarks, ``register_bench(bench_subparsers)``.
-A subcommand parser sets ``func`` (a callable taking the parsed namespace and returning an
-exit code). Modules are imported when the CLI starts, in the order listed here.
+Each subpackage owns its subcommands in its own ``cli`` module, which exposes
+``register(subparsers)``; ``shamisa_bench.perf.cli`` adds ``bench`` and its targets. A
+subcommand parser sets ``func`` (a callable taking the parsed namespace and returning an
+exit code); a handler raises :class:`~shamisa_bench.cli.errors.CLIError` for a one-line
+error message.
+
+The command modules are imported by name when the parser is built, in the order of
+``_COMMAND_MODULES`` (the order of ``--help``), not when this package is imported: they
+import ``shamisa_bench.cli.errors``, which runs this ``__init__`` first.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import sys
 from collections.abc import Sequence
 
 from shamisa_bench import __version__
+from shamisa_bench.cli.errors import CLIError
+
+__all__ = ["CLIError", "build_parser", "main"]
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.distortions.cli",
@@ -25,10 +33,6 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.metric_commands",
     "shamisa_bench.robustness.cli",
 )
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "check_image", "list_images", "load_image", "pil_to_tensor", "scaled_size"]
 
@@ -82,8 +80,6 @@ def _downscale_planes(img: Image.Image, size: tuple[int, int], path: str | Path)
     Bit-identical to converting the whole image to float and then downscaling it, because
     bilinear antialiased interpolation treats channels independently.
     """
-    import torch.nn.functional as F
-
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # as _to_rgb_tensor does
     if img.mode != "RGB":
@@ -117,9 +113,7 @@ def pil_to_tensor(img: Image.Image, source: str = "PIL image") -> Tensor:
     Raises:
         ImageReadError: Unsupported layout, or an image with no pixels.
     """
-    from PIL import Image as _Image
-
-    if not isinstance(img, _Image.Image):
+    if not isinstance(img, Image.Image):
         raise TypeError(f"{source}: expected a PIL.Image.Image, got {type(img).__name__}")
     if img.width < 1 or img.height < 1:
         raise ImageReadError(f"{source}: image has no pixels")
@@ -133,8 +127,6 @@ def pil_to_tensor(img: Image.Image, source: str = "PIL image") -> Tensor:
 def _open(
     path: str | os.PathLike[str], convert: bool, max_side: int | None = None
 ) -> tuple[Tensor | None, tuple[int, int]]:
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.exists():
         raise ImageReadError(f"{p}: no such image file")
