@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from shamisa_bench.common.atomic import atomic_torch_save, atomic_write_text
 from shamisa_bench.common.progress import StepProgress
-from shamisa_bench.layout import LayoutSpec, StepBatch, collate_items
+from shamisa_bench.train.steps import LayoutSpec, StepBatch, collate_items
 
 __all__ = [
     "PRESETS",
@@ -402,7 +402,7 @@ class StepDataset(torch.utils.data.Dataset):
 
     def build(self, step: int) -> StepBatch:
         from shamisa_bench.common.imageio import load_image
-        from shamisa_bench.distortions import build_item
+        from shamisa_bench.train.steps import build_item
 
         items = []
         for slot, index in enumerate(self.item_indices(step)):

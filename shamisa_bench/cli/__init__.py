@@ -25,6 +25,7 @@ __all__ = ["CLIError", "build_parser", "main"]
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.distortions.cli",
+    "shamisa_bench.perf.cli",
     "shamisa_bench.model.commands",
     "shamisa_bench.pretrain",
     "shamisa_bench.pretrain_report",

@@ -10,7 +10,15 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions import blur, brightness, color, compression, noise, sharpness, spatial
+from shamisa_bench.distortions import (
+    blur,
+    brightness,
+    color,
+    compression,
+    noise,
+    sharpness,
+    spatial,
+)
 from shamisa_bench.distortions.base import DistortionOp, Draws
 from shamisa_bench.distortions.catalog import CATALOG, check_type, severity_to_value
 

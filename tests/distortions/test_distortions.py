@@ -1,4 +1,4 @@
-"""Distortion engine: catalog, severities, all 26 types, compositions, step builder."""
+"""Distortion engine: catalog, severities, all 26 types, compositions."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from shamisa_bench.distortions import (
     apply_composition_from_scratch,
     apply_composition_group,
     apply_distortion,
-    build_item,
-    build_step,
-    crop_views,
     distort,
     make_composition,
     sample_composition,
@@ -25,8 +22,6 @@ from shamisa_bench.distortions import (
     types_in_group,
     value_to_severity,
 )
-from shamisa_bench.distortions.bench import synthetic_images
-from shamisa_bench.distortions.builder import half_scale, random_crop
 from shamisa_bench.distortions.colorspace import (
     hsv_to_rgb,
     lab_to_rgb,
@@ -35,7 +30,7 @@ from shamisa_bench.distortions.colorspace import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
-from shamisa_bench.layout import LayoutSpec
+from shamisa_bench.perf.engine import synthetic_images
 
 SPEC_ANCHORS = {
     "gaussian_blur": (0.1, 0.5, 1, 2, 5),
@@ -493,80 +488,6 @@ def test_levels_differ_only_in_the_varying_factor() -> None:
     out, _ = apply_composition_group(views, plan)
     assert torch.equal(out[0:2], out[2:4])  # equal severities -> identical crops (noise shared)
     assert not torch.equal(out[0:2], out[4:6])
-
-
-# --- builder ---------------------------------------------------------------------------
-
-
-def test_build_step_reference_layout_sizes() -> None:
-    spec = LayoutSpec(crop_size=24)  # the a0 layout with small crops: 252 nodes
-    imgs = synthetic_images(6, 50, 60, seed=5)
-    step = build_step([imgs[:3], imgs[3:]], spec, generator=gen(1))
-    assert step.crops.shape == (252, 3, 24, 24)
-    assert len(step.nodes) == 252 and step.spec == spec
-    assert float(step.crops.min()) >= 0 and float(step.crops.max()) <= 1
-    assert len(step.compositions) == 2 and all(len(c) == 4 for c in step.compositions)
-    dist = ~step.nodes.is_ref
-    for b in range(2):
-        for c in range(4):
-            meta = step.compositions[b][c]
-            sel = dist & (step.nodes.item == b) & (step.nodes.comp == c)
-            levels = step.nodes.level[sel]
-            assert torch.equal(step.nodes.var_severity[sel], meta.var_severity[levels].float())
-    small = LayoutSpec(n_items=2, n_contents=1, n_compositions=2, n_levels=2, crop_size=16)
-    one = build_step([imgs[:1], imgs[1:2]], small, generator=gen(1))
-    again = build_step([imgs[:1], imgs[1:2]], small, generator=gen(1))
-    assert torch.equal(one.crops, again.crops)
-    assert [[c.types for c in item] for item in one.compositions] == [
-        [c.types for c in item] for item in again.compositions
-    ]
-
-
-def test_build_item_order_and_scales() -> None:
-    spec = LayoutSpec(n_items=1, n_contents=2, n_compositions=2, n_levels=3, crop_size=16, max_distortions=3)
-    h, w = 40, 64
-    ramp = torch.linspace(0, 1, w).expand(3, h, w).contiguous()  # horizontal ramp, step 1/(w-1)
-    item = build_item([ramp, ramp.flip(-1)], spec, generator=gen(4))
-    assert item.crops.shape == (spec.nodes_per_item, 3, 16, 16)
-    refs = item.crops[: spec.n_views]
-    assert torch.equal(refs, crop_views([ramp, ramp.flip(-1)], 16, generator=gen(4)))
-    step_full = (refs[0, 0, 0, 1:] - refs[0, 0, 0, :-1]).mean()
-    step_half = (refs[1, 0, 0, 1:] - refs[1, 0, 0, :-1]).mean()
-    assert float(step_full) == pytest.approx(1 / (w - 1), rel=1e-3)
-    assert float(step_half) == pytest.approx(2 / (w - 1), rel=0.05)  # x0.5 view: twice the slope
-    assert float(refs[2, 0, 0, 1] - refs[2, 0, 0, 0]) < 0  # content 1 is the flipped ramp
-    # each composition's crops follow the references, level-major
-    g = gen(4)
-    views = crop_views([ramp, ramp.flip(-1)], 16, generator=g)
-    plan = sample_composition(3, 3, "gaussian", generator=g)
-    expected, _ = apply_composition_group(views, plan)
-    assert torch.equal(item.crops[spec.n_views : spec.n_views + 3 * spec.n_views], expected)
-    assert item.compositions[0].types == plan.types
-
-
-def test_small_images_are_zero_padded() -> None:
-    img = torch.ones(3, 20, 24)
-    crop = random_crop(img, 32, generator=gen())
-    assert crop.shape == (3, 32, 32)
-    assert float(crop.sum()) == pytest.approx(3 * 20 * 24)
-    # padded at the bottom and right, as the evaluation pads (heads.prepare_images)
-    assert float(crop[:, :20, :24].sum()) == 3 * 20 * 24
-    assert float(crop[:, 20:].abs().sum()) == 0 and float(crop[:, :, 24:].abs().sum()) == 0
-    assert half_scale(img).shape == (3, 10, 12)
-    views = crop_views([img], 32, generator=gen())
-    assert float(views[1].sum()) == pytest.approx(3 * 10 * 12, rel=1e-5)
-
-
-def test_builder_rejects_bad_contents() -> None:
-    spec = LayoutSpec(n_items=1, n_contents=2, n_compositions=1, n_levels=2, crop_size=16)
-    with pytest.raises(ValueError, match="2 contents"):
-        build_item([torch.rand(3, 20, 20)], spec, generator=gen())
-    with pytest.raises(ValueError, match=r"content 1 must have shape \(3, H, W\)"):
-        build_item([torch.rand(3, 20, 20), torch.rand(20, 20)], spec, generator=gen())
-    with pytest.raises(TypeError, match="content 0"):
-        build_item([torch.zeros(3, 20, 20, dtype=torch.uint8), torch.rand(3, 20, 20)], spec, generator=gen())
-    with pytest.raises(ValueError, match="items"):
-        build_step([[torch.rand(3, 20, 20)] * 2] * 2, spec, generator=gen())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")

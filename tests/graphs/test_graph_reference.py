@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from shamisa_bench.graphs import BRANCHES, GraphConfig, RelationGraph
-from shamisa_bench.layout import LayoutSpec, build_node_meta
+from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 from shamisa_bench.losses import LossConfig, ShamisaLoss
 from tests import REPO
 

@@ -25,7 +25,7 @@ from shamisa_bench.graphs import (
     transport_edges,
     transport_scores,
 )
-from shamisa_bench.layout import LayoutSpec, build_node_meta
+from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 
 # 2 items, 1 content (views 0 = full scale, 1 = x0.5), 2 compositions, 3 levels.
 # Node order (the reference's): refs (item, view) at 0..3, then distorted crops
@@ -432,25 +432,3 @@ def test_bad_inputs(nodes2v):
         rg(_features(28, 8, 0), bad)
     with pytest.raises(ValueError):
         RelationGraph(feature_dim=0)
-
-
-def test_collate_puts_each_crop_at_its_node():
-    from shamisa_bench.layout import CompositionMeta, ItemBatch, collate_items
-
-    spec = LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=2, crop_size=8)
-    V, C, L = spec.n_views, spec.n_compositions, spec.n_levels
-    items = []
-    for b in range(spec.n_items):
-        # per-item order: V references, then for each (comp, level) the V views; the pixel
-        # value encodes (item, view, comp, level) so the step order can be read back
-        codes = [1000 * b + 100 * v + 99 for v in range(V)]
-        codes += [1000 * b + 100 * v + 10 * c + lv for c in range(C) for lv in range(L) for v in range(V)]
-        crops = torch.tensor(codes, dtype=torch.float32)[:, None, None, None].expand(-1, 3, 8, 8)
-        comps = tuple(CompositionMeta(("jpeg",), torch.full((L, 1), float(c)), torch.zeros(L, 1), 0) for c in range(C))
-        items.append(ItemBatch(crops=crops, compositions=comps))
-    step = collate_items(items, spec)
-    n = step.nodes
-    got = step.crops[:, 0, 0, 0].long()
-    want = torch.where(n.is_ref, 1000 * n.item + 100 * n.view + 99, 1000 * n.item + 100 * n.view + 10 * n.comp + n.level)
-    assert torch.equal(got, want)
-    assert float(n.var_severity[~n.is_ref][0]) == 0.0 and float(n.var_severity[-1]) == float(C - 1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shamisa_bench.graphs import ABLATIONS, GraphConfig, GraphOutput, RelationGraph
-from shamisa_bench.layout import LayoutSpec, build_node_meta
+from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 from shamisa_bench.losses import (
     TERMS,
     LossConfig,

@@ -346,7 +346,7 @@ def test_old_run_config_with_epoch_period_is_refused() -> None:
 
 
 def test_encoder_sees_references_and_distorted_crops_as_two_batches() -> None:
-    from shamisa_bench.distortions import build_step
+    from shamisa_bench.train.steps import build_step
 
     cfg = _tiny()
     torch.manual_seed(0)
@@ -447,7 +447,7 @@ def test_freeze_stages_fixes_weights_and_batchnorm_of_the_first_stages() -> None
 
 
 def _tiny_nodes():
-    from shamisa_bench.layout import build_node_meta
+    from shamisa_bench.train.steps import build_node_meta
 
     layout = _tiny().layout
     return build_node_meta(layout, torch.zeros(layout.n_items, layout.n_compositions, layout.n_levels))

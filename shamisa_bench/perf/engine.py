@@ -19,10 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions.builder import build_step, crop_views
-from shamisa_bench.distortions.catalog import CATALOG, sample_severities, severity_to_value
+from shamisa_bench.distortions.catalog import (
+    CATALOG,
+    sample_severities,
+    severity_to_value,
+)
 from shamisa_bench.distortions.engine import apply_distortion, record_type_times
-from shamisa_bench.layout import LayoutSpec
+from shamisa_bench.train.steps import LayoutSpec, build_step, crop_views
 
 __all__ = ["bench_engine", "default_bench_images", "synthetic_images"]
 

@@ -1,4 +1,4 @@
-"""The structured step layout shared by the distortion engine and the relation graphs.
+"""A pretraining step: its structured layout, its node order, and the crops that fill it.
 
 One pretraining step holds ``n_items`` items. Each item has ``n_views`` reference views
 (``n_contents`` contents, each cut at full scale and at x0.5 scale), and each of its
@@ -25,6 +25,19 @@ and views, as the engine makes them); :func:`collate_items` reorders.
 View ``v`` is cut at full scale when ``v`` is even and at x0.5 scale when ``v`` is odd, so
 views ``2c`` and ``2c + 1`` come from content ``c``. The reference a0 layout (2 items,
 3 contents, 4 compositions, 5 levels) has 2 * (6 + 6 * 4 * 5) = 252 nodes.
+
+Building the crops (:func:`build_item`, :func:`build_step`). Per item: every content gives
+two reference views, a random ``crop_size`` crop at full scale (view ``2c``) and one of the
+image down-scaled by 0.5 with an antialiased bilinear filter (view ``2c + 1``). Each of the
+item's compositions is then applied to all views as a composition group
+(:func:`shamisa_bench.distortions.apply_composition_group`). An image (or half-scale image)
+smaller than the crop is zero-padded at the bottom and right up to the crop size first, as
+the evaluation pads small images (``shamisa_bench.iqa.head.prepare_images``).
+
+The per-node metadata type :class:`~shamisa_bench.graphs.nodes.NodeMeta` (what the graphs
+read) and the per-composition record
+:class:`~shamisa_bench.distortions.compose.CompositionMeta` (what the engine applied) live
+with their readers and writers; they are importable from here as well.
 """
 
 from __future__ import annotations
@@ -33,16 +46,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from shamisa_bench.distortions.compose import (
+    CompositionMeta,
+    apply_composition_group,
+    sample_composition,
+)
+from shamisa_bench.graphs.nodes import NodeMeta
+
 __all__ = [
+    "SEVERITY_SAMPLERS",
     "CompositionMeta",
     "ItemBatch",
     "LayoutSpec",
     "NodeMeta",
     "StepBatch",
+    "build_item",
     "build_node_meta",
+    "build_step",
     "collate_items",
+    "crop_views",
+    "half_scale",
+    "random_crop",
     "step_order",
 ]
 
@@ -97,34 +124,6 @@ class LayoutSpec:
     @property
     def n_nodes(self) -> int:
         return self.n_items * self.nodes_per_item
-
-
-@dataclass(frozen=True)
-class NodeMeta:
-    """Per-node metadata of a step; every field has shape ``(N,)``.
-
-    Attributes:
-        item: item index of the node.
-        view: view index (even = full scale, odd = x0.5 scale).
-        is_ref: True for the reference (undistorted) crops.
-        comp: composition index, -1 for references.
-        level: level index inside the composition group, -1 for references.
-        var_severity: severity index in [0, 4] of the composition's varying factor at this
-            node (after integer rounding), NaN for references.
-    """
-
-    item: Tensor
-    view: Tensor
-    is_ref: Tensor
-    comp: Tensor
-    level: Tensor
-    var_severity: Tensor
-
-    def __len__(self) -> int:
-        return int(self.item.numel())
-
-    def to(self, device: torch.device | str) -> NodeMeta:
-        return NodeMeta(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
 
 
 def build_node_meta(spec: LayoutSpec, var_severity: Tensor) -> NodeMeta:
@@ -184,30 +183,6 @@ def step_order(spec: LayoutSpec) -> Tensor:
 
 
 @dataclass(frozen=True)
-class CompositionMeta:
-    """What one composition group applied.
-
-    Attributes:
-        types: the n distortion type names, in the order they were applied.
-        severities: ``(n_levels, n)`` severity indices actually applied (integer types
-            rounded, then the index recomputed from the rounded value).
-        values: ``(n_levels, n)`` parameter values actually applied.
-        var_pos: the position (0..n-1) that varies across levels; every other column of
-            ``severities`` is constant.
-    """
-
-    types: tuple[str, ...]
-    severities: Tensor
-    values: Tensor
-    var_pos: int
-
-    @property
-    def var_severity(self) -> Tensor:
-        """``(n_levels,)`` severity indices of the varying factor."""
-        return self.severities[:, self.var_pos]
-
-
-@dataclass(frozen=True)
 class ItemBatch:
     """One item of a step: its crops in node order plus what each composition applied.
 
@@ -261,3 +236,103 @@ def collate_items(items: Sequence[ItemBatch], spec: LayoutSpec) -> StepBatch:
         compositions=tuple(item.compositions for item in items),
         spec=spec,
     )
+
+
+# --------------------------------------------------------------------------- building the crops
+
+
+def _check_content(img: object, i: int) -> Tensor:
+    if not isinstance(img, Tensor) or not img.is_floating_point():
+        raise TypeError(
+            f"content {i} must be a floating-point (3, H, W) tensor in [0, 1], got {type(img).__name__}"
+            + (f" of dtype {img.dtype}" if isinstance(img, Tensor) else "")
+        )
+    if img.dim() != 3 or img.shape[0] != 3 or min(img.shape) < 1:
+        raise ValueError(f"content {i} must have shape (3, H, W), got {tuple(img.shape)}")
+    return img
+
+
+def half_scale(img: Tensor) -> Tensor:
+    """``(3, H, W)`` -> ``(3, max(1, H // 2), max(1, W // 2))``, antialiased bilinear."""
+    h, w = img.shape[-2:]
+    size = (max(1, h // 2), max(1, w // 2))
+    return F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def random_crop(img: Tensor, size: int, *, generator: torch.Generator) -> Tensor:
+    """A uniformly placed ``size x size`` crop; zero-padded (bottom/right, as the evaluation
+    pads) when the image is smaller.
+
+    Always draws two integers (top, left) from ``generator``, whatever the image size.
+    """
+    h, w = img.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        img = F.pad(img, (0, pw, 0, ph))
+        h, w = img.shape[-2:]
+    dev = generator.device
+    top = int(torch.randint(h - size + 1, (1,), generator=generator, device=dev).item())
+    left = int(torch.randint(w - size + 1, (1,), generator=generator, device=dev).item())
+    return img[:, top : top + size, left : left + size]
+
+
+def crop_views(contents: Sequence[Tensor], crop_size: int, *, generator: torch.Generator) -> Tensor:
+    """Reference views of the contents: ``(2 * len(contents), 3, S, S)``, full then half scale.
+
+    Raises:
+        TypeError: if a content is not a floating-point tensor.
+        ValueError: if a content is not ``(3, H, W)``.
+    """
+    views = []
+    for i, img in enumerate(contents):
+        img = _check_content(img, i)
+        views.append(random_crop(img, crop_size, generator=generator))
+        views.append(random_crop(half_scale(img), crop_size, generator=generator))
+    return torch.stack(views).clamp(0.0, 1.0)
+
+
+def build_item(contents: Sequence[Tensor], spec: LayoutSpec, *, generator: torch.Generator) -> ItemBatch:
+    """Crops and composition metadata of one item, in the layout's node order.
+
+    Args:
+        contents: ``spec.n_contents`` images ``(3, H, W)`` float in [0, 1] (any sizes, one device).
+        spec: the layout sizes.
+        generator: the only source of randomness (crops, then compositions).
+
+    Returns:
+        ItemBatch with ``spec.nodes_per_item`` crops: the ``n_views`` references, then each
+        composition's ``n_levels * n_views`` crops, level-major.
+
+    Raises:
+        ValueError: if the number of contents does not match ``spec.n_contents``.
+    """
+    if len(contents) != spec.n_contents:
+        raise ValueError(f"the layout needs {spec.n_contents} contents per item, got {len(contents)}")
+    views = crop_views(contents, spec.crop_size, generator=generator)
+    crops = [views]
+    metas = []
+    for _ in range(spec.n_compositions):
+        plan = sample_composition(spec.max_distortions, spec.n_levels, spec.severity_sampler, generator=generator)
+        out, meta = apply_composition_group(views, plan)
+        crops.append(out)
+        metas.append(meta)
+    return ItemBatch(crops=torch.cat(crops), compositions=tuple(metas))
+
+
+def build_step(
+    images_per_item: Sequence[Sequence[Tensor]], spec: LayoutSpec, *, generator: torch.Generator
+) -> StepBatch:
+    """A whole step: ``spec.n_items`` items built with :func:`build_item`, collated.
+
+    Args:
+        images_per_item: for each item, its ``spec.n_contents`` images ``(3, H, W)``.
+        spec: the layout sizes (``LayoutSpec()`` is the reference a0 layout, 252 crops).
+        generator: the only source of randomness.
+
+    Raises:
+        ValueError: if the numbers of items or contents do not match ``spec``.
+    """
+    if len(images_per_item) != spec.n_items:
+        raise ValueError(f"the layout needs {spec.n_items} items per step, got {len(images_per_item)}")
+    items = [build_item(contents, spec, generator=generator) for contents in images_per_item]
+    return collate_items(items, spec)
