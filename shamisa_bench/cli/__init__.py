@@ -26,7 +26,7 @@ __all__ = ["CLIError", "build_parser", "main"]
 _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.distortions.cli",
     "shamisa_bench.perf.cli",
-    "shamisa_bench.model.commands",
+    "shamisa_bench.model.cli",
     "shamisa_bench.pretrain",
     "shamisa_bench.pretrain_report",
     "shamisa_bench.data.cli",

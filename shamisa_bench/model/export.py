@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from shamisa_bench import __version__
 from shamisa_bench.common.atomic import atomic_torch_save, atomic_write_text
 from shamisa_bench.model.backbones import (
     BACKBONES,
@@ -173,8 +174,6 @@ def save_encoder_export(
     }
     weights = out / WEIGHTS_FILE
     atomic_torch_save(state, weights)
-
-    from shamisa_bench import __version__
 
     spec = backbone_spec(encoder.backbone)
     config = {

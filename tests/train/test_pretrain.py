@@ -237,7 +237,7 @@ def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     # The logged step-0 loss is the mean of the two shards' losses, each computed here in
     # one process from the same initial weights.
     from shamisa_bench.losses import LossConfig, ShamisaLoss
-    from shamisa_bench.pretrain import ShamisaNet, scan_images
+    from shamisa_bench.pretrain import scan_images
 
     config = _tiny(max_steps=2)
     paths, _ = scan_images(images)

@@ -7,15 +7,25 @@
 * ``model convert-export SRC --dtype float16 --out DST``: rewrite an export in another
   storage dtype (how the shipped fp16 encoder is made), keeping its provenance.
 * ``bench encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
-
-Heavy imports happen inside the handlers so the CLI starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 from typing import Any
+
+import torch
+
+from shamisa_bench.model.backbones import build_encoder, fetch_imagenet_weights
+from shamisa_bench.model.export import (
+    load_encoder_export,
+    read_encoder_export,
+    save_encoder_export,
+)
+from shamisa_bench.model.features import encode_two_scale
 
 __all__ = ["register", "register_bench"]
 
@@ -54,16 +64,12 @@ def register_bench(bench_subparsers: Any) -> None:
 
 
 def _fetch_weights(args: argparse.Namespace) -> int:
-    from shamisa_bench.model.backbones import fetch_imagenet_weights
-
     for backbone in args.backbone:
         print(f"{backbone}: {fetch_imagenet_weights(backbone)}")
     return 0
 
 
 def _verify_export(args: argparse.Namespace) -> int:
-    from shamisa_bench.model.export import load_encoder_export, read_encoder_export
-
     info = read_encoder_export(args.path)
     load_encoder_export(args.path)  # strict load
     summary = {
@@ -80,12 +86,6 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 
 def _convert_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from shamisa_bench.model.export import load_encoder_export, read_encoder_export, save_encoder_export
-
     source = read_encoder_export(args.path)
     if Path(args.out).resolve() == source.config_path.parent.resolve():
         raise ValueError(f"--out {args.out} is the source export; write the conversion elsewhere")
@@ -100,13 +100,6 @@ def _convert_export(args: argparse.Namespace) -> int:
 
 
 def _bench_encoder(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from shamisa_bench.model.backbones import build_encoder
-    from shamisa_bench.model.features import encode_two_scale
-
     if args.size < 64 or args.batch < 1 or args.iters < 1:
         raise ValueError("need --size >= 64, --batch >= 1, --iters >= 1")
     device = torch.device(args.device)
