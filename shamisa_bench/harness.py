@@ -43,7 +43,7 @@ from shamisa_bench.results import (
     unit_path,
     write_unit,
 )
-from shamisa_bench.results.provenance import utc_now
+from shamisa_bench.common.provenance import utc_now
 
 __all__ = ["Plan", "RunConfig", "RunSummary", "Unit", "load_tables", "plan_suite", "run_suite", "scrub_paths"]
 

@@ -24,15 +24,14 @@ from shamisa_bench.cli.errors import CLIError
 __all__ = ["CLIError", "build_parser", "main"]
 
 _COMMAND_MODULES: tuple[str, ...] = (
-    "shamisa_bench.distortions.cli",
-    "shamisa_bench.perf.cli",
-    "shamisa_bench.model.cli",
-    "shamisa_bench.pretrain",
-    "shamisa_bench.pretrain_report",
-    "shamisa_bench.data.cli",
-    "shamisa_bench.harness_cli",
-    "shamisa_bench.metric_commands",
-    "shamisa_bench.robustness.cli",
+    "shamisa_bench.perf.cli",  # bench
+    "shamisa_bench.distortions.cli",  # distortions, distort
+    "shamisa_bench.model.cli",  # model
+    "shamisa_bench.train.cli",  # pretrain, pretrain-report
+    "shamisa_bench.data.cli",  # datasets, validate, data
+    "shamisa_bench.harness_cli",  # run, report
+    "shamisa_bench.metric_commands",  # fit-head
+    "shamisa_bench.robustness.cli",  # robustness
 )
 
 
@@ -45,14 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    bench = sub.add_parser("bench", help="speed benchmarks that print JSON")
-    bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     for name in _COMMAND_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "register"):
-            module.register(sub)
-        if hasattr(module, "register_bench"):
-            module.register_bench(bench_sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -1,4 +1,9 @@
-"""``shamisa-bench bench``: the speed benchmarks, each printing JSON."""
+"""``shamisa-bench bench``: the speed benchmarks, each printing JSON.
+
+The ``engine`` and ``pretrain`` targets are defined here and in
+:mod:`~shamisa_bench.perf.pretrain`; ``encoder``, ``ridge``, ``run`` and ``metric`` time the
+code of their subpackage and are defined by its ``cli`` module (``register_bench``).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,30 @@ import sys
 
 import torch
 
+from shamisa_bench import harness_cli, metric_commands
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import list_images, load_image
 from shamisa_bench.distortions.allocator import tune_malloc
+from shamisa_bench.model import cli as model_cli
+from shamisa_bench.perf import pretrain as pretrain_bench
 from shamisa_bench.perf.engine import bench_engine, default_bench_images
 from shamisa_bench.train.steps import LayoutSpec
 
-__all__ = ["register_bench"]
+__all__ = ["register"]
 
 
-def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench`` and its targets, in this order: engine, encoder, pretrain, ridge, run, metric."""
+    bench = subparsers.add_parser("bench", help="speed benchmarks that print JSON")
+    bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    _register_engine(bench_sub)
+    model_cli.register_bench(bench_sub)
+    pretrain_bench.register_bench(bench_sub)
+    harness_cli.register_bench(bench_sub)
+    metric_commands.register_bench(bench_sub)
+
+
+def _register_engine(bench_subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench engine``."""
     b = bench_subparsers.add_parser(
         "engine", help="time full a0 step generation (252 crops of 224) and every distortion type"

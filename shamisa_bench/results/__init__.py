@@ -1,6 +1,6 @@
 """Results: the per-unit JSON schema, atomic storage, provenance and leaderboard tables."""
 
-from shamisa_bench.results.provenance import collect_provenance, git_state
+from shamisa_bench.common.provenance import collect_provenance, git_state
 from shamisa_bench.results.schema import (
     SCHEMA_VERSION,
     STATUSES,

@@ -241,7 +241,7 @@ def run_robustness(
     from shamisa_bench.metrics import MetricUnavailable, build_metric, describe_device
     from shamisa_bench.registry import load_registry
     from shamisa_bench.results import collect_provenance, git_state
-    from shamisa_bench.results.provenance import utc_now
+    from shamisa_bench.common.provenance import utc_now
     from shamisa_bench.robustness.report import write_report
     from shamisa_bench.robustness.sources import load_sources
 

@@ -240,7 +240,7 @@ def test_git_state_of_this_checkout() -> None:
     """Inside a git checkout that tracks the package, provenance names the commit."""
     import subprocess
 
-    from shamisa_bench.results.provenance import git_state
+    from shamisa_bench.common.provenance import git_state
 
     pkg_init = REPO / "shamisa_bench" / "__init__.py"
     try:

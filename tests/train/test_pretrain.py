@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from shamisa_bench.cli import main
-from shamisa_bench.pretrain import (
+from shamisa_bench.model import ShamisaNet
+from shamisa_bench.train import (
     PretrainConfig,
     PretrainError,
-    ShamisaNet,
     StepDataset,
     preset_config,
     run_pretrain,
@@ -237,7 +237,7 @@ def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     # The logged step-0 loss is the mean of the two shards' losses, each computed here in
     # one process from the same initial weights.
     from shamisa_bench.losses import LossConfig, ShamisaLoss
-    from shamisa_bench.pretrain import scan_images
+    from shamisa_bench.train.data import scan_images
 
     config = _tiny(max_steps=2)
     paths, _ = scan_images(images)
@@ -282,7 +282,7 @@ def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) 
 
     from shamisa_bench.model import load_encoder_export, read_encoder_export
     from shamisa_bench.registry import load_registry
-    from shamisa_bench.validation import ValidationProbe
+    from shamisa_bench.train.probe import ValidationProbe
 
     data, overlay = _labelled_dataset(tmp_path)
     registry = tmp_path / "full-registry"
@@ -406,13 +406,13 @@ def test_unreadable_and_small_images_are_reported(tmp_path: Path, capsys: pytest
 
 
 def test_resume_drops_records_of_redone_steps(tmp_path: Path) -> None:
-    from shamisa_bench.pretrain import _truncate_log
+    from shamisa_bench.train.checkpoint import truncate_log
 
     log = tmp_path / "log.jsonl"
     lines = [{"command": ["x"]}, {"step": 0, "val_srcc": 0.5}, {"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.9},
              {"step": 2, "val_srcc": 0.6}, {"step": 2, "loss": 0.8}, {"step": 3, "loss": 0.7}]
     log.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "lo')
-    assert _truncate_log(log, 2) == 3
+    assert truncate_log(log, 2) == 3
     kept = [json.loads(line) for line in log.read_text().splitlines()]
     assert kept == lines[:5]
 
@@ -455,7 +455,7 @@ def _tiny_nodes():
 
 def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from shamisa_bench.pretrain_report import read_run_log
+    from shamisa_bench.train.report import read_run_log
 
     run = tmp_path / "with-val"
     run.mkdir()

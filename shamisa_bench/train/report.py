@@ -1,17 +1,17 @@
-"""``shamisa-bench pretrain-report``: a pretraining run's curves and log, ready to commit.
+"""A pretraining run's log, read back, and its curves (the work of ``pretrain-report``).
 
-For each run folder it copies ``config.json`` and ``log.jsonl`` to ``OUT/<name>/`` and
-draws ``OUT/<name>/curves.png``: the validation SRCC (when the run measured it) and the
-loss terms against the step. ``--compare NAME`` also draws ``OUT/NAME.png``, the
+For each run folder, ``shamisa-bench pretrain-report`` (:mod:`shamisa_bench.train.cli`)
+copies ``config.json`` and ``log.jsonl`` to ``OUT/<name>/`` and draws
+``OUT/<name>/curves.png`` (:func:`plot_curves`): the validation SRCC (when the run measured
+it) and the loss terms against the step. ``--compare NAME`` also draws ``OUT/NAME.png``, the
 validation curves of all the given runs on one plot. Nothing is recomputed: every figure
 comes from the run's own log.
 """
 
 from __future__ import annotations
 
-import argparse
+import io
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ def read_run_log(run: Path) -> RunLog:
 
 
 def _figure(rows: int) -> tuple[Any, Any]:
+    # lazy: matplotlib takes seconds to import and only the report draws
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,9 +86,7 @@ def _figure(rows: int) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: see _figure
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -141,46 +140,3 @@ def plot_compare(logs: list[RunLog], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
-
-
-def _cmd_pretrain_report(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli.errors import CLIError
-
-    out = Path(args.out)
-    logs = []
-    for run in args.runs:
-        run = Path(run)
-        try:
-            log = read_run_log(run)
-        except ValueError as err:
-            raise CLIError(str(err)) from err
-        target = out / log.name
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "log.jsonl"):
-            if (run / name).is_file():
-                shutil.copyfile(run / name, target / name)
-        plot_curves(log, target / "curves.png")
-        logs.append(log)
-        best = max((v for v in log.validations if v["step"] > 0), key=lambda v: v["val_srcc"], default=None)
-        line = {"run": log.name, "steps": len(log.steps), "curves": str(target / "curves.png")}
-        if best is not None:
-            line.update(best_step=best["step"], best_val_srcc=best["val_srcc"],
-                        val_srcc_step0=next((v["val_srcc"] for v in log.validations if v["step"] == 0), None),
-                        val_srcc_last=log.validations[-1]["val_srcc"])
-        print(json.dumps(line))
-    if args.compare:
-        plot_compare(logs, out / f"{args.compare}.png", args.title or args.compare)
-        print(json.dumps({"compare": str(out / f"{args.compare}.png")}))
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "pretrain-report",
-        help="copy pretraining runs' config and log and draw their curves (PNG), for results/pretrain/",
-    )
-    p.add_argument("runs", nargs="+", help="pretraining run folders")
-    p.add_argument("--out", default="results/pretrain", help="where each run's folder goes (default results/pretrain)")
-    p.add_argument("--compare", default=None, metavar="NAME", help="also draw OUT/NAME.png: all validation curves")
-    p.add_argument("--title", default=None, help="title of the comparison plot")
-    p.set_defaults(func=_cmd_pretrain_report)

@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shamisa_bench.common.imageio import ImageReadError, load_image
+from shamisa_bench.data import load_dataset
+from shamisa_bench.data.splits import make_splits
+from shamisa_bench.heads import FitConfig, extract_features, select_alpha
+from shamisa_bench.registry import load_registry
+
 __all__ = ["ValidationProbe", "ValidationResult"]
 
 
@@ -84,12 +90,6 @@ class ValidationProbe:
         val_fraction: float = 0.2,
         registry: Path | str | None = None,
     ) -> None:
-        from shamisa_bench.data import load_dataset
-        from shamisa_bench.data.splits import make_splits
-        from shamisa_bench.heads import FitConfig
-        from shamisa_bench.common.imageio import ImageReadError, load_image
-        from shamisa_bench.registry import load_registry
-
         spec = load_registry(registry).dataset(dataset)
         table = load_dataset(spec, data_root, cache_dir=cache_dir)
         split = make_splits(table, split_seed)
@@ -120,8 +120,6 @@ class ValidationProbe:
 
     def __call__(self, encoder: torch.nn.Module) -> ValidationResult:
         """Measures ``encoder`` (left in the train/eval mode it came in)."""
-        from shamisa_bench.heads import extract_features, select_alpha
-
         t0 = time.perf_counter()
         device = self.device if self.device is not None else next(encoder.parameters()).device
         was_training = encoder.training

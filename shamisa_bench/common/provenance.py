@@ -1,4 +1,4 @@
-"""Provenance of a result: versions, git state, device, seed, checkpoint, timing."""
+"""Provenance of a result or a run: versions, git state, device, seed, checkpoint, timing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from shamisa_bench import __version__
 
 __all__ = ["collect_provenance", "git_state", "package_versions", "utc_now"]
 
@@ -30,8 +32,6 @@ def package_versions() -> dict[str, str | None]:
 
     Read from the installed distributions' metadata, so nothing heavy is imported.
     """
-    from shamisa_bench import __version__
-
     return {
         "package_version": __version__,
         "pyiqa_version": _dist_version("pyiqa"),
