@@ -185,7 +185,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_ridge(args: argparse.Namespace) -> int:
-    from shamisa_bench.ridge import bench_ridge
+    from shamisa_bench.iqa.ridge import bench_ridge
 
     out = bench_ridge(args.n, args.d, args.splits, args.alphas, dtype=args.dtype,
                       seed=args.seed, threads=args.threads)

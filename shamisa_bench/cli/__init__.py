@@ -30,7 +30,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.train.cli",  # pretrain, pretrain-report
     "shamisa_bench.data.cli",  # datasets, validate, data
     "shamisa_bench.harness_cli",  # run, report
-    "shamisa_bench.metric_commands",  # fit-head
+    "shamisa_bench.iqa.cli",  # fit-head
     "shamisa_bench.robustness.cli",  # robustness
 )
 

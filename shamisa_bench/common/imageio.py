@@ -167,7 +167,7 @@ def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Ten
             it is downscaled (bilinear, antialiased, aspect kept, see :func:`scaled_size`)
             channel by channel while it is converted, so the full-size float image never
             exists; the result is bit-identical to downscaling the full-size tensor with
-            ``F.interpolate(..., antialias=True)`` (what :func:`shamisa_bench.heads.prepare_images`
+            ``F.interpolate(..., antialias=True)`` (what :func:`shamisa_bench.iqa.head.prepare_images`
             does).
 
     Returns:

@@ -65,7 +65,7 @@ class PyiqaScore(MetricAdapter):
                                     self.kwargs.get("head_path"), head)
                 enc = read_encoder_export(w.encoder, verify=False).weights_sha256
                 self._weights = (enc, sha256_file(w.head))
-                from shamisa_bench.heads import load_head
+                from shamisa_bench.iqa.head import load_head
 
                 self._head_dataset = load_head(w.head).dataset
             except Exception as err:  # no weights = unavailable, with the reason
@@ -109,7 +109,7 @@ class PyiqaScore(MetricAdapter):
             raise MetricUnavailable(f"${PYIQA_HOME_ENV}: {err}") from err
         if getattr(self.spec, "kind", "") == "shamisa":
             try:  # registers the `shamisa` entries in pyiqa, when that module exists
-                plugin = importlib.import_module("shamisa_bench.pyiqa_plugin")
+                plugin = importlib.import_module("shamisa_bench.iqa.plugin")
                 if hasattr(plugin, "register"):
                     plugin.register()
             except ImportError as err:

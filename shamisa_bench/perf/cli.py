@@ -13,9 +13,10 @@ import sys
 
 import torch
 
-from shamisa_bench import harness_cli, metric_commands
+from shamisa_bench import harness_cli
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import list_images, load_image
+from shamisa_bench.iqa import cli as iqa_cli
 from shamisa_bench.distortions.allocator import tune_malloc
 from shamisa_bench.model import cli as model_cli
 from shamisa_bench.perf import pretrain as pretrain_bench
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model_cli.register_bench(bench_sub)
     pretrain_bench.register_bench(bench_sub)
     harness_cli.register_bench(bench_sub)
-    metric_commands.register_bench(bench_sub)
+    iqa_cli.register_bench(bench_sub)
 
 
 def _register_engine(bench_subparsers: argparse._SubParsersAction) -> None:

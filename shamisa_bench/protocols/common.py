@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shamisa_bench.metrics.runner import MetricOutputs
-from shamisa_bench.ridge import fit_ridge_path, predict_path, select_alpha_by_val
+from shamisa_bench.iqa.ridge import fit_ridge_path, predict_path, select_alpha_by_val
 from shamisa_bench.common.scoring import SCORE_KEYS, aggregate_scores, correlations, srcc_many
 
 __all__ = [

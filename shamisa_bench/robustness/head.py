@@ -92,7 +92,7 @@ def fit_probe_head(
     from shamisa_bench.harness import RunConfig, load_tables
     from shamisa_bench.metrics import compute_outputs
     from shamisa_bench.protocols import run_intra
-    from shamisa_bench.ridge import fit_ridge_path
+    from shamisa_bench.iqa.ridge import fit_ridge_path
     from shamisa_bench.common.scoring import orient
 
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@ A :class:`ValidationProbe` holds the train and validation parts of one split of 
 dataset (never its test part). Called with an encoder, it extracts the evaluation
 protocol's two-scale features of those images and, over 10 random train/validation
 divisions of them, chooses the ridge alpha exactly as ``fit-head`` does
-(:func:`shamisa_bench.heads.select_alpha`); the result is the median validation SRCC at
+(:func:`shamisa_bench.iqa.head.select_alpha`); the result is the median validation SRCC at
 that alpha. One
 division of a few dozen images is too noisy to choose checkpoints by. ``shamisa-bench pretrain
 --val-dataset clive-dev`` logs it every ``--val-every`` steps and keeps the export with the
@@ -24,7 +24,7 @@ import torch
 from shamisa_bench.common.imageio import ImageReadError, load_image
 from shamisa_bench.data import load_dataset
 from shamisa_bench.data.splits import make_splits
-from shamisa_bench.heads import FitConfig, extract_features, select_alpha
+from shamisa_bench.iqa.head import FitConfig, extract_features, select_alpha
 from shamisa_bench.registry import load_registry
 
 __all__ = ["ValidationProbe", "ValidationResult"]

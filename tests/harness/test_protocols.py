@@ -7,7 +7,7 @@ import pytest
 
 from shamisa_bench.metrics.runner import MetricOutputs
 from shamisa_bench.protocols import run_cross, run_intra
-from shamisa_bench.ridge import fit_ridge_path, geometric_alphas
+from shamisa_bench.iqa.ridge import fit_ridge_path, geometric_alphas
 from shamisa_bench.common.scoring import correlations
 
 

@@ -1,4 +1,4 @@
-"""Tests for shamisa_bench.heads (format, fitting, preprocessing) and the fit-head CLI.
+"""Tests for shamisa_bench.iqa.head (format, fitting, preprocessing) and the fit-head CLI.
 
 The generated dataset: seeded random textures at 64-96 px, blurred at four levels; quality
 is the blur level (sharper = better), so a head on a random-init encoder can learn it.
@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from shamisa_bench import cli
 from shamisa_bench.archs.shamisa_arch import SHAMISA
-from shamisa_bench.heads import (
+from shamisa_bench.iqa.head import (
     FitConfig,
     HeadError,
     QualityHead,
@@ -32,7 +32,7 @@ from shamisa_bench.heads import (
     validation_splits,
 )
 from shamisa_bench.model import build_encoder, load_encoder_export, save_encoder_export
-from shamisa_bench.ridge import fit_ridge
+from shamisa_bench.iqa.ridge import fit_ridge
 
 MIN_SIZE = 96
 SIGMAS = (0.0, 1.0, 2.0, 3.5)  # blur level 0..3; quality = 3 - level

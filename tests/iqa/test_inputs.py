@@ -23,14 +23,14 @@ import torch.nn.functional as F
 
 import shamisa_bench
 from shamisa_bench import cli
-from shamisa_bench.heads import MAX_SIDE, QualityHead, prepare_images, save_head
+from shamisa_bench.iqa.head import MAX_SIDE, QualityHead, prepare_images, save_head
 from shamisa_bench.model import build_encoder, save_encoder_export
 from tests import REPO
 
 pyiqa = pytest.importorskip("pyiqa")
 from PIL import Image
 
-from shamisa_bench import pyiqa_plugin
+from shamisa_bench.iqa import plugin as pyiqa_plugin
 
 MIN_SIZE = 96
 
@@ -235,7 +235,7 @@ def _fit_args(weights: dict[str, Path], csv: Path, out: Path, *extra: str) -> li
 @pytest.fixture()
 def no_features(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Fail the test if fit-head computes a single feature."""
-    from shamisa_bench import heads
+    from shamisa_bench.iqa import cli as iqa_cli
 
     calls: list[int] = []
 
@@ -243,7 +243,7 @@ def no_features(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         raise AssertionError("features were computed before the input was checked")
 
-    monkeypatch.setattr(heads, "extract_features", forbidden)
+    monkeypatch.setattr(iqa_cli, "extract_features", forbidden)
     return calls
 
 
@@ -350,12 +350,12 @@ def test_fit_head_cuda_without_gpu_is_a_clean_error(
 def test_ctrl_c_in_fit_head_prints_one_line_and_exits_130(
     weights: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shamisa_bench import heads
+    from shamisa_bench.iqa import cli as iqa_cli
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(heads, "extract_features", interrupted)
+    monkeypatch.setattr(iqa_cli, "extract_features", interrupted)
     csv = _dataset(tmp_path / "ds", 24)
     out = tmp_path / "h.pt"
     try:

@@ -28,7 +28,7 @@ from shamisa_bench.archs.shamisa_arch import (
     WeightsNotFoundError,
     resolve_weights,
 )
-from shamisa_bench.heads import HeadError, QualityHead, save_head, scale_mos
+from shamisa_bench.iqa.head import HeadError, QualityHead, save_head, scale_mos
 from shamisa_bench.model import build_encoder, save_encoder_export
 from tests import REPO
 
@@ -36,7 +36,8 @@ pyiqa = pytest.importorskip("pyiqa")
 from pyiqa.default_model_configs import DEFAULT_CONFIGS
 from pyiqa.utils.registry import ARCH_REGISTRY
 
-from shamisa_bench import pyiqa_plugin
+from shamisa_bench.iqa import plugin as pyiqa_plugin
+from shamisa_bench.iqa import weights as iqa_weights
 
 MIN_SIZE = 96
 
@@ -96,7 +97,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.delenv(HEAD_ENV, raising=False)
     home = tmp_path / "torch-home"
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(shamisa_arch, "shipped_dir", lambda: tmp_path / "no-shipped-weights")
+    monkeypatch.setattr(iqa_weights, "shipped_dir", lambda: tmp_path / "no-shipped-weights")
     return home
 
 
@@ -175,7 +176,9 @@ def test_create_metric_after_import_shamisa_first_and_import_is_cheap(fresh_inte
 def test_entry_point_declared_and_registers_the_arch(fresh_interpreters: dict[str, str]) -> None:
     eps = [ep for ep in importlib.metadata.entry_points(group="pyiqa.archs") if ep.name == "shamisa"]
     assert len(eps) == 1, "reinstall the project (pip install -e .) so its entry points are in the metadata"
-    assert eps[0].value == "shamisa_bench.pyiqa_plugin:register"
+    declared = "shamisa_bench.iqa.plugin:register"
+    assert f'[project.entry-points."pyiqa.archs"]\nshamisa = "{declared}"' in (REPO / "pyproject.toml").read_text()
+    assert eps[0].value == declared
     assert eps[0].load() is pyiqa_plugin.register
     first_line = fresh_interpreters["pyiqa_first"].splitlines()[0]
     assert first_line.split() == ["False", "True", "shamisa_bench.archs.shamisa_arch"]
@@ -237,7 +240,7 @@ def test_shipped_heads_become_variants(monkeypatch: pytest.MonkeyPatch, tmp_path
     (tmp_path / "heads").mkdir()
     for name in ("live", "koniq10k", "default"):
         (tmp_path / "heads" / f"{name}.pt").write_bytes(b"")
-    monkeypatch.setattr(shamisa_arch, "shipped_dir", lambda: tmp_path)
+    monkeypatch.setattr(iqa_weights, "shipped_dir", lambda: tmp_path)
     assert shamisa_arch.shipped_head_datasets() == ("koniq10k", "live")
     try:
         names = pyiqa_plugin.register()

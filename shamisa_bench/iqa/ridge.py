@@ -21,10 +21,15 @@ does.
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
+
+from shamisa_bench.common.scoring import srcc_many
 
 __all__ = [
     "RidgeHead",
@@ -88,8 +93,6 @@ def fit_ridge_path(
         ValueError: on mismatched shapes, fewer than 2 samples, non-finite input or
             non-positive alphas.
     """
-    import torch
-
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
@@ -261,13 +264,6 @@ def bench_ridge(
     Returns:
         a JSON-ready dict with the timings and the settings.
     """
-    import os
-    import time
-
-    import torch
-
-    from shamisa_bench.common.scoring import srcc_many
-
     if threads is not None:
         torch.set_num_threads(int(threads))
     rng = np.random.default_rng(seed)

@@ -70,7 +70,17 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
+from shamisa_bench import __version__
 from shamisa_bench.common.atomic import atomic_torch_save
+from shamisa_bench.common.imageio import scaled_size
+from shamisa_bench.common.scoring import srcc_many
+from shamisa_bench.iqa.ridge import (
+    fit_ridge_path,
+    geometric_alphas,
+    predict_path,
+    select_alpha_by_val,
+)
+from shamisa_bench.model.features import encode_two_scale
 
 __all__ = [
     "DEFAULT_MIN_SIZE",
@@ -219,8 +229,6 @@ class QualityHead:
 
     def to_state_dict(self) -> dict[str, Any]:
         """The plain dict written by :func:`save_head` (tensors, str, int, float, bool, None)."""
-        from shamisa_bench import __version__
-
         return {
             "format_version": HEAD_FORMAT_VERSION,
             "kind": _HEAD_KIND,
@@ -453,8 +461,6 @@ def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE, max_side: 
             "(smaller images are refused rather than padded into a meaningless score)"
         )
     if max_side is not None and max(height, width) > max_side:
-        from shamisa_bench.common.imageio import scaled_size
-
         size = scaled_size(height, width, max_side)
         if min(size) < MIN_IMAGE_SIDE:
             raise ValueError(
@@ -487,8 +493,6 @@ def head_features(
     Returns:
         (N, K, 2 * D), K = 1 (whole) or 5 (crops5).
     """
-    from shamisa_bench.model.features import encode_two_scale
-
     return encode_two_scale(encoder, prepare_images(x, min_size), protocol=protocol, crop_size=crop_size)
 
 
@@ -558,8 +562,6 @@ class FitConfig:
 
     def alpha_grid(self) -> NDArray[np.float64]:
         """The alphas to try, (A,)."""
-        from shamisa_bench.ridge import geometric_alphas
-
         if self.alphas is None:
             return geometric_alphas(1e-3, 1e3, 100)
         return np.asarray(self.alphas, dtype=np.float64)
@@ -611,7 +613,7 @@ def _feature_stats(rows: NDArray[np.float64], standardize: bool) -> tuple[NDArra
     if not standardize:
         return mean, np.ones_like(mean)
     std = np.sqrt(((rows - mean) ** 2).mean(axis=0))
-    std[~(std > np.finfo(np.float64).tiny * 1e3)] = 1.0  # as shamisa_bench.ridge does
+    std[~(std > np.finfo(np.float64).tiny * 1e3)] = 1.0  # as shamisa_bench.iqa.ridge does
     return mean, std
 
 
@@ -640,9 +642,6 @@ def select_alpha(
     Raises:
         ValueError: no split could be scored.
     """
-    from shamisa_bench.common.scoring import srcc_many
-    from shamisa_bench.ridge import fit_ridge_path, predict_path, select_alpha_by_val
-
     n, k, dim = x.shape
     alphas = config.alpha_grid()
     splits = validation_splits(n, config.n_splits, config.val_fraction, config.seed, groups)
@@ -706,8 +705,6 @@ def fit_head(
     Raises:
         ValueError: Bad shapes, non-finite values, too few images, constant labels.
     """
-    from shamisa_bench.ridge import fit_ridge_path
-
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 2:
         x = x[:, None, :]

@@ -11,8 +11,8 @@
   0.1.16, hence this function.
 
 When it runs. Importing pyiqa costs about 3.5 s (it imports every arch, cv2, ...), while
-``shamisa-bench --version`` takes a few hundredths of a second, so ``import shamisa_bench``
-must not import pyiqa. Instead it calls :func:`register_when_pyiqa_loads`:
+``import shamisa_bench`` takes a few hundredths of a second, so ``import shamisa_bench``
+must not import pyiqa (nor torch: this module imports only :mod:`shamisa_bench.iqa.weights`). Instead it calls :func:`register_when_pyiqa_loads`:
 
 * pyiqa already imported (``import pyiqa, shamisa_bench``): register now;
 * otherwise (``import shamisa_bench, pyiqa``, or the CLI, which may never use pyiqa):
@@ -49,6 +49,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from shamisa_bench.iqa.weights import DEFAULT_HEAD, shipped_head_datasets
+
 __all__ = [
     "ARCH_IMPORT_PATH",
     "ARCH_NAME",
@@ -75,8 +77,6 @@ def metric_configs(head_datasets: Sequence[str] | None = None) -> dict[str, dict
         ``{"shamisa": {...}, "shamisa-<dataset>": {...}, ...}``, fresh dicts.
     """
     if head_datasets is None:
-        from shamisa_bench.archs.shamisa_arch import shipped_head_datasets
-
         head_datasets = shipped_head_datasets()
 
     def entry(head: str) -> dict[str, Any]:
@@ -86,8 +86,6 @@ def metric_configs(head_datasets: Sequence[str] | None = None) -> dict[str, dict
             "score_range": "0, 1",
             "lower_better": False,
         }
-
-    from shamisa_bench.archs.shamisa_arch import DEFAULT_HEAD
 
     configs = {DEFAULT_METRIC: entry(DEFAULT_HEAD)}
     for name in head_datasets:
@@ -105,6 +103,7 @@ def register() -> tuple[str, ...]:
         The metric names now available through ``pyiqa.create_metric``.
     """
     with _LOCK:
+        # lazy: registering is the only thing that imports pyiqa (see the module docstring)
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
         from pyiqa.utils.registry import ARCH_REGISTRY
 
@@ -136,6 +135,7 @@ _ARCH_MODULE = ARCH_IMPORT_PATH.split(":")[0]
 
 def _route_inputs() -> None:
     """Wrap ``InferenceModel._prepare_inputs`` once: SHAMISA networks read their own inputs."""
+    # lazy: called by register() only
     from pyiqa.models.inference_model import InferenceModel
 
     original = InferenceModel._prepare_inputs

@@ -11,8 +11,6 @@
 * ``bench metric``: images/s of ``pyiqa.create_metric('shamisa')`` against the bare
   two-scale encoder forward on the same inputs, for ``whole`` and ``crops5``, as JSON. A
   random-init encoder export and a random head are made on the fly (no weights needed).
-
-Heavy imports happen inside the handlers so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -20,9 +18,48 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import statistics
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+
+from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.common.device import check_device
+from shamisa_bench.common.imageio import check_image, load_image
+from shamisa_bench.data import load_dataset
+from shamisa_bench.data.errors import LabelFileError
+from shamisa_bench.data.readers._common import (
+    Row,
+    canonical_name,
+    check_unique,
+    find_column,
+    parse_mos,
+    read_delimited,
+)
+from shamisa_bench.iqa import plugin
+from shamisa_bench.iqa.head import (
+    MAX_SIDE,
+    MIN_IMAGE_SIDE,
+    FitConfig,
+    QualityHead,
+    extract_features,
+    fit_head,
+    save_head,
+)
+from shamisa_bench.model import (
+    build_encoder,
+    encode_two_scale,
+    load_encoder_export,
+    save_encoder_export,
+)
+from shamisa_bench.registry import load_registry
 
 __all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_metric", "read_label_csv", "register", "register_bench"]
 
@@ -123,16 +160,6 @@ def read_label_csv(path: Path, image_root: Path | None = None) -> list[LabelRow]
             duplicate image, or images that do not exist (all listed); the message names
             the file and row.
     """
-    from shamisa_bench.data.errors import LabelFileError
-    from shamisa_bench.data.readers._common import (
-        Row,
-        canonical_name,
-        check_unique,
-        find_column,
-        parse_mos,
-        read_delimited,
-    )
-
     if not path.is_file():
         raise ValueError(f"{path}: no such CSV file")
     root = image_root if image_root is not None else path.parent
@@ -172,11 +199,6 @@ def read_label_csv(path: Path, image_root: Path | None = None) -> list[LabelRow]
 
 def _check_out(out: Path) -> None:
     """Refuse an ``--out`` that cannot be written, before any work (probe file, then removed)."""
-    import os
-    import tempfile
-
-    from shamisa_bench.cli.errors import CLIError
-
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give the head file to write, e.g. {out / 'head.pt'}")
     folder = out.parent
@@ -194,10 +216,6 @@ def _check_out(out: Path) -> None:
 
 def _check_labels_in_range(mos_range: tuple[float, float], mos: Any, where: list[str], source: str) -> None:
     """Refuse labels outside ``mos_range``, naming the first offending rows."""
-    import numpy as np
-
-    from shamisa_bench.cli.errors import CLIError
-
     lo, hi = mos_range
     bad = np.flatnonzero((mos < lo) | (mos > hi))
     if bad.size:
@@ -214,11 +232,9 @@ def _check_fit_size(n_images: int, n_groups: int, val_fraction: float) -> None:
     """Refuse a fit whose validation parts would be too small to choose alpha (before any features).
 
     The validation part of a split holds ``round(val_fraction * n_groups)`` groups (images,
-    or reference groups), as :func:`shamisa_bench.heads.validation_splits` draws it; it and
+    or reference groups), as :func:`shamisa_bench.iqa.head.validation_splits` draws it; it and
     the training part must each hold at least :data:`MIN_VAL_IMAGES` images on average.
     """
-    from shamisa_bench.cli.errors import CLIError
-
     n_val = min(max(round(val_fraction * n_groups), 1), max(n_groups - 1, 1))
     per_group = n_images / max(n_groups, 1)
     val_images, train_images = n_val * per_group, (n_groups - n_val) * per_group
@@ -233,10 +249,6 @@ def _check_fit_size(n_images: int, n_groups: int, val_fraction: float) -> None:
 
 def _check_images(images: list[Path]) -> None:
     """Decode every image before any features are computed; list all that fail."""
-    from shamisa_bench.cli.errors import CLIError
-    from shamisa_bench.heads import MIN_IMAGE_SIDE
-    from shamisa_bench.common.imageio import check_image
-
     bad: list[str] = []
     for path in images:
         try:
@@ -253,32 +265,12 @@ def _check_images(images: list[Path]) -> None:
 
 
 def _fit_head_command(args: argparse.Namespace) -> int:
-    import sys
-    import time
-
-    import numpy as np
-
-    from shamisa_bench.cli.errors import CLIError
-    from shamisa_bench.common.device import check_device
-    from shamisa_bench.heads import (
-        MAX_SIDE,
-        FitConfig,
-        extract_features,
-        fit_head,
-        save_head,
-    )
-    from shamisa_bench.common.imageio import load_image
-    from shamisa_bench.model.export import load_encoder_export
-
     started = time.perf_counter()
     device = check_device(str(args.device))
     _check_out(args.out)
     if not 0.0 < args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     if args.dataset is not None:
-        from shamisa_bench.data import load_dataset
-        from shamisa_bench.registry import load_registry
-
         spec = load_registry(args.registry).dataset(args.dataset)
         table = load_dataset(spec, args.data_root, allow_partial=args.allow_partial)
         frame = table.frame
@@ -396,22 +388,7 @@ def bench_metric(
         times), and for ``crops5`` its per-image cost relative to ``whole``; plus the 1-minute
         load average, since oversubscribed CPUs make every figure noisy.
     """
-    import os
-    import statistics
-    import tempfile
-    import time
-
-    import pyiqa
-    import torch
-
-    import shamisa_bench.pyiqa_plugin as plugin
-    from shamisa_bench.heads import QualityHead, save_head
-    from shamisa_bench.model import (
-        build_encoder,
-        encode_two_scale,
-        load_encoder_export,
-        save_encoder_export,
-    )
+    import pyiqa  # lazy: seconds to import, and only this benchmark needs it here
 
     for name, value in (("n", n), ("size", size), ("batch", batch), ("repeats", repeats)):
         if value < 1:
@@ -497,8 +474,6 @@ def bench_metric(
 
 def _bench_metric_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
     protocols = tuple(dict.fromkeys(args.protocol)) if args.protocol else ("whole", "crops5")
     report = bench_metric(
