@@ -28,8 +28,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.distortions.cli",  # distortions, distort
     "shamisa_bench.model.cli",  # model
     "shamisa_bench.train.cli",  # pretrain, pretrain-report
-    "shamisa_bench.data.cli",  # datasets, validate, data
-    "shamisa_bench.harness_cli",  # run, report
+    "shamisa_bench.harness.data.cli",  # datasets, validate, data
+    "shamisa_bench.harness.cli",  # run, report
     "shamisa_bench.iqa.cli",  # fit-head
     "shamisa_bench.robustness.cli",  # robustness
 )

@@ -33,9 +33,9 @@ import torch
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.device import check_device
 from shamisa_bench.common.imageio import check_image, load_image
-from shamisa_bench.data import load_dataset
-from shamisa_bench.data.errors import LabelFileError
-from shamisa_bench.data.readers._common import (
+from shamisa_bench.harness.data import load_dataset
+from shamisa_bench.harness.data.errors import LabelFileError
+from shamisa_bench.harness.data.readers._common import (
     Row,
     canonical_name,
     check_unique,
@@ -59,7 +59,7 @@ from shamisa_bench.model import (
     load_encoder_export,
     save_encoder_export,
 )
-from shamisa_bench.registry import load_registry
+from shamisa_bench.harness.registry import load_registry
 
 __all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_metric", "read_label_csv", "register", "register_bench"]
 
@@ -144,7 +144,7 @@ below it the validation SRCC is too coarse to choose alpha (2 images give +-1 or
 def read_label_csv(path: Path, image_root: Path | None = None) -> list[LabelRow]:
     """Rows of a CSV with columns ``image``, ``mos`` (and optional ``ref``), read as the harness reads CSVs.
 
-    The parsing is the harness's (:mod:`shamisa_bench.data.readers._common`): UTF-8 with a
+    The parsing is the harness's (:mod:`shamisa_bench.harness.data.readers._common`): UTF-8 with a
     Latin-1 fallback, column names matched case- and space-insensitively, image names as
     clean relative paths, and an image named twice is an error naming both rows.
 

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from shamisa_bench import harness_cli
+from shamisa_bench.harness import cli as harness_cli
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import list_images, load_image
 from shamisa_bench.iqa import cli as iqa_cli

@@ -65,6 +65,7 @@ def default_bench_images(n: int = 8, seed: int = 0) -> tuple[list[Tensor], str]:
         The images ``(3, H, W)`` in [0, 1] and a word saying where they came from.
     """
     try:
+        # lazy: scikit-image is not a declared dependency (it comes with pyiqa); synthetic otherwise
         from skimage import data
     except ImportError:
         return synthetic_images(n, seed=seed), "synthetic"

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from shamisa_bench.common.imageio import ImageReadError, load_image
-from shamisa_bench.data import load_dataset
-from shamisa_bench.data.splits import make_splits
+from shamisa_bench.harness.data import load_dataset
+from shamisa_bench.harness.data.splits import make_splits
 from shamisa_bench.iqa.head import FitConfig, extract_features, select_alpha
-from shamisa_bench.registry import load_registry
+from shamisa_bench.harness.registry import load_registry
 
 __all__ = ["ValidationProbe", "ValidationResult"]
 
@@ -74,7 +74,7 @@ class ValidationProbe:
 
     Raises:
         ValueError: unknown dataset, or fewer than 5 readable images.
-        shamisa_bench.data.DatasetNotFoundError: the dataset is not under ``data_root``.
+        shamisa_bench.harness.data.DatasetNotFoundError: the dataset is not under ``data_root``.
     """
 
     def __init__(

@@ -79,7 +79,7 @@ def _figure(rows: int) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as above
 
     fig, axes = plt.subplots(rows, 1, figsize=(8, 2.3 * rows + 0.6), sharex=True, squeeze=False)
     return fig, axes[:, 0]

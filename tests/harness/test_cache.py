@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from shamisa_bench.cache import ArrayCache, identity_key, image_key
+from shamisa_bench.harness.cache import ArrayCache, identity_key, image_key
 
 
 def test_identity_key_depends_on_every_field():

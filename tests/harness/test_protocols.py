@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shamisa_bench.metrics.runner import MetricOutputs
-from shamisa_bench.protocols import run_cross, run_intra
+from shamisa_bench.harness.adapters.runner import MetricOutputs
+from shamisa_bench.harness.protocols import run_cross, run_intra
 from shamisa_bench.iqa.ridge import fit_ridge_path, geometric_alphas
 from shamisa_bench.common.scoring import correlations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from shamisa_bench.cli import main
-from shamisa_bench.metrics.pyiqa_home import resolve_pyiqa_home
+from shamisa_bench.harness.adapters.pyiqa_home import resolve_pyiqa_home
 from tests import REPO
 
 PYIQA_CACHE = REPO / ".." / "shared" / "pyiqa-cache"
@@ -35,7 +35,7 @@ from PIL import Image
 
 if sys.argv[1] == "pyiqa-first":
     import pyiqa  # pyiqa computes its cache folder now, from the empty TORCH_HOME
-from shamisa_bench.metrics.pyiqa_home import current_pyiqa_cache_dir, use_pyiqa_home
+from shamisa_bench.harness.adapters.pyiqa_home import current_pyiqa_cache_dir, use_pyiqa_home
 
 use_pyiqa_home(sys.argv[2] if sys.argv[2] != "env" else None)
 import pyiqa

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from shamisa_bench.cli import main
-from shamisa_bench.registry import (
+from shamisa_bench.harness import registry as registry_module
+from shamisa_bench.harness.registry import (
     Registry,
     RegistryError,
     default_registry_root,
@@ -82,7 +83,8 @@ def test_packaged_registry_is_the_top_level_folder() -> None:
     assert (root / "datasets" / "live.yaml").is_file()
     assert (root / "datasets").resolve() == (REPO / "registry" / "datasets").resolve()
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert '"data/registry/*/*.yaml"' in pyproject
+    assert '"harness/data/registry/*/*.yaml"' in pyproject
+    assert root == Path(registry_module.__file__).resolve().parent / "data" / "registry"
 
 
 def test_dataset_keys_and_directions_match_pyiqa(reg: Registry) -> None:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from shamisa_bench.results import (
+from shamisa_bench.harness.results import (
     build_leaderboard,
     clean_json,
     collect_provenance,
@@ -19,7 +19,7 @@ from shamisa_bench.results import (
     write_tables,
     write_unit,
 )
-from shamisa_bench.results.tables import render_csv
+from shamisa_bench.harness.results.tables import render_csv
 from tests import REPO
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shamisa_bench import harness
+from shamisa_bench.harness import run as harness
 from shamisa_bench.cli import main
-from shamisa_bench.metrics.dummy import DummyMetric
-from shamisa_bench.results import load_unit
+from shamisa_bench.harness.adapters.dummy import DummyMetric
+from shamisa_bench.harness.results import load_unit
 
 N_IMAGES = 16
 
@@ -327,7 +327,7 @@ def test_bench_ridge_cli_prints_json(capsys):
 
 
 def test_bench_run_times_cold_warm_and_resume(env):
-    from shamisa_bench.harness_cli import bench_run
+    from shamisa_bench.harness.cli import bench_run
 
     out = bench_run("tiny", metrics=("dummy-score", "dummy-feat"), data_root=env["data"],
                     registry_root=env["registry"], device="cpu")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from shamisa_bench.cli import main
-from shamisa_bench.results import load_unit
+from shamisa_bench.harness.results import load_unit
 from tests import REPO
 from tests.fixtures.iqa_datasets import build, write_image
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from shamisa_bench.cli import main
-from shamisa_bench.data import fetch as fetch_mod
-from shamisa_bench.data.fetch import FETCHABLE, FetchError, fetch_dataset
-from shamisa_bench.registry import load_registry
+from shamisa_bench.harness.data import fetch as fetch_mod
+from shamisa_bench.harness.data.fetch import FETCHABLE, FetchError, fetch_dataset
+from shamisa_bench.harness.registry import load_registry
 from tests import REPO
 from tests.fixtures.iqa_datasets import build
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shamisa_bench.data import load_dataset, make_splits
-from shamisa_bench.data.demo import SOURCE_FILES, build_demo, demo_cached, demo_root
-from shamisa_bench.data.table import dataset_status
-from shamisa_bench.registry import load_registry
+from shamisa_bench.harness.data import load_dataset, make_splits
+from shamisa_bench.harness.data.demo import SOURCE_FILES, build_demo, demo_cached, demo_root
+from shamisa_bench.harness.data.table import dataset_status
+from shamisa_bench.harness.registry import load_registry
 
 REG = load_registry()
 
@@ -85,12 +85,12 @@ def test_demo_is_deterministic_and_cached(tmp_path: Path, monkeypatch: pytest.Mo
     assert (a / "meta.csv").read_bytes() == (b / "meta.csv").read_bytes()
     assert (a / "dist" / "chelsea__jpeg__s4.png").read_bytes() == (b / "dist" / "chelsea__jpeg__s4.png").read_bytes()
     assert demo_cached(spec, tmp_path / "a")
-    import shamisa_bench.distortions as engine
+    from shamisa_bench.harness.data import demo
 
     def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a cached demo set must not be rebuilt")
 
-    monkeypatch.setattr(engine, "distort", fail)
+    monkeypatch.setattr(demo, "distort", fail)
     assert build_demo(spec, tmp_path / "a") == a
     assert not any(p.name.startswith(".") for p in a.parent.iterdir())  # no leftover temp folder
 

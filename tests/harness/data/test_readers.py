@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shamisa_bench.data import (
+from shamisa_bench.harness.data import (
     DatasetNotFoundError,
     LabelFileError,
     PartialDatasetError,
@@ -16,8 +16,8 @@ from shamisa_bench.data import (
     load_dataset,
     verify_images,
 )
-from shamisa_bench.data.table import dataset_status
-from shamisa_bench.registry import DatasetSpec, load_registry
+from shamisa_bench.harness.data.table import dataset_status
+from shamisa_bench.harness.registry import DatasetSpec, load_registry
 from tests import REPO
 from tests.fixtures.iqa_datasets import BUILDERS, TruthRow, build, write_image
 
@@ -61,7 +61,7 @@ def test_both_layouts_give_the_same_identities(tmp_path: Path) -> None:
 
 
 def test_data_root_env_is_the_default_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shamisa_bench.data import default_data_root
+    from shamisa_bench.harness.data import default_data_root
 
     truth = build("csiq", tmp_path / "elsewhere", "official")
     monkeypatch.chdir(tmp_path)

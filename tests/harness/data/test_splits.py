@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shamisa_bench.data import (
+from shamisa_bench.harness.data import (
     DatasetTable,
     group_split,
     load_dataset,
@@ -17,7 +17,7 @@ from shamisa_bench.data import (
     official_split,
     split_columns,
 )
-from shamisa_bench.registry import load_registry
+from shamisa_bench.harness.registry import load_registry
 from tests.fixtures.iqa_datasets import build
 
 REG = load_registry()
