@@ -75,7 +75,7 @@ def test_small_images_are_zero_padded() -> None:
     crop = random_crop(img, 32, generator=gen())
     assert crop.shape == (3, 32, 32)
     assert float(crop.sum()) == pytest.approx(3 * 20 * 24)
-    # padded at the bottom and right, as the evaluation pads (heads.prepare_images)
+    # padded at the bottom and right, as the evaluation pads (iqa.head.prepare_images)
     assert float(crop[:, :20, :24].sum()) == 3 * 20 * 24
     assert float(crop[:, 20:].abs().sum()) == 0 and float(crop[:, :, 24:].abs().sum()) == 0
     assert half_scale(img).shape == (3, 10, 12)
