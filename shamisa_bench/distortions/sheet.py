@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,9 +16,6 @@ from shamisa_bench.distortions.compose import (
     sample_composition,
 )
 from shamisa_bench.distortions.engine import distort
-
-if TYPE_CHECKING:
-    from PIL import Image, ImageFont
 
 __all__ = ["center_crop", "contact_sheet"]
 

@@ -43,6 +43,7 @@ from shamisa_bench.harness.data.readers._common import (
     parse_mos,
     read_delimited,
 )
+from shamisa_bench.harness.registry import load_registry
 from shamisa_bench.iqa import plugin
 from shamisa_bench.iqa.head import (
     MAX_SIDE,
@@ -59,7 +60,6 @@ from shamisa_bench.model import (
     load_encoder_export,
     save_encoder_export,
 )
-from shamisa_bench.harness.registry import load_registry
 
 __all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_metric", "read_label_csv", "register", "register_bench"]
 

@@ -222,7 +222,8 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 
 def _torchvision_weights_url(backbone: str) -> str:
-    from torchvision.models import ResNet18_Weights, ResNet50_Weights  # lazy: seconds to import, ResNets only
+    # lazy: torchvision takes seconds to import and only the ResNets need it
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
     urls = {
         "resnet50": ResNet50_Weights.IMAGENET1K_V1.url,

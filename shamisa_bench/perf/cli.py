@@ -13,11 +13,11 @@ import sys
 
 import torch
 
-from shamisa_bench.harness import cli as harness_cli
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import list_images, load_image
-from shamisa_bench.iqa import cli as iqa_cli
 from shamisa_bench.distortions.allocator import tune_malloc
+from shamisa_bench.harness import cli as harness_cli
+from shamisa_bench.iqa import cli as iqa_cli
 from shamisa_bench.model import cli as model_cli
 from shamisa_bench.perf import pretrain as pretrain_bench
 from shamisa_bench.perf.engine import bench_engine, default_bench_images

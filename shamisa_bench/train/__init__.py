@@ -12,7 +12,12 @@
 
 from __future__ import annotations
 
-from shamisa_bench.train.config import PRESETS, PretrainConfig, PretrainError, preset_config
+from shamisa_bench.train.config import (
+    PRESETS,
+    PretrainConfig,
+    PretrainError,
+    preset_config,
+)
 from shamisa_bench.train.data import StepDataset
 from shamisa_bench.train.loop import run_pretrain
 

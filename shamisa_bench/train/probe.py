@@ -24,8 +24,8 @@ import torch
 from shamisa_bench.common.imageio import ImageReadError, load_image
 from shamisa_bench.harness.data import load_dataset
 from shamisa_bench.harness.data.splits import make_splits
-from shamisa_bench.iqa.head import FitConfig, extract_features, select_alpha
 from shamisa_bench.harness.registry import load_registry
+from shamisa_bench.iqa.head import FitConfig, extract_features, select_alpha
 
 __all__ = ["ValidationProbe", "ValidationResult"]
 

@@ -46,8 +46,8 @@ import torch
 from torch import nn
 
 from shamisa_bench.graphs import BRANCHES, GraphConfig, RelationGraph
-from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 from shamisa_bench.losses import LossConfig, ShamisaLoss
+from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 from tests import REPO
 
 FIXTURE = json.loads((REPO / "tests" / "fixtures" / "graph_reference.json").read_text())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shamisa_bench.common.scoring import correlations
 from shamisa_bench.harness.adapters.runner import MetricOutputs
 from shamisa_bench.harness.protocols import run_cross, run_intra
 from shamisa_bench.iqa.ridge import fit_ridge_path, geometric_alphas
-from shamisa_bench.common.scoring import correlations
 
 
 class _Split:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shamisa_bench.harness import run as harness
 from shamisa_bench.cli import main
+from shamisa_bench.harness import run as harness
 from shamisa_bench.harness.adapters.dummy import DummyMetric
 from shamisa_bench.harness.results import load_unit
 

@@ -31,8 +31,8 @@ from shamisa_bench.iqa.head import (
     scale_mos,
     validation_splits,
 )
-from shamisa_bench.model import build_encoder, load_encoder_export, save_encoder_export
 from shamisa_bench.iqa.ridge import fit_ridge
+from shamisa_bench.model import build_encoder, load_encoder_export, save_encoder_export
 
 MIN_SIZE = 96
 SIGMAS = (0.0, 1.0, 2.0, 3.5)  # blur level 0..3; quality = 3 - level

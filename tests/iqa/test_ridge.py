@@ -9,8 +9,8 @@ population std first, zero-variance columns keep scale 1, and map w back).
 import numpy as np
 import pytest
 
-from shamisa_bench.iqa import ridge
 from shamisa_bench.common.scoring import srcc_many
+from shamisa_bench.iqa import ridge
 
 
 def _closed_form(X, y, alpha, standardize=False):

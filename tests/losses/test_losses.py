@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from shamisa_bench.graphs import ABLATIONS, GraphConfig, GraphOutput, RelationGraph
-from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 from shamisa_bench.losses import (
     TERMS,
     LossConfig,
@@ -21,6 +20,7 @@ from shamisa_bench.losses import (
     variance_loss,
     vicreg_halves,
 )
+from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 
 
 def test_variance_loss_by_hand():

@@ -280,8 +280,8 @@ def _labelled_dataset(tmp: Path) -> tuple[Path, Path]:
 def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) -> None:
     import shutil
 
-    from shamisa_bench.model import load_encoder_export, read_encoder_export
     from shamisa_bench.harness.registry import load_registry
+    from shamisa_bench.model import load_encoder_export, read_encoder_export
     from shamisa_bench.train.probe import ValidationProbe
 
     data, overlay = _labelled_dataset(tmp_path)

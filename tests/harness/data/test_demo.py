@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from shamisa_bench.harness.data import load_dataset, make_splits
-from shamisa_bench.harness.data.demo import SOURCE_FILES, build_demo, demo_cached, demo_root
+from shamisa_bench.harness.data.demo import (
+    SOURCE_FILES,
+    build_demo,
+    demo_cached,
+    demo_root,
+)
 from shamisa_bench.harness.data.table import dataset_status
 from shamisa_bench.harness.registry import load_registry
 
