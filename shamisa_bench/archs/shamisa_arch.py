@@ -17,17 +17,18 @@ Reference:
 
 Pipeline (``SHAMISA.forward``): images (N, C, H, W) in [0, 1] -> RGB, sides zero-padded to
 the head's ``min_size`` (224; :func:`shamisa_bench.iqa.head.prepare_images`) -> frozen encoder
-features at full and x0.5 scale, per ``protocol`` -> ridge head -> MOS -> [0, 1],
+features at full and x0.5 scale, per ``feature_mode`` -> ridge head -> MOS -> [0, 1],
 higher-better, through the head's ``mos_range`` and ``lower_better``, clipped
 (:func:`shamisa_bench.iqa.head.scale_mos`; straight-through for gradients).
 
-Protocols (``protocol=`` keyword; default: the protocol the head was fit with):
+Feature modes (``feature_mode=`` keyword, formerly ``protocol=``, still accepted; default: the
+mode the head was fit with):
 
 * ``whole`` (the default of ``fit-head``, hence of shipped heads): the whole image at
   native size and at x0.5. Chosen as the default because it is what pyiqa's ARNIQA and
   CONTRIQUE do, every pixel contributes (so ``as_loss`` gradients cover the whole image),
   and it costs exactly one encoder pass per scale.
-* ``crops5`` (the paper's reference protocol): centre + four corner ``crop_size`` crops per
+* ``crops5`` (the paper's reference mode): centre + four corner ``crop_size`` crops per
   scale, crop predictions averaged. Bounded memory on very large images.
 
 Weights = an encoder export (``shamisa-bench pretrain`` writes one in ``RUN/export``) plus a
@@ -87,6 +88,7 @@ from shamisa_bench.iqa.weights import (
     torch_home,
 )
 from shamisa_bench.model.export import load_encoder_export
+from shamisa_bench.model.features import check_feature_mode
 
 __all__ = [
     "DEFAULT_HEAD",
@@ -150,11 +152,12 @@ class SHAMISA(nn.Module):
         head_path: Head file; None = resolve by ``head_dataset``.
         head_dataset: Name of the head to resolve (``default`` for the ``shamisa`` metric,
             the training set for ``shamisa-<dataset>``).
-        protocol: ``whole`` or ``crops5``; None = the head's. Using another protocol than
+        feature_mode: ``whole`` or ``crops5``; None = the head's. Using another mode than
             the head was fit with is allowed but warned about (feature statistics differ).
         crop_size: Crop side for ``crops5``; None = the head's.
         min_size: Zero-pad small images to this side; None = the head's (224).
         environ: Environment for the resolver (default ``os.environ``).
+        protocol: The former name of ``feature_mode``, still accepted.
 
     Through ``pyiqa.create_metric``, inputs go through :meth:`prepare_inputs` (our image
     loader and checks) instead of pyiqa's loader and ``assert`` checks
@@ -172,6 +175,7 @@ class SHAMISA(nn.Module):
         WeightsNotFoundError: No weights (see :func:`resolve_weights`).
         shamisa_bench.model.ExportError: The export is invalid.
         shamisa_bench.iqa.head.HeadError: The head is invalid or does not fit the encoder.
+        ValueError: Unknown feature mode, or ``feature_mode`` and ``protocol`` disagree.
     """
 
     def __init__(
@@ -179,12 +183,20 @@ class SHAMISA(nn.Module):
         pretrained_model_path: str | os.PathLike[str] | None = None,
         head_path: str | os.PathLike[str] | None = None,
         head_dataset: str = DEFAULT_HEAD,
-        protocol: str | None = None,
+        feature_mode: str | None = None,
         crop_size: int | None = None,
         min_size: int | None = None,
         environ: Mapping[str, str] | None = None,
+        protocol: str | None = None,
     ) -> None:
         super().__init__()
+        if protocol is not None:
+            if feature_mode is not None and feature_mode != protocol:
+                raise ValueError(
+                    f"feature_mode={feature_mode!r} and protocol={protocol!r} disagree; pass feature_mode only "
+                    "(protocol is its former name)"
+                )
+            feature_mode = protocol
 
         self.weights = resolve_weights(pretrained_model_path, head_path, head_dataset, environ=environ)
         head = load_head(self.weights.head)
@@ -200,13 +212,11 @@ class SHAMISA(nn.Module):
                 f"encoder at {self.weights.encoder} ({self.weights.encoder_source}) has {encoder.weights_sha256[:12]}...; "
                 "pass the matching pretrained_model_path= / head_path=, or refit with shamisa-bench fit-head"
             )
-        self.protocol = head.protocol if protocol is None else protocol
-        if self.protocol not in ("whole", "crops5"):
-            raise ValueError(f"unknown protocol {self.protocol!r}; choose whole or crops5")
-        if self.protocol != head.protocol:
+        self.feature_mode = check_feature_mode(head.feature_mode if feature_mode is None else feature_mode)
+        if self.feature_mode != head.feature_mode:
             warnings.warn(
-                f"SHAMISA head {self.weights.head} was fit on {head.protocol!r} features; scoring with "
-                f"{self.protocol!r} features shifts the predictions",
+                f"SHAMISA head {self.weights.head} was fit on {head.feature_mode!r} features; scoring with "
+                f"{self.feature_mode!r} features shifts the predictions",
                 UserWarning,
                 stacklevel=2,
             )
@@ -237,7 +247,7 @@ class SHAMISA(nn.Module):
             x = x.unsqueeze(0)  # one (C, H, W) image
         check_images(x, check_range=self.check_input_range)
         dtype = self.head.feature_mean.dtype
-        feats = head_features(self.encoder, x.to(dtype), self.protocol, self.crop_size, self.min_size)
+        feats = head_features(self.encoder, x.to(dtype), self.feature_mode, self.crop_size, self.min_size)
         mos = self.head(feats.to(dtype))
         return scale_mos(mos, self.head_info.mos_range, self.head_info.lower_better).unsqueeze(1)
 
@@ -292,6 +302,6 @@ class SHAMISA(nn.Module):
     def extra_repr(self) -> str:
         info = self.head_info
         return (
-            f"backbone={self.encoder.backbone!r}, head_dataset={info.dataset!r}, protocol={self.protocol!r}, "
+            f"backbone={self.encoder.backbone!r}, head_dataset={info.dataset!r}, feature_mode={self.feature_mode!r}, "
             f"mos_range={info.mos_range}, lower_better={info.lower_better}"
         )

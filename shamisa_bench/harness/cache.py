@@ -7,7 +7,7 @@ Layout::
 
 * **Identity key** = sha256 of the canonical JSON of the metric identity: kind, name,
   registry version, kind parameters, pyiqa/backbone names, the checkpoint sha256 when there
-  is a checkpoint, and the preprocessing (decoder, feature protocol such as ``whole`` or
+  is a checkpoint, and the preprocessing (decoder, feature mode such as ``whole`` or
   ``crops5``). Change any of them and the cache misses.
 * **Image key** = sha256 of (absolute resolved path, file size in bytes, modification time
   in ns). This is chosen over a content hash because a warm rerun then costs one ``stat``

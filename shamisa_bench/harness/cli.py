@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from shamisa_bench.common.device import check_device, default_device
+from shamisa_bench.cli.args import add_device_argument, device_from_args
 from shamisa_bench.harness.adapters.pyiqa_home import (
     PYIQA_HOME_ENV,
     pyiqa_home_from_env,
@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
                    help="feature/score and dataset cache (default: the data layer's user cache "
                    "folder, ~/.cache/shamisa-bench)")
     p.add_argument("--no-cache", action="store_true", help="compute everything, cache nothing")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, help="base seed of the splits (default: the suite's)")
     p.add_argument("--overwrite", action="store_true", help="recompute units that have results")
     p.add_argument("--allow-partial", action="store_true",
@@ -114,7 +114,7 @@ def register_bench(bench_subparsers: Any) -> None:
                    help="where the datasets are built/cached (the feature cache is always a "
                    "fresh temporary folder)")
     r.add_argument("--registry", type=Path)
-    r.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    add_device_argument(r)
     r.set_defaults(func=_cmd_bench_run)
 
 
@@ -127,7 +127,7 @@ def run_config(args: argparse.Namespace) -> Any:
         data_root=args.data_root,
         results_dir=args.results,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        device=check_device(args.device or default_device()),
+        device=device_from_args(args),
         seed=args.seed,
         overwrite=args.overwrite,
         allow_partial=args.allow_partial,
@@ -271,7 +271,7 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         cache_dir=args.cache_dir,
         registry_root=args.registry,
-        device=check_device(args.device or default_device()),
+        device=device_from_args(args),
     )
     print(json.dumps(out, indent=2))
     return 0

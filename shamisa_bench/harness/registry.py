@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from shamisa_bench.model.features import FEATURE_MODES
+
 __all__ = [
     "DATASET_KINDS",
     "DATASET_READERS",
@@ -59,7 +61,6 @@ DATASET_READERS = ("live", "csiq", "tid2013", "kadid10k", "livec", "koniq10k", "
 LAYOUT_TYPES = ("official", "pyiqa", "csv", "demo")
 METRIC_KINDS = ("pyiqa-score", "feature-probe", "shamisa", "dummy")
 PROBE_INITS = ("imagenet", "random", "export")
-PROBE_PROTOCOLS = ("whole", "crops5")
 PROTOCOL_KINDS = ("intra", "cross", "robustness")
 SCORE_KEYS = ("srcc", "plcc", "plcc_logistic", "krcc")
 PAIR_RULES = ("all-ordered",)
@@ -176,8 +177,9 @@ class MetricSpec:
         init: ``imagenet``, ``random`` or ``export`` (``feature-probe``).
         export: path to an encoder export when ``init == "export"``; a relative path is
             resolved against the current directory by the caller.
-        protocol: ``whole`` (one forward pass on the whole image) or ``crops5``
-            (``feature-probe``).
+        feature_mode: how a ``feature-probe`` extracts features: ``whole`` (one forward pass
+            on the whole image per scale) or ``crops5``. Read from the file's
+            ``feature_mode:`` or, in files written before it had this name, ``protocol:``.
         head: training set of the shipped head (``shamisa``), e.g. ``koniq10k``.
         params: further kind-specific fields declared under ``params:`` in the file.
     """
@@ -192,7 +194,7 @@ class MetricSpec:
     backbone: str | None = None
     init: str | None = None
     export: str | None = None
-    protocol: str | None = None
+    feature_mode: str | None = None
     head: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -713,7 +715,7 @@ def _build_metric(c: _Checker) -> MetricSpec | None:
     lower_better = c.get("lower_better", bool, False)
     params = c.get("params", dict, {}, allow_none=True) or {}
     kwargs = c.get("kwargs", dict, {}, allow_none=True) or {}
-    pyiqa_name = backbone = init = export = protocol = head = None
+    pyiqa_name = backbone = init = export = feature_mode = head = None
     if kind == "pyiqa-score":
         pyiqa_name = c.get("pyiqa_name", str)
     elif kind == "shamisa":
@@ -723,7 +725,7 @@ def _build_metric(c: _Checker) -> MetricSpec | None:
         backbone = c.get("backbone", str)
         init = c.choice("init", PROBE_INITS)
         export = c.get("export", str, None, allow_none=True)
-        protocol = c.choice("protocol", PROBE_PROTOCOLS, "whole")
+        feature_mode = _feature_mode(c)
         if init == "export" and not export:
             c.bad("init 'export' needs 'export' (path to an encoder export)")
         if init != "export" and export:
@@ -744,10 +746,21 @@ def _build_metric(c: _Checker) -> MetricSpec | None:
         backbone=backbone,
         init=init,
         export=export,
-        protocol=protocol,
+        feature_mode=feature_mode,
         head=head,
         params=dict(params),
     )
+
+
+def _feature_mode(c: _Checker) -> str | None:
+    """A feature-probe's ``feature_mode:``, or its former name ``protocol:`` (both: they must agree)."""
+    new = c.choice("feature_mode", FEATURE_MODES, None)
+    old = c.choice("protocol", FEATURE_MODES, None)
+    if new is not None and old is not None and new != old:
+        c.bad(f"fields 'feature_mode' ({new!r}) and 'protocol' ({old!r}) disagree; keep 'feature_mode' only "
+              "('protocol' is its former name)")
+        return None
+    return new or old or "whole"
 
 
 def _build_protocol(c: _Checker) -> ProtocolSpec | None:

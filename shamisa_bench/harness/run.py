@@ -336,7 +336,8 @@ def _base_record(unit: Unit, plan: Plan, adapter: Any | None, spec: Any) -> dict
     if adapter is not None:
         metric["output"] = adapter.output
         if adapter.output == "features":
-            metric["feature_protocol"] = getattr(adapter, "protocol", None)
+            # the feature mode, under the key results have always used (schema unchanged)
+            metric["feature_protocol"] = getattr(adapter, "feature_mode", None)
             metric["standardize"] = bool(adapter.standardize)
             metric["lower_better"] = False
     return {

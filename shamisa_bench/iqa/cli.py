@@ -9,7 +9,7 @@
   that ``--out`` can be written, labels inside ``--mos-range``, enough images for the
   validation parts, and every image decodes (all failures listed at once).
 * ``bench metric``: images/s of ``pyiqa.create_metric('shamisa')`` against the bare
-  two-scale encoder forward on the same inputs, for ``whole`` and ``crops5``, as JSON. A
+  two-scale encoder forward on the same inputs, for each feature mode, as JSON. A
   random-init encoder export and a random head are made on the fly (no weights needed).
 """
 
@@ -30,8 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shamisa_bench.cli.args import (
+    add_device_argument,
+    add_feature_mode_argument,
+    device_from_args,
+)
 from shamisa_bench.cli.errors import CLIError
-from shamisa_bench.common.device import check_device
 from shamisa_bench.common.imageio import check_image, load_image
 from shamisa_bench.harness.data import load_dataset
 from shamisa_bench.harness.data.errors import LabelFileError
@@ -55,6 +59,7 @@ from shamisa_bench.iqa.head import (
     save_head,
 )
 from shamisa_bench.model import (
+    FEATURE_MODES,
     build_encoder,
     encode_two_scale,
     load_encoder_export,
@@ -87,15 +92,14 @@ def register(subparsers: Any) -> None:
                    help="CSV: label scale (default: min and max of the labels)")
     p.add_argument("--lower-better", action="store_true", help="CSV: lower labels mean better quality (DMOS)")
     p.add_argument("--out", required=True, type=Path, help="head file to write (e.g. heads/koniq10k.pt)")
-    p.add_argument("--protocol", choices=("whole", "crops5"), default="whole",
-                   help="feature protocol (default whole; crops5 is the paper's)")
+    add_feature_mode_argument(p, help="how features are extracted: whole or crops5 (default whole; crops5 is the paper's)")
     p.add_argument("--crop-size", type=int, default=224)
     p.add_argument("--min-size", type=int, default=224, help="zero-pad smaller images to this side (default 224)")
     p.add_argument("--n-splits", type=int, default=10, help="validation splits for choosing alpha (default 10)")
     p.add_argument("--val-fraction", type=float, default=0.125, help="validation share per split (default 1/8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation splits")
     p.add_argument("--standardize", action="store_true", help="scale features to unit variance before ridge")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_device_argument(p, note="fit-head used cpu by default up to 0.1.0; it now follows the other commands")
     p.set_defaults(func=_fit_head_command)
 
 
@@ -103,13 +107,12 @@ def register_bench(bench_subparsers: Any) -> None:
     """Add ``bench metric`` to the ``bench`` subparsers."""
     p = bench_subparsers.add_parser("metric", help="pyiqa metric images/s vs the bare two-scale encoder (JSON)")
     p.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
-    p.add_argument("--protocol", choices=("whole", "crops5"), action="append", default=None,
-                   help="protocol(s) to time (repeatable; default both)")
+    add_feature_mode_argument(p, repeat=True, help="feature mode(s) to time (repeatable; default all)")
     p.add_argument("--n", type=int, default=16, help="images per timed pass (default 16)")
     p.add_argument("--size", type=int, default=500, help="square image side (default 500)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     p.add_argument("--repeats", type=int, default=2, help="timed passes over the n images (default 2)")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_bench_metric_command)
 
@@ -266,7 +269,7 @@ def _check_images(images: list[Path]) -> None:
 
 def _fit_head_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    device = check_device(str(args.device))
+    device = device_from_args(args)
     _check_out(args.out)
     if not 0.0 < args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
@@ -304,7 +307,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
     features = extract_features(
         encoder,
         (load_image(p, max_side=MAX_SIDE) for p in images),  # = full size then prepare_images' downscale
-        protocol=args.protocol,
+        feature_mode=args.feature_mode,
         crop_size=args.crop_size,
         min_size=args.min_size,
         device=device,
@@ -317,7 +320,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         mos_range=(float(mos_range[0]), float(mos_range[1])),
         lower_better=lower_better,
         dataset=dataset,
-        protocol=args.protocol,
+        feature_mode=args.feature_mode,
         crop_size=args.crop_size,
         min_size=args.min_size,
         encoder_sha256=encoder.weights_sha256,
@@ -342,7 +345,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         "dataset": dataset,
         "partial": partial,
         "n_train": head.n_train,
-        "protocol": head.protocol,
+        "feature_mode": head.feature_mode,
         "alpha": head.alpha,
         "val_srcc_median": head.val_srcc,
         "n_splits": head.n_splits,
@@ -365,7 +368,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
 
 def bench_metric(
     backbone: str = "efficientnet_lite0",
-    protocols: tuple[str, ...] = ("whole", "crops5"),
+    feature_modes: tuple[str, ...] = FEATURE_MODES,
     n: int = 16,
     size: int = 500,
     batch: int = 1,
@@ -375,14 +378,14 @@ def bench_metric(
 ) -> dict[str, Any]:
     """Time ``pyiqa.create_metric('shamisa')`` against the bare two-scale encoder forward.
 
-    A random-init encoder export and a random head (per protocol) are written to a temporary
+    A random-init encoder export and a random head (per feature mode) are written to a temporary
     folder. Both paths see the same (n, 3, size, size) images in batches of ``batch``; the
     metric and the bare forward alternate batch by batch (so drift in a shared machine's
     speed hits both), after one warm-up batch each. The bare forward is
-    ``encode_two_scale(encoder, x, protocol)`` under ``torch.no_grad()``.
+    ``encode_two_scale(encoder, x, feature_mode)`` under ``torch.no_grad()``.
 
     Returns:
-        JSON-ready dict: per protocol ``metric_images_per_s`` and ``bare_images_per_s``
+        JSON-ready dict: per feature mode ``metric_images_per_s`` and ``bare_images_per_s``
         (from the median per-image time, robust to stalls on a busy machine), ``ratio``
         (metric / bare), ``mean_ratio`` (the same from total
         times), and for ``crops5`` its per-image cost relative to ``whole``; plus the 1-minute
@@ -403,7 +406,7 @@ def bench_metric(
         export = save_encoder_export(build_encoder(backbone, "random", seed=seed), Path(tmp) / "export")
         bare = load_encoder_export(export, map_location=device).eval()
         dim = 2 * bare.feature_dim
-        for protocol in protocols:
+        for feature_mode in feature_modes:
             head = QualityHead(
                 weight=torch.randn(dim, generator=gen) / math.sqrt(dim),
                 bias=0.5,
@@ -412,11 +415,11 @@ def bench_metric(
                 mos_range=(0.0, 1.0),
                 lower_better=False,
                 dataset="random",
-                protocol=protocol,
+                feature_mode=feature_mode,
                 encoder_sha256=bare.weights_sha256,
                 backbone=backbone,
             )
-            head_file = save_head(head, Path(tmp) / f"head-{protocol}.pt")
+            head_file = save_head(head, Path(tmp) / f"head-{feature_mode}.pt")
             metric = pyiqa.create_metric(
                 "shamisa", device=device, pretrained_model_path=str(export), head_path=str(head_file)
             )
@@ -424,9 +427,9 @@ def bench_metric(
             def run_metric(x: torch.Tensor, metric: torch.nn.Module = metric) -> None:
                 metric(x)
 
-            def run_bare(x: torch.Tensor, protocol: str = protocol) -> None:
+            def run_bare(x: torch.Tensor, feature_mode: str = feature_mode) -> None:
                 with torch.no_grad():
-                    encode_two_scale(bare, x, protocol=protocol)
+                    encode_two_scale(bare, x, feature_mode=feature_mode)
 
             for fn in (run_metric, run_bare):  # warm-up
                 fn(batches[0])
@@ -451,7 +454,7 @@ def bench_metric(
                 "ratio": round(metric_ips / bare_ips, 4),
                 "mean_ratio": round(sum(per_image["bare"]) / sum(per_image["metric"]), 4),
             }
-            results[protocol] = entry
+            results[feature_mode] = entry
     if "whole" in results and "crops5" in results:
         results["crops5"]["cost_vs_whole"] = round(
             results["whole"]["metric_images_per_s"] / results["crops5"]["metric_images_per_s"], 4
@@ -468,22 +471,22 @@ def bench_metric(
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "pyiqa_version": pyiqa.__version__,
-        "protocols": results,
+        "feature_modes": results,
     }
 
 
 def _bench_metric_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    protocols = tuple(dict.fromkeys(args.protocol)) if args.protocol else ("whole", "crops5")
+    feature_modes = tuple(dict.fromkeys(args.feature_mode)) if args.feature_mode else FEATURE_MODES
     report = bench_metric(
         backbone=args.backbone,
-        protocols=protocols,
+        feature_modes=feature_modes,
         n=args.n,
         size=args.size,
         batch=args.batch,
         repeats=args.repeats,
-        device=args.device,
+        device=device_from_args(args),
     )
     print(json.dumps(report, indent=2))
     return 0

@@ -5,7 +5,7 @@ wide, see :func:`shamisa_bench.model.encode_two_scale`) to a MOS prediction::
 
     mos = ((f - feature_mean) / feature_std) @ weight + bias
 
-and, for the ``crops5`` protocol, the five crop predictions of an image are averaged.
+and, for the ``crops5`` feature mode, the five crop predictions of an image are averaged.
 The pyiqa metric then maps the MOS to [0, 1], higher-better, with the head's
 ``mos_range`` and ``lower_better`` (:func:`scale_mos`).
 
@@ -24,7 +24,8 @@ feature_std       float32 tensor (F,) (all ones unless fit with ``standardize``)
 mos_range         float64 tensor (2,): (lo, hi) of the training labels' scale
 lower_better      bool: True when a lower label means better quality (DMOS)
 dataset           str: the training set (registry name, or a CSV's name)
-protocol          str: ``whole`` or ``crops5``, the features it was fit on
+protocol          str: the feature mode, ``whole`` or ``crops5``, the features it was fit
+                  on (:attr:`QualityHead.feature_mode`; the key keeps its format-1 name)
 crop_size         int: crop side of ``crops5``
 min_size          int: images are zero-padded to at least this side first
 alpha             float: ridge strength, chosen on validation splits
@@ -41,7 +42,7 @@ Input preprocessing shared by fitting and the metric (:func:`prepare_images`): 1
 images are repeated to RGB, a 4th (alpha) channel is dropped (as PIL's
 ``convert("RGB")`` does), and a side shorter than ``min_size`` (224 by default) is
 zero-padded at the bottom/right, the convention of the pretraining crops and of the
-``crops5`` protocol. Padding is preferred over upscaling because upscaling would add blur,
+``crops5`` feature mode. Padding is preferred over upscaling because upscaling would add blur,
 itself a quality distortion, while black borders are what the encoder saw in training.
 Images with a side under :data:`MIN_IMAGE_SIDE` (32) are refused, and images whose longer
 side exceeds :data:`MAX_SIDE` (1024) are downscaled to it first (bounded memory; images up
@@ -80,7 +81,7 @@ from shamisa_bench.iqa.ridge import (
     predict_path,
     select_alpha_by_val,
 )
-from shamisa_bench.model.features import encode_two_scale
+from shamisa_bench.model.features import check_feature_mode, encode_two_scale
 
 __all__ = [
     "DEFAULT_MIN_SIZE",
@@ -115,7 +116,6 @@ MAX_SIDE = 1024
 until it equals this, before encoding: feature memory then stays bounded (about 0.4 GB per
 megapixel otherwise), and every image up to this side scores exactly as before."""
 
-_PROTOCOLS = ("whole", "crops5")
 _HEAD_KIND = "shamisa_head"
 
 
@@ -140,7 +140,7 @@ class QualityHead:
         mos_range: (lo, hi) of the label scale, lo < hi.
         lower_better: True when lower labels mean better quality.
         dataset: Training-set name.
-        protocol: ``"whole"`` or ``"crops5"``.
+        feature_mode: ``"whole"`` or ``"crops5"``, the features it was fit on.
         crop_size: Crop side for ``crops5``.
         min_size: Padding target for small images (see :func:`prepare_images`).
         alpha: Ridge strength.
@@ -160,7 +160,7 @@ class QualityHead:
     mos_range: tuple[float, float]
     lower_better: bool
     dataset: str
-    protocol: str
+    feature_mode: str
     crop_size: int = 224
     min_size: int = DEFAULT_MIN_SIZE
     alpha: float = 1.0
@@ -192,8 +192,7 @@ class QualityHead:
         lo, hi = self.mos_range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"mos_range must be finite with lo < hi, got {self.mos_range}")
-        if self.protocol not in _PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(_PROTOCOLS)}")
+        check_feature_mode(self.feature_mode)
         for name in ("crop_size", "min_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 64:
@@ -239,7 +238,7 @@ class QualityHead:
             "mos_range": torch.tensor(self.mos_range, dtype=torch.float64),
             "lower_better": bool(self.lower_better),
             "dataset": self.dataset,
-            "protocol": self.protocol,
+            "protocol": self.feature_mode,  # the feature mode, under its format-1 key
             "crop_size": int(self.crop_size),
             "min_size": int(self.min_size),
             "alpha": float(self.alpha),
@@ -299,7 +298,7 @@ class QualityHead:
                 mos_range=(float(mos_range[0]), float(mos_range[1])),
                 lower_better=get("lower_better", bool),
                 dataset=get("dataset", str),
-                protocol=get("protocol", str),
+                feature_mode=get("protocol", str),
                 crop_size=get("crop_size", int),
                 min_size=get("min_size", int),
                 alpha=float(alpha),
@@ -477,7 +476,7 @@ def prepare_images(x: torch.Tensor, min_size: int = DEFAULT_MIN_SIZE, max_side: 
 def head_features(
     encoder: nn.Module,
     x: torch.Tensor,
-    protocol: str = "whole",
+    feature_mode: str = "whole",
     crop_size: int = 224,
     min_size: int = DEFAULT_MIN_SIZE,
 ) -> torch.Tensor:
@@ -486,21 +485,21 @@ def head_features(
     Args:
         encoder: An encoder in eval mode (see :class:`shamisa_bench.model.Encoder`).
         x: Images, see :func:`prepare_images`.
-        protocol: ``"whole"`` or ``"crops5"``.
+        feature_mode: ``"whole"`` or ``"crops5"``.
         crop_size: Crop side for ``crops5``.
         min_size: Padding target.
 
     Returns:
         (N, K, 2 * D), K = 1 (whole) or 5 (crops5).
     """
-    return encode_two_scale(encoder, prepare_images(x, min_size), protocol=protocol, crop_size=crop_size)
+    return encode_two_scale(encoder, prepare_images(x, min_size), feature_mode=feature_mode, crop_size=crop_size)
 
 
 def extract_features(
     encoder: nn.Module,
     images: Sequence[torch.Tensor] | Any,
     *,
-    protocol: str = "whole",
+    feature_mode: str = "whole",
     crop_size: int = 224,
     min_size: int = DEFAULT_MIN_SIZE,
     device: str | torch.device = "cpu",
@@ -510,7 +509,7 @@ def extract_features(
     Args:
         encoder: Encoder (moved to ``device`` by the caller), eval mode.
         images: Iterable of (C, H, W) or (1, C, H, W) float tensors in [0, 1].
-        protocol, crop_size, min_size: See :func:`head_features`.
+        feature_mode, crop_size, min_size: See :func:`head_features`.
         device: Where to run the encoder.
 
     Returns:
@@ -519,7 +518,7 @@ def extract_features(
     out: list[NDArray[np.float32]] = []
     with torch.inference_mode():
         for image in images:
-            feats = head_features(encoder, image.to(device), protocol, crop_size, min_size)
+            feats = head_features(encoder, image.to(device), feature_mode, crop_size, min_size)
             out.append(feats.float().cpu().numpy())
     if not out:
         raise ValueError("no images to extract features from")
@@ -672,7 +671,7 @@ def fit_head(
     mos_range: tuple[float, float],
     lower_better: bool,
     dataset: str,
-    protocol: str,
+    feature_mode: str,
     crop_size: int = 224,
     min_size: int = DEFAULT_MIN_SIZE,
     encoder_sha256: str | None = None,
@@ -693,7 +692,7 @@ def fit_head(
         mos_range: (lo, hi) of the label scale (for the [0, 1] mapping).
         lower_better: True for DMOS-like labels.
         dataset: Training-set name recorded in the head.
-        protocol: Protocol the features were extracted with.
+        feature_mode: Feature mode the features were extracted with.
         crop_size, min_size: Preprocessing the features were extracted with.
         encoder_sha256, backbone: Identity of the encoder, recorded for checking.
         groups: (N,) reference keys for reference-disjoint splits, or None (random).
@@ -720,8 +719,7 @@ def fit_head(
         raise ValueError("features and mos must be finite")
     if np.ptp(y) == 0:
         raise ValueError("all mos values are equal; a quality head cannot be fit")
-    if protocol not in _PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(_PROTOCOLS)}")
+    check_feature_mode(feature_mode)
 
     index, alpha, medians, n_splits = select_alpha(x, y, config, groups)
 
@@ -738,7 +736,7 @@ def fit_head(
         mos_range=(float(mos_range[0]), float(mos_range[1])),
         lower_better=bool(lower_better),
         dataset=dataset,
-        protocol=protocol,
+        feature_mode=feature_mode,
         crop_size=int(crop_size),
         min_size=int(min_size),
         alpha=float(alpha),

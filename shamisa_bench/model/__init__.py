@@ -9,7 +9,7 @@ Typical use::
 
     encoder = load_encoder_export("runs/a0/export").eval()
     with torch.no_grad():
-        feats = encode_two_scale(encoder, images, protocol="whole")  # (N, 1, 2 * D)
+        feats = encode_two_scale(encoder, images, feature_mode="whole")  # (N, 1, 2 * D)
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from shamisa_bench.model.export import (
 )
 from shamisa_bench.model.features import (
     CROP_NAMES,
-    PROTOCOLS,
+    FEATURE_MODES,
     SCALES,
+    check_feature_mode,
     encode_two_scale,
     five_crop_boxes,
     five_crops,
@@ -55,9 +56,9 @@ from shamisa_bench.model.projector import (
 __all__ = [
     "BACKBONES",
     "CROP_NAMES",
+    "FEATURE_MODES",
     "INITS",
     "MIN_INPUT_SIZE",
-    "PROTOCOLS",
     "SCALES",
     "BackboneSpec",
     "Encoder",
@@ -70,6 +71,7 @@ __all__ = [
     "backbone_spec",
     "build_encoder",
     "build_model",
+    "check_feature_mode",
     "efficientnet_lite0_imagenet_state_dict",
     "encode_two_scale",
     "encoder_stages",

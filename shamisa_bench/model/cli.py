@@ -19,6 +19,11 @@ from typing import Any
 
 import torch
 
+from shamisa_bench.cli.args import (
+    add_device_argument,
+    add_feature_mode_argument,
+    device_from_args,
+)
 from shamisa_bench.model.backbones import build_encoder, fetch_imagenet_weights
 from shamisa_bench.model.export import (
     load_encoder_export,
@@ -55,11 +60,11 @@ def register_bench(bench_subparsers: Any) -> None:
     """Add ``bench encoder`` to the ``bench`` subparsers."""
     bench = bench_subparsers.add_parser("encoder", help="two-scale feature extraction speed")
     bench.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
-    bench.add_argument("--protocol", choices=("whole", "crops5"), default="whole")
+    add_feature_mode_argument(bench, help="how features are extracted (default whole)")
     bench.add_argument("--size", type=int, default=256, help="square image side (default 256)")
     bench.add_argument("--batch", type=int, default=4)
     bench.add_argument("--iters", type=int, default=5, help="timed iterations after one warm-up")
-    bench.add_argument("--device", default="cpu")
+    add_device_argument(bench)
     bench.set_defaults(func=_bench_encoder)
 
 
@@ -102,7 +107,7 @@ def _convert_export(args: argparse.Namespace) -> int:
 def _bench_encoder(args: argparse.Namespace) -> int:
     if args.size < 64 or args.batch < 1 or args.iters < 1:
         raise ValueError("need --size >= 64, --batch >= 1, --iters >= 1")
-    device = torch.device(args.device)
+    device = torch.device(device_from_args(args))
     encoder = build_encoder(args.backbone, "random", seed=0).to(device).eval()
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=generator).to(device)
@@ -112,18 +117,18 @@ def _bench_encoder(args: argparse.Namespace) -> int:
             torch.cuda.synchronize(device)
 
     with torch.no_grad():
-        encode_two_scale(encoder, x, args.protocol)
+        encode_two_scale(encoder, x, args.feature_mode)
         sync()
         start = time.perf_counter()
         for _ in range(args.iters):
-            encode_two_scale(encoder, x, args.protocol)
+            encode_two_scale(encoder, x, args.feature_mode)
         sync()
         seconds = time.perf_counter() - start
     print(
         json.dumps(
             {
                 "backbone": args.backbone,
-                "protocol": args.protocol,
+                "feature_mode": args.feature_mode,
                 "size": args.size,
                 "batch": args.batch,
                 "device": str(device),

@@ -8,7 +8,8 @@ An export is a folder with two files:
 * ``config.json``: ``format_version``, ``backbone``, ``feature_dim``, ``init``,
   ``normalisation`` (mean/std, applied inside the encoder to [0, 1] RGB),
   ``preprocessing`` (input contract, the two scales 1.0 and 0.5, the ``whole`` and
-  ``crops5`` protocols), ``dtype``, ``weights_file``, ``weights_sha256`` (of
+  ``crops5`` feature modes, stored under the keys ``protocols`` and ``protocol_names``,
+  their names in format 1), ``dtype``, ``weights_file``, ``weights_sha256`` (of
   ``encoder.pt``), ``package_version``, ``torch_version`` and the caller's ``extra``.
 
 :func:`load_encoder_export` checks everything it can before it trusts the weights and
@@ -37,7 +38,7 @@ from shamisa_bench.model.backbones import (
     backbone_spec,
     build_encoder,
 )
-from shamisa_bench.model.features import CROP_NAMES, PROTOCOLS, SCALES
+from shamisa_bench.model.features import CROP_NAMES, FEATURE_MODES, SCALES
 
 __all__ = [
     "CONFIG_FILE",
@@ -111,7 +112,7 @@ def _preprocessing(feature_dim: int) -> dict[str, Any]:
         "two_scale_feature": "concat [h(scale 1.0), h(scale 0.5)]",
         "two_scale_feature_dim": 2 * feature_dim,
         "two_scale_min_input_size": 2 * MIN_INPUT_SIZE,
-        "protocols": {
+        "protocols": {  # the feature modes (key kept: file format)
             "whole": {"crops": 1, "description": "whole image at each scale"},
             "crops5": {
                 "crops": len(CROP_NAMES),
@@ -122,7 +123,7 @@ def _preprocessing(feature_dim: int) -> dict[str, Any]:
                 "aggregation": "regress on each crop (score repeated), average the crop predictions",
             },
         },
-        "protocol_names": list(PROTOCOLS),
+        "protocol_names": list(FEATURE_MODES),  # the feature modes (key kept: file format)
     }
 
 

@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from shamisa_bench.cli.args import add_device_argument, device_from_args
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import list_images, load_image
 from shamisa_bench.distortions.allocator import tune_malloc
@@ -42,7 +43,7 @@ def _register_engine(bench_subparsers: argparse._SubParsersAction) -> None:
     b = bench_subparsers.add_parser(
         "engine", help="time full a0 step generation (252 crops of 224) and every distortion type"
     )
-    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_device_argument(b)
     b.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     b.add_argument(
@@ -88,7 +89,7 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
         spec=spec,
         steps=args.steps,
         warmup=args.warmup,
-        device=args.device,
+        device=device_from_args(args),
         seed=args.seed,
         type_batch=args.type_batch,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from shamisa_bench.cli.args import add_device_argument
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.harness.cli import add_pyiqa_home_argument, run_config
 from shamisa_bench.harness.registry import load_registry
@@ -64,7 +65,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--cache-dir", type=Path, help="score/feature cache (default: the user cache folder)")
     p.add_argument("--no-cache", action="store_true", help="compute everything, cache nothing")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, help="seed of the distorted set (default: the protocol's)")
     p.add_argument("--overwrite", action="store_true", help="recompute metrics that have results")
     p.add_argument("--allow-partial", action="store_true", help="use incomplete datasets (sources, heads)")

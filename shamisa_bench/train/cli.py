@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from shamisa_bench.cli.args import add_device_argument
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.train.config import (
     PRESETS,
@@ -63,7 +64,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="train only the projector and graph heads for the first N steps (default 0)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_device_argument(p)
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers building batches (default 1)")
 
 

@@ -1,12 +1,11 @@
 """Validation SRCC during pretraining: how a checkpoint is chosen.
 
 A :class:`ValidationProbe` holds the train and validation parts of one split of a labelled
-dataset (never its test part). Called with an encoder, it extracts the evaluation
-protocol's two-scale features of those images and, over 10 random train/validation
-divisions of them, chooses the ridge alpha exactly as ``fit-head`` does
-(:func:`shamisa_bench.iqa.head.select_alpha`); the result is the median validation SRCC at
-that alpha. One
-division of a few dozen images is too noisy to choose checkpoints by. ``shamisa-bench pretrain
+dataset (never its test part). Called with an encoder, it extracts the two-scale features
+of those images (feature mode ``whole`` by default, as the harness's probes) and, over 10
+random train/validation divisions of them, chooses the ridge alpha exactly as ``fit-head``
+does (:func:`shamisa_bench.iqa.head.select_alpha`); the result is the median validation SRCC
+at that alpha. One division of a few dozen images is too noisy to choose checkpoints by. ``shamisa-bench pretrain
 --val-dataset clive-dev`` logs it every ``--val-every`` steps and keeps the export with the
 best value in ``RUN/best``.
 """
@@ -65,7 +64,7 @@ class ValidationProbe:
         dataset: registry name (e.g. ``clive-dev``).
         data_root: folder holding the datasets.
         split_seed: seed of the dataset split whose train and val parts are used.
-        protocol: feature protocol (``whole`` or ``crops5``), as the harness evaluates.
+        feature_mode: how features are extracted (``whole`` or ``crops5``), as the harness evaluates.
         cache_dir: cache folder (only the built ``demo`` dataset lives there).
         device: where features are computed (None: wherever the encoder's weights are).
         n_divisions: random train/validation divisions of the images.
@@ -83,7 +82,7 @@ class ValidationProbe:
         data_root: Path | str | None = None,
         *,
         split_seed: int = 0,
-        protocol: str = "whole",
+        feature_mode: str = "whole",
         cache_dir: Path | str | None = None,
         device: str | torch.device | None = None,
         n_divisions: int = 10,
@@ -94,7 +93,7 @@ class ValidationProbe:
         table = load_dataset(spec, data_root, cache_dir=cache_dir)
         split = make_splits(table, split_seed)
         self.dataset = dataset
-        self.protocol = protocol
+        self.feature_mode = feature_mode
         self.device = torch.device(device) if device is not None else None
         self.split_hash = split.hash
         self.skipped: list[tuple[str, str]] = []
@@ -126,7 +125,7 @@ class ValidationProbe:
         encoder.eval()
         try:
             feats = extract_features(
-                encoder, (im.float() / 255 for im in self._images), protocol=self.protocol, device=device
+                encoder, (im.float() / 255 for im in self._images), feature_mode=self.feature_mode, device=device
             )
         finally:
             encoder.train(was_training)

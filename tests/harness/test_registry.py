@@ -166,6 +166,8 @@ def test_validate_catches_dangling_reference(reg_copy: Path) -> None:
         ("datasets/live.yaml", {"reader": "magic"}, "reader"),
         ("datasets/live.yaml", {"lower_better": False}, "dmos"),
         ("metrics/lite0-random.yaml", {"init": "export"}, "needs 'export'"),
+        ("metrics/lite0-random.yaml", {"feature_mode": "tiles"}, "feature_mode"),
+        ("metrics/lite0-random.yaml", {"feature_mode": "whole", "protocol": "crops5"}, "disagree"),
         ("metrics/piqe.yaml", {"version": 0}, "version"),
         ("protocols/intra.yaml", {"ratios": [0.5, 0.1, 0.1]}, "sum to 1"),
         ("suites/cross.yaml", {"pair_rule": None}, "cross suite needs"),
@@ -181,6 +183,17 @@ def test_schema_problems_are_reported(reg_copy: Path, file: str, data: dict, mes
     _write(path, content)
     problems = validate_registry(reg_copy)
     assert any(message in p and path.name in p for p in problems), problems
+
+
+def test_probe_feature_mode_also_read_from_its_former_key_protocol(reg_copy: Path) -> None:
+    path = reg_copy / "metrics" / "lite0-random.yaml"
+    content = yaml.safe_load(path.read_text())
+    assert content["feature_mode"] == "whole"
+    for keys in ({"protocol": "crops5"}, {"feature_mode": "crops5"}, {"feature_mode": "crops5", "protocol": "crops5"}):
+        _write(path, {**{k: v for k, v in content.items() if k != "feature_mode"}, **keys})
+        assert load_registry(reg_copy).metric("lite0-random").feature_mode == "crops5", keys
+    _write(path, {k: v for k, v in content.items() if k != "feature_mode"})
+    assert load_registry(reg_copy).metric("lite0-random").feature_mode == "whole"
 
 
 def test_cross_pairs_must_be_suite_datasets(reg_copy: Path) -> None:

@@ -69,7 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     encoder = load_encoder_export(export)
     train, q_train = blur_images(24, seed=10)
     test, q_test = blur_images(12, seed=20)
-    kw = {"protocol": "whole", "min_size": MIN_SIZE}
+    kw = {"feature_mode": "whole", "min_size": MIN_SIZE}
     return {
         "root": root,
         "export": export,
@@ -91,7 +91,7 @@ def _fit(setup: dict[str, object], y: np.ndarray, lower_better: bool, **kw: obje
         mos_range=(0.0, 3.0),
         lower_better=lower_better,
         dataset="blur",
-        protocol="whole",
+        feature_mode="whole",
         min_size=MIN_SIZE,
         encoder_sha256=encoder.weights_sha256,  # type: ignore[attr-defined]
         backbone="resnet18",
@@ -131,7 +131,7 @@ def test_fit_matches_closed_form_ridge(standardize: bool, crops: int) -> None:
     x = rng.normal(size=(30, crops, 6)) * np.array([1.0, 10.0, 0.1, 1.0, 3.0, 0.5])
     y = x.mean(axis=1) @ rng.normal(size=6) + 0.1 * rng.normal(size=30)
     head = fit_head(
-        x, y, mos_range=(-5.0, 5.0), lower_better=False, dataset="synthetic", protocol="whole",
+        x, y, mos_range=(-5.0, 5.0), lower_better=False, dataset="synthetic", feature_mode="whole",
         config=FitConfig(alphas=(0.5,), standardize=standardize),
     )
     assert head.alpha == 0.5 and head.standardize is standardize
@@ -146,9 +146,9 @@ def test_alpha_is_chosen_on_validation() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 200))  # many more features than images: needs strong ridge
     y = x[:, 0] + 0.3 * rng.normal(size=40)
-    head = fit_head(x, y, mos_range=(-3.0, 3.0), lower_better=False, dataset="s", protocol="whole",
+    head = fit_head(x, y, mos_range=(-3.0, 3.0), lower_better=False, dataset="s", feature_mode="whole",
                     config=FitConfig(alphas=(1e-6, 1e2), seed=3))
-    again = fit_head(x, y, mos_range=(-3.0, 3.0), lower_better=False, dataset="s", protocol="whole",
+    again = fit_head(x, y, mos_range=(-3.0, 3.0), lower_better=False, dataset="s", feature_mode="whole",
                      config=FitConfig(alphas=(1e-6, 1e2), seed=3))
     assert head.alpha == again.alpha and head.val_srcc == again.val_srcc
     assert head.val_srcc is not None and -1.0 <= head.val_srcc <= 1.0
@@ -171,7 +171,7 @@ def test_validation_splits_are_seeded_and_group_disjoint() -> None:
 
 def test_fit_head_rejects_bad_input() -> None:
     x = np.zeros((10, 4))
-    kw = {"mos_range": (0.0, 1.0), "lower_better": False, "dataset": "d", "protocol": "whole"}
+    kw = {"mos_range": (0.0, 1.0), "lower_better": False, "dataset": "d", "feature_mode": "whole"}
     with pytest.raises(ValueError, match="at least 5"):
         fit_head(x[:4], np.arange(4.0), **kw)
     with pytest.raises(ValueError, match="all mos values are equal"):
@@ -180,8 +180,8 @@ def test_fit_head_rejects_bad_input() -> None:
         fit_head(x, np.arange(9.0), **kw)
     with pytest.raises(ValueError, match="finite"):
         fit_head(np.full((10, 4), np.nan), np.arange(10.0), **kw)
-    with pytest.raises(ValueError, match="protocol"):
-        fit_head(np.random.default_rng(0).normal(size=(10, 4)), np.arange(10.0), **{**kw, "protocol": "tiles"})
+    with pytest.raises(ValueError, match="feature mode"):
+        fit_head(np.random.default_rng(0).normal(size=(10, 4)), np.arange(10.0), **{**kw, "feature_mode": "tiles"})
 
 
 # ----------------------------------------------------------------------------- file format
@@ -196,7 +196,7 @@ def _head(dim: int = 8) -> QualityHead:
         mos_range=(1.0, 100.0),
         lower_better=True,
         dataset="live",
-        protocol="crops5",
+        feature_mode="crops5",
         crop_size=224,
         alpha=0.25,
         n_train=545,
@@ -214,10 +214,10 @@ def test_head_roundtrip_is_a_plain_state_dict(tmp_path: Path) -> None:
     assert isinstance(state, dict)
     assert all(isinstance(v, (torch.Tensor, str, int, float, bool, type(None))) for v in state.values())
     assert state["weight"].shape == (1, 8) and state["bias"].shape == (1,)
-    assert state["lower_better"] is True and state["dataset"] == "live" and state["protocol"] == "crops5"
+    assert state["lower_better"] is True and state["dataset"] == "live" and state["protocol"] == "crops5"  # the feature mode, format-1 key
     loaded = load_head(path)
     assert torch.equal(loaded.weight, head.weight) and loaded.bias == head.bias
-    for name in ("mos_range", "lower_better", "dataset", "protocol", "alpha", "n_train", "val_srcc",
+    for name in ("mos_range", "lower_better", "dataset", "feature_mode", "alpha", "n_train", "val_srcc",
                  "encoder_sha256", "backbone", "crop_size", "min_size"):
         assert getattr(loaded, name) == getattr(head, name), name
     assert loaded.package_version
@@ -307,7 +307,7 @@ def test_fit_head_cli_on_csv(setup: dict[str, object], tmp_path: Path, capsys: p
     assert summary["mos_range"] == [20.0, 50.0] and summary["lower_better"] is False
     head = load_head(out)
     assert head.encoder_sha256 == setup["encoder"].weights_sha256  # type: ignore[attr-defined]
-    assert head.min_size == MIN_SIZE and head.protocol == "whole"
+    assert head.min_size == MIN_SIZE and head.feature_mode == "whole"
     pred = head.predict(setup["x_test"])
     assert spearmanr(pred, setup["q_test"])[0] > 0.5
 

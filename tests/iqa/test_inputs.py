@@ -58,7 +58,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         mos_range=(0.0, 1.0),
         lower_better=False,
         dataset="unit",
-        protocol="whole",
+        feature_mode="whole",
         min_size=MIN_SIZE,
         encoder_sha256=sha,
         backbone="resnet18",

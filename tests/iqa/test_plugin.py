@@ -52,7 +52,7 @@ def _one_thread() -> object:
     torch.set_num_threads(before)
 
 
-def _random_head(dim: int, sha: str | None, *, protocol: str = "whole", seed: int = 0, **kw: object) -> QualityHead:
+def _random_head(dim: int, sha: str | None, *, feature_mode: str = "whole", seed: int = 0, **kw: object) -> QualityHead:
     gen = torch.Generator().manual_seed(seed)
     fields: dict[str, object] = {
         "weight": torch.randn(dim, generator=gen) * 4.0 / math.sqrt(dim),
@@ -62,7 +62,7 @@ def _random_head(dim: int, sha: str | None, *, protocol: str = "whole", seed: in
         "mos_range": (0.0, 1.0),
         "lower_better": False,
         "dataset": "unit",
-        "protocol": protocol,
+        "feature_mode": feature_mode,
         "min_size": MIN_SIZE,
         "encoder_sha256": sha,
         "backbone": "resnet18",
@@ -78,7 +78,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     export = save_encoder_export(encoder, root / "export")
     sha = shamisa_bench.model.read_encoder_export(export).weights_sha256
     head = save_head(_random_head(1024, sha), root / "head.pt")
-    crops = save_head(_random_head(1024, sha, protocol="crops5", crop_size=64), root / "head-crops5.pt")
+    crops = save_head(_random_head(1024, sha, feature_mode="crops5", crop_size=64), root / "head-crops5.pt")
     other = save_head(_random_head(1024, "0" * 64), root / "head-other-encoder.pt")
     return {"root": root, "export": export, "head": head, "crops5": crops, "other": other}
 
@@ -352,15 +352,26 @@ def test_as_loss_gradient_reaches_input(weights: dict[str, Path]) -> None:
     assert all(p.grad is None for p in loss_metric.net.parameters())
 
 
-def test_crops5_protocol_and_protocol_override(weights: dict[str, Path]) -> None:
+def test_crops5_feature_mode_and_its_override(weights: dict[str, Path]) -> None:
     m = pyiqa.create_metric(
         "shamisa", device="cpu", pretrained_model_path=str(weights["export"]), head_path=str(weights["crops5"])
     )
-    assert m.net.protocol == "crops5" and m.net.crop_size == 64
+    assert m.net.feature_mode == "crops5" and m.net.crop_size == 64
     s = m(_images(1, 100, 130, seed=7))
     assert s.shape == (1, 1) and bool(((s >= 0) & (s <= 1)).all())
     with pytest.warns(UserWarning, match="fit on 'whole' features"):
-        SHAMISA(weights["export"], weights["head"], protocol="crops5")
+        net = SHAMISA(weights["export"], weights["head"], feature_mode="crops5")
+    assert net.feature_mode == "crops5"
+
+
+def test_protocol_keyword_is_the_former_name_of_feature_mode(weights: dict[str, Path]) -> None:
+    with pytest.warns(UserWarning, match="fit on 'whole' features"):
+        net = SHAMISA(weights["export"], weights["head"], protocol="crops5")
+    assert net.feature_mode == "crops5"
+    with pytest.raises(ValueError, match="disagree"):
+        SHAMISA(weights["export"], weights["head"], feature_mode="whole", protocol="crops5")
+    with pytest.raises(ValueError, match="unknown feature mode"):
+        SHAMISA(weights["export"], weights["head"], feature_mode="tiles")
 
 
 def test_scale_mos_direction_and_clip() -> None:

@@ -15,6 +15,7 @@ from shamisa_bench import cli
 from shamisa_bench.model import (
     BACKBONES,
     CROP_NAMES,
+    FEATURE_MODES,
     Encoder,
     ExportError,
     Projector,
@@ -512,7 +513,7 @@ def test_encode_two_scale_crops5(r18: Encoder) -> None:
 
 
 def test_encode_two_scale_errors(r18: Encoder) -> None:
-    with pytest.raises(ValueError, match="protocol"):
+    with pytest.raises(ValueError, match="feature mode"):
         encode_two_scale(r18, _images(1, 64, 64), "crops10")
     with pytest.raises(ValueError, match="crop_size"):
         encode_two_scale(r18, _images(1, 64, 64), "crops5", crop_size=16)
@@ -523,10 +524,10 @@ def test_encode_two_scale_errors(r18: Encoder) -> None:
 def test_encode_two_scale_gradients() -> None:
     encoder = build_encoder("resnet18", "random", seed=1).eval()
     x = _images(1, 64, 64).requires_grad_(True)
-    for protocol in ("whole", "crops5"):
+    for feature_mode in FEATURE_MODES:
         encoder.zero_grad()
         x.grad = None
-        feats = encode_two_scale(encoder, x, protocol, crop_size=48)
+        feats = encode_two_scale(encoder, x, feature_mode, crop_size=48)
         assert feats.requires_grad
         weights = torch.randn(feats.shape, generator=torch.Generator().manual_seed(0))
         (feats * weights).sum().backward()  # a non-constant function of the unit-norm features

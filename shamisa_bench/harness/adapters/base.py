@@ -2,7 +2,7 @@
 
 An adapter turns one decoded image into either a quality **score** (a float; kinds
 ``pyiqa-score`` and ``shamisa``) or **features** of shape ``(K, F)`` (kind
-``feature-probe``: K = 1 for the ``whole`` protocol, 5 for ``crops5``), to be regressed by a
+``feature-probe``: K = 1 for the ``whole`` feature mode, 5 for ``crops5``), to be regressed by a
 ridge head that the protocol fits. Adapters are lazy: nothing heavy is loaded until
 :meth:`MetricAdapter.open`, which the harness calls only when some image is missing from
 the cache, so a warm rerun never builds a model.

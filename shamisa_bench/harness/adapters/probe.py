@@ -4,7 +4,7 @@ The encoder comes from ``shamisa_bench.model``: ``build_encoder(backbone, init, 
 for ``init`` in {imagenet, random}, or ``load_encoder_export(path)`` for ``init: export``
 (a relative path is resolved against the current directory; ``export: shipped`` names the
 encoder shipped inside the package, the one behind ``pyiqa.create_metric('shamisa')``). Features are
-``encode_two_scale(encoder, x, protocol)`` of shape ``(1, K, 2D)``; one row ``(K, 2D)`` per
+``encode_two_scale(encoder, x, feature_mode)`` of shape ``(1, K, 2D)``; one row ``(K, 2D)`` per
 image goes to the cache.
 """
 
@@ -39,7 +39,7 @@ class FeatureProbe(MetricAdapter):
     Attributes:
         backbone: encoder architecture.
         init: ``imagenet``, ``random`` or ``export``.
-        protocol: ``whole`` or ``crops5``.
+        feature_mode: ``whole`` or ``crops5``, how features are extracted.
         crop_size: crop side for ``crops5``.
         init_seed: seed of a random initialisation.
         export: export path (``init == "export"``).
@@ -52,7 +52,7 @@ class FeatureProbe(MetricAdapter):
         self.lower_better = False
         self.backbone: str = spec_field(spec, "backbone")
         self.init: str = spec_field(spec, "init", "imagenet")
-        self.protocol: str = spec_field(spec, "protocol", "whole")
+        self.feature_mode: str = spec_field(spec, "feature_mode", "whole")
         self.crop_size: int = int(spec_field(spec, "crop_size", 224))
         self.init_seed: int = int(spec_field(spec, "init_seed", seed))
         export = spec_field(spec, "export", None)
@@ -78,8 +78,8 @@ class FeatureProbe(MetricAdapter):
             "backbone": self.backbone,
             "init": self.init,
             "init_seed": self.init_seed if self.init == "random" else None,
-            "feature_protocol": self.protocol,
-            "crop_size": self.crop_size if self.protocol == "crops5" else None,
+            "feature_protocol": self.feature_mode,  # the cache identity's key: unchanged, so caches stay valid
+            "crop_size": self.crop_size if self.feature_mode == "crops5" else None,
             "two_scale": [1.0, 0.5],
         }
 
@@ -101,7 +101,7 @@ class FeatureProbe(MetricAdapter):
 
     def compute(self, x: Any, name: str) -> NDArray[np.floating]:
         with torch.inference_mode():
-            feats = encode_two_scale(self._encoder, x.to(self._device), self.protocol,
+            feats = encode_two_scale(self._encoder, x.to(self._device), self.feature_mode,
                                      self.crop_size)
         return feats[0].float().cpu().numpy()
 
