@@ -68,7 +68,7 @@ from shamisa_bench.iqa.head import (
     MAX_SIDE,
     HeadError,
     QualityHead,
-    RidgeHeadModule,
+    QualityHeadModule,
     head_features,
     load_head,
     scale_mos,
@@ -165,7 +165,7 @@ class SHAMISA(nn.Module):
 
     Attributes:
         encoder: The frozen :class:`shamisa_bench.model.Encoder`.
-        head: The frozen :class:`shamisa_bench.iqa.head.RidgeHeadModule`.
+        head: The frozen :class:`shamisa_bench.iqa.head.QualityHeadModule`.
         head_info: The loaded :class:`shamisa_bench.iqa.head.QualityHead` (metadata).
         weights: The :class:`ResolvedWeights` used.
         check_input_range: Whether :meth:`forward` refuses values outside [0, 1] (True;
@@ -225,7 +225,7 @@ class SHAMISA(nn.Module):
         self.head_info: QualityHead = head
         self.check_input_range = True  # refuse values outside [0, 1]; pyiqa's check_input_range sets it
         self.encoder = encoder.eval().requires_grad_(False)
-        self.head = RidgeHeadModule(head)
+        self.head = QualityHeadModule(head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Score images.

@@ -91,7 +91,7 @@ __all__ = [
     "FitConfig",
     "HeadError",
     "QualityHead",
-    "RidgeHeadModule",
+    "QualityHeadModule",
     "extract_features",
     "fit_head",
     "head_features",
@@ -361,7 +361,7 @@ def load_head(path: str | os.PathLike[str]) -> QualityHead:
     return QualityHead.from_state_dict(state, source=str(file))
 
 
-class RidgeHeadModule(nn.Module):
+class QualityHeadModule(nn.Module):
     """A :class:`QualityHead` as a frozen module (buffers follow ``.to()``).
 
     ``forward`` maps features (N, K, F) to per-image MOS (N,), averaging the K crops, and

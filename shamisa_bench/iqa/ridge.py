@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from shamisa_bench.common.scoring import srcc_many
 
 __all__ = [
-    "RidgeHead",
+    "RidgeFit",
     "bench_ridge",
     "fit_ridge",
     "fit_ridge_path",
@@ -188,8 +188,9 @@ def select_alpha_by_val(
 
 
 @dataclass(frozen=True)
-class RidgeHead:
-    """A fitted linear quality head ``q = x @ weight + bias``.
+class RidgeFit:
+    """One ridge solution ``q = x @ weight + bias`` at one alpha (a quality head adds its
+    feature statistics and label scale to this: :class:`shamisa_bench.iqa.head.QualityHead`).
 
     Attributes:
         weight: shape ``(D,)``.
@@ -229,10 +230,10 @@ def fit_ridge(
     *,
     standardize: bool = False,
     dtype: type[np.floating] | np.dtype = np.float64,
-) -> RidgeHead:
-    """Fit one alpha (see :func:`fit_ridge_path`) and return it as a :class:`RidgeHead`."""
+) -> RidgeFit:
+    """Fit one alpha (see :func:`fit_ridge_path`) and return it as a :class:`RidgeFit`."""
     W, b = fit_ridge_path(X, y, [alpha], standardize=standardize, dtype=dtype)
-    return RidgeHead(weight=W[0], bias=float(b[0]), alpha=float(alpha))
+    return RidgeFit(weight=W[0], bias=float(b[0]), alpha=float(alpha))
 
 
 def _splits_for_bench(n: int, n_splits: int, seed: int) -> list[tuple[NDArray, NDArray]]:

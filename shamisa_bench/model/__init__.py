@@ -1,5 +1,5 @@
 """SHAMISA model: encoder backbones, projector, encoder-only export, two-scale features,
-and the network pretraining trains (:class:`ShamisaNet`).
+and the network pretraining trains (:class:`PretrainNet`).
 
 The public names are importable from here.
 
@@ -45,10 +45,10 @@ from shamisa_bench.model.features import (
     five_crops,
     half_scale,
 )
-from shamisa_bench.model.network import ShamisaNet, encoder_stages
+from shamisa_bench.model.network import PretrainNet, encoder_stages
 from shamisa_bench.model.projector import (
+    EncoderWithProjector,
     Projector,
-    ShamisaModel,
     build_model,
     projector_dims,
 )
@@ -63,10 +63,10 @@ __all__ = [
     "BackboneSpec",
     "Encoder",
     "EncoderExport",
+    "EncoderWithProjector",
     "ExportError",
+    "PretrainNet",
     "Projector",
-    "ShamisaModel",
-    "ShamisaNet",
     "WeightsUnavailableError",
     "backbone_spec",
     "build_encoder",

@@ -1,6 +1,6 @@
 """The network pretraining trains: encoder + projector + relation graph, as one module.
 
-:class:`ShamisaNet` holds the :class:`~shamisa_bench.model.projector.ShamisaModel`
+:class:`PretrainNet` holds the :class:`~shamisa_bench.model.projector.EncoderWithProjector`
 (encoder and projector) and the :class:`~shamisa_bench.graphs.RelationGraph` (prototypes and
 branch aggregator), so that DistributedDataParallel synchronises every trainable parameter;
 its ``state_dict`` is what a pretraining checkpoint stores under ``net``.
@@ -16,12 +16,12 @@ from torch import Tensor, nn
 
 from shamisa_bench.graphs import GraphConfig, RelationGraph
 from shamisa_bench.model.backbones import build_encoder
-from shamisa_bench.model.projector import Projector, ShamisaModel
+from shamisa_bench.model.projector import EncoderWithProjector, Projector
 
 if TYPE_CHECKING:  # the config type only: model/ sits below train/
     from shamisa_bench.train.config import PretrainConfig
 
-__all__ = ["ShamisaNet", "encoder_stages"]
+__all__ = ["PretrainNet", "encoder_stages"]
 
 
 def encoder_stages(encoder: nn.Module) -> list[list[nn.Module]]:
@@ -39,7 +39,7 @@ def encoder_stages(encoder: nn.Module) -> list[list[nn.Module]]:
     raise ValueError(f"cannot tell the stages of a {type(trunk).__name__} trunk")
 
 
-class ShamisaNet(nn.Module):
+class PretrainNet(nn.Module):
     """The trainable whole: encoder + projector + relation graph (prototypes, aggregator).
 
     One module so that DistributedDataParallel synchronises every trainable parameter.
@@ -48,10 +48,10 @@ class ShamisaNet(nn.Module):
     def __init__(self, config: PretrainConfig) -> None:
         super().__init__()
         encoder = build_encoder(config.backbone, init=config.init, seed=config.seed)
-        self.model = ShamisaModel(encoder, Projector(
+        self.model = EncoderWithProjector(encoder, Projector(
             encoder.feature_dim, out_dim=config.projector_dim, seed=config.seed, init=config.projector_init,
             gain=config.projector_gain))
-        # set by the training loop: True while the heads warm up (the encoder runs without gradient)
+        # set by the training loop: True while the projector and graph warm up (the encoder runs without gradient)
         self.encoder_fixed = False
         self.graph = RelationGraph(GraphConfig.ablation(config.graph), feature_dim=encoder.feature_dim)
         self.freeze_bn = config.freeze_bn
@@ -70,7 +70,7 @@ class ShamisaNet(nn.Module):
     def encoder(self) -> nn.Module:
         return self.model.encoder
 
-    def train(self, mode: bool = True) -> ShamisaNet:
+    def train(self, mode: bool = True) -> PretrainNet:
         """Train mode, with BatchNorm layers kept in eval mode where frozen.
 
         All of the encoder's when ``freeze_bn``, those of the frozen stages otherwise.

@@ -61,7 +61,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="width of z (default: 0.375 x the encoder width, as the reference); keep it below the "
                         "rows of a VICReg half (52 for the lite layout) so unit variance and zero covariance can meet")
     p.add_argument("--head-warmup-steps", type=int, default=None,
-                   help="train only the projector and graph heads for the first N steps (default 0)")
+                   help="train only the projector and the relation graph for the first N steps (default 0)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     add_device_argument(p)

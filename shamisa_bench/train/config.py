@@ -74,9 +74,11 @@ class PretrainConfig:
             half's covariance has rank below the width), and the weighted var + cov
             minimum is a shrunken z (about 0.15 of unit scale for the lite layout). A
             width below the half's row count removes that floor.
-        head_warmup_steps: for the run's first N steps only the heads (projector,
-            prototypes, aggregator) train; the encoder runs without gradient and keeps its
-            weights. The random heads' first gradients then never reach the encoder.
+        head_warmup_steps: for the run's first N steps only the projector and the relation
+            graph (prototypes, aggregator) train; the encoder runs without gradient and keeps
+            its weights. Their random initial gradients then never reach the encoder. (The
+            name, kept because run folders' config.json store it, predates the one meaning
+            of "head": the fitted quality regressor.)
     """
 
     preset: str

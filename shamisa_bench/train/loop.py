@@ -46,7 +46,7 @@ from shamisa_bench.common.provenance import git_state, package_versions, utc_now
 from shamisa_bench.distortions.allocator import tune_malloc
 from shamisa_bench.losses import ShamisaLoss
 from shamisa_bench.model import read_encoder_export, save_encoder_export
-from shamisa_bench.model.network import ShamisaNet
+from shamisa_bench.model.network import PretrainNet
 from shamisa_bench.train.checkpoint import (
     best_logged_validation,
     export_extra,
@@ -112,13 +112,19 @@ def _resolve_device(name: str, dist_info: _Dist | None = None) -> torch.device:
     return device
 
 
-def _param_groups(net: ShamisaNet, config: PretrainConfig) -> list[dict[str, Any]]:
+PARAM_GROUPS: tuple[str, ...] = ("encoder", "projector_graph")
+"""Names of the optimiser's parameter groups, in order: the encoder, then the projector and
+the relation graph (prototypes, aggregator). Checkpoints written before the second group had
+this name call it ``heads``; resuming one renames it."""
+
+
+def _param_groups(net: PretrainNet, config: PretrainConfig) -> list[dict[str, Any]]:
     encoder = [p for p in net.encoder.parameters() if p.requires_grad]
     enc_ids = {id(p) for p in encoder}
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in enc_ids]
     return [
-        {"params": encoder, "lr": config.lr * config.backbone_lr_mult, "name": "encoder"},
-        {"params": rest, "lr": config.lr, "name": "heads"},
+        {"params": encoder, "lr": config.lr * config.backbone_lr_mult, "name": PARAM_GROUPS[0]},
+        {"params": rest, "lr": config.lr, "name": PARAM_GROUPS[1]},
     ]
 
 
@@ -227,7 +233,7 @@ def run_pretrain(
     total_steps = config.total_steps(len(paths), dist_info.world_size)
 
     torch.manual_seed(config.seed)  # the one place model init draws from
-    net = ShamisaNet(config).to(dev)
+    net = PretrainNet(config).to(dev)
     loss_fn = ShamisaLoss(config.loss_config())
     optimizer = torch.optim.SGD(
         _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -251,7 +257,9 @@ def run_pretrain(
     start_step = 0
     if state is not None:
         net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # takes the saved groups' settings, names included
+        for group, name in zip(optimizer.param_groups, PARAM_GROUPS, strict=True):
+            group["name"] = name  # an old checkpoint's "heads" is today's "projector_graph"
         scaler.load_state_dict(state["scaler"])
         start_step = int(state["step"])
     if start_step >= total_steps and dist_info.is_main:

@@ -39,8 +39,8 @@ def test_path_equals_closed_form(n, d, standardize):
         w_ref, b_ref = _closed_form(X, y, a, standardize)
         np.testing.assert_allclose(W[i], w_ref, rtol=1e-7, atol=1e-9)
         assert b[i] == pytest.approx(b_ref, rel=1e-9, abs=1e-9)
-    head = ridge.fit_ridge(X, y, alphas[2], standardize=standardize)
-    np.testing.assert_allclose(head.predict(X), X @ W[2] + b[2], rtol=1e-9)
+    fit = ridge.fit_ridge(X, y, alphas[2], standardize=standardize)
+    np.testing.assert_allclose(fit.predict(X), X @ W[2] + b[2], rtol=1e-9)
     np.testing.assert_allclose(ridge.predict_path(X[:4], W, b)[:, 0], W @ X[0] + b)
 
 

@@ -17,9 +17,9 @@ from shamisa_bench.model import (
     CROP_NAMES,
     FEATURE_MODES,
     Encoder,
+    EncoderWithProjector,
     ExportError,
     Projector,
-    ShamisaModel,
     WeightsUnavailableError,
     build_encoder,
     build_model,
@@ -288,7 +288,7 @@ def test_shamisa_model_forward() -> None:
     torch.testing.assert_close(h.norm(dim=1), torch.ones(3))
     assert z.requires_grad
     with pytest.raises(ValueError, match="feature_dim"):
-        ShamisaModel(model.encoder, Projector(2048))
+        EncoderWithProjector(model.encoder, Projector(2048))
 
 
 # ------------------------------------------------------------------------------- export

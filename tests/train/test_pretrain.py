@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from shamisa_bench.cli import main
-from shamisa_bench.model import ShamisaNet
+from shamisa_bench.model import PretrainNet
 from shamisa_bench.train import (
     PretrainConfig,
     PretrainError,
@@ -25,6 +25,7 @@ from shamisa_bench.train import (
     preset_config,
     run_pretrain,
 )
+from shamisa_bench.train.loop import PARAM_GROUPS
 
 
 def _write_images(folder: Path, n: int = 6, size: tuple[int, int] = (96, 80)) -> Path:
@@ -99,6 +100,23 @@ def test_resume_continues_to_identical_weights(images: Path, reference_run: Path
     assert _same_state(_export_state(run), _export_state(reference_run))
     steps = [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines() if '"step"' in l and '"command"' not in l]
     assert steps == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_whose_group_is_still_called_heads(images: Path, reference_run: Path,
+                                                                     tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    run_pretrain(_tiny(max_steps=2, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False)
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert [g["name"] for g in state["optimizer"]["param_groups"]] == list(PARAM_GROUPS)
+    state["optimizer"]["param_groups"][1]["name"] = "heads"  # as checkpoints before the rename
+    torch.save(state, ckpt)
+    run_pretrain(_tiny(max_steps=4, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False,
+                 resume=True)
+    assert _same_state(_export_state(run), _export_state(reference_run))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert [g["name"] for g in state["optimizer"]["param_groups"]] == ["encoder", "projector_graph"]
 
 
 @pytest.mark.slow
@@ -244,7 +262,7 @@ def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     shard_losses = []
     for rank in range(2):
         torch.manual_seed(config.seed)
-        net = ShamisaNet(config).train()
+        net = PretrainNet(config).train()
         batch = StepDataset(paths, config.layout, seed=config.seed, start=0, stop=1, rank=rank, world_size=2).build(0)
         z, graph_out = net(batch.crops, batch.nodes)
         shard_losses.append(float(ShamisaLoss(LossConfig.ablation(config.graph))(z, graph_out).total.detach()))
@@ -350,7 +368,7 @@ def test_encoder_sees_references_and_distorted_crops_as_two_batches() -> None:
 
     cfg = _tiny()
     torch.manual_seed(0)
-    net = ShamisaNet(cfg).train()
+    net = PretrainNet(cfg).train()
     g = torch.Generator().manual_seed(0)
     imgs = [[torch.rand(3, 80, 80, generator=g) for _ in range(cfg.layout.n_contents)]
             for _ in range(cfg.layout.n_items)]
@@ -433,7 +451,7 @@ def test_finished_or_short_resume_reports_no_fake_export(images: Path, tmp_path:
 
 def test_freeze_stages_fixes_weights_and_batchnorm_of_the_first_stages() -> None:
     torch.manual_seed(0)
-    net = ShamisaNet(_tiny(freeze_stages=2)).train()
+    net = PretrainNet(_tiny(freeze_stages=2)).train()
     trunk = net.encoder.trunk
     assert not any(p.requires_grad for p in [*trunk.conv1.parameters(), *trunk.layer1.parameters()])
     assert all(p.requires_grad for p in trunk.layer2.parameters())
@@ -443,7 +461,7 @@ def test_freeze_stages_fixes_weights_and_batchnorm_of_the_first_stages() -> None
     net(torch.rand(40, 3, 64, 64), _tiny_nodes())
     assert torch.equal(trunk.layer1[0].bn1.running_mean, before)
     with pytest.raises(ValueError, match="stages"):
-        ShamisaNet(_tiny(freeze_stages=6))
+        PretrainNet(_tiny(freeze_stages=6))
 
 
 def _tiny_nodes():
@@ -493,15 +511,15 @@ def test_loss_coefficient_overrides() -> None:
 @pytest.mark.slow
 def test_head_warmup_keeps_the_encoder_and_then_releases_it(images: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    start = ShamisaNet(_tiny()).encoder.state_dict()
+    start = PretrainNet(_tiny()).encoder.state_dict()
     warm = tmp_path / "warm"
     run_pretrain(_tiny(max_steps=2, head_warmup_steps=2), images, warm, device="cpu", num_workers=0, progress=False)
     state = torch.load(warm / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
     encoder_keys = [k for k in state if k.startswith("model.encoder.") and "num_batches" not in k]
     projector_keys = [k for k in state if k.startswith("model.projector.")]
-    trained = ShamisaNet(_tiny())
+    trained = PretrainNet(_tiny())
     trained.load_state_dict(state)
-    fresh = ShamisaNet(_tiny())
+    fresh = PretrainNet(_tiny())
     # the encoder's weights are those of initialisation, the projector's moved
     assert all(torch.equal(state[k], fresh.state_dict()[k]) for k in encoder_keys if "running" not in k)
     assert any(not torch.equal(state[k], fresh.state_dict()[k]) for k in projector_keys)
@@ -514,7 +532,7 @@ def test_head_warmup_keeps_the_encoder_and_then_releases_it(images: Path, tmp_pa
 
 
 def test_projector_dim_sets_the_width_of_z() -> None:
-    net = ShamisaNet(_tiny(projector_dim=24))
+    net = PretrainNet(_tiny(projector_dim=24))
     z, _ = net(torch.rand(40, 3, 64, 64), _tiny_nodes())
     assert z.shape == (40, 24)
     for bad in (0, -3, 2.5, True):
