@@ -40,11 +40,9 @@ from shamisa_bench.common.imageio import check_image, load_image
 from shamisa_bench.harness.data import load_dataset
 from shamisa_bench.harness.data.errors import LabelFileError
 from shamisa_bench.harness.data.readers._common import (
-    Row,
-    canonical_name,
     check_unique,
     find_column,
-    parse_mos,
+    label_rows,
     read_delimited,
 )
 from shamisa_bench.harness.registry import load_registry
@@ -174,15 +172,7 @@ def read_label_csv(path: Path, image_root: Path | None = None) -> list[LabelRow]
     if c_img is None or c_mos is None:
         raise LabelFileError(path, 1, f"needs columns 'image' and 'mos', found {header}")
     c_ref = find_column(header, ["ref"], path, required=False)
-    parsed: list[Row] = []
-    for line, cells in body:
-        if len(cells) < len(header):
-            raise LabelFileError(path, line, f"expected {len(header)} columns, got {len(cells)}")
-        name = canonical_name(cells[c_img])
-        if not name:
-            raise LabelFileError(path, line, "missing image name")
-        ref = cells[c_ref].strip() if c_ref is not None else ""
-        parsed.append(Row(name=name, mos=parse_mos(cells[c_mos], path, line), ref=ref or name, line=line))
+    parsed = label_rows(path, header, body, c_img, c_mos, c_ref, blank_ref_is_name=True)
     if not parsed:
         raise LabelFileError(path, None, "no rows")
     check_unique(parsed, path)

@@ -75,6 +75,7 @@ from shamisa_bench import __version__
 from shamisa_bench.common.atomic import atomic_torch_save
 from shamisa_bench.common.imageio import scaled_size
 from shamisa_bench.common.scoring import srcc_many
+from shamisa_bench.common.splits import permuted_group_parts
 from shamisa_bench.iqa.ridge import (
     fit_ridge_path,
     geometric_alphas,
@@ -601,9 +602,8 @@ def validation_splits(
     rng = np.random.default_rng(seed)
     splits = []
     for _ in range(n_splits):
-        val_groups = rng.permutation(len(unique))[:n_val]
-        is_val = np.isin(group_of, val_groups)
-        splits.append((np.flatnonzero(~is_val), np.flatnonzero(is_val)))
+        val, train = permuted_group_parts(group_of, len(unique), (n_val,), rng)
+        splits.append((train, val))
     return splits
 
 

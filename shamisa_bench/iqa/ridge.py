@@ -30,6 +30,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from shamisa_bench.common.scoring import srcc_many
+from shamisa_bench.common.splits import permuted_group_parts
 
 __all__ = [
     "RidgeFit",
@@ -238,12 +239,9 @@ def fit_ridge(
 
 def _splits_for_bench(n: int, n_splits: int, seed: int) -> list[tuple[NDArray, NDArray]]:
     rng = np.random.default_rng(seed)
-    out = []
-    n_tr, n_va = round(0.7 * n), round(0.1 * n)
-    for _ in range(n_splits):
-        perm = rng.permutation(n)
-        out.append((np.sort(perm[:n_tr]), np.sort(perm[n_tr : n_tr + n_va])))
-    return out
+    items = np.arange(n)  # one group per item
+    counts = (round(0.7 * n), round(0.1 * n))
+    return [tuple(permuted_group_parts(items, n, counts, rng)[:2]) for _ in range(n_splits)]
 
 
 def bench_ridge(

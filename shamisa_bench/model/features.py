@@ -32,6 +32,7 @@ __all__ = [
     "FEATURE_MODES",
     "SCALES",
     "check_feature_mode",
+    "downscale_half",
     "encode_two_scale",
     "five_crop_boxes",
     "five_crops",
@@ -66,8 +67,27 @@ def check_feature_mode(feature_mode: object) -> str:
     return str(feature_mode)
 
 
+def downscale_half(x: torch.Tensor) -> torch.Tensor:
+    """The one 0.5 downscale: bilinear, antialiased, ``align_corners=False``, to
+    ``(max(1, H // 2), max(1, W // 2))``.
+
+    No checks and no clamping: :func:`half_scale` adds both for the encoder's input; the
+    pretraining views (:func:`shamisa_bench.train.steps.crop_views`) use it as it is.
+
+    Args:
+        x: Images (N, C, H, W) or one image (C, H, W), float.
+
+    Returns:
+        The downscaled images, same number of dimensions.
+    """
+    if x.dim() == 3:
+        return downscale_half(x[None])[0]
+    size = (max(1, x.shape[-2] // 2), max(1, x.shape[-1] // 2))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def half_scale(x: torch.Tensor) -> torch.Tensor:
-    """Downscale images by 0.5: bilinear, antialiased, to (H // 2, W // 2).
+    """Downscale images by 0.5 (:func:`downscale_half`) for the encoder: checked, clamped.
 
     Args:
         x: Images (N, 3, H, W), float in [0, 1].
@@ -85,7 +105,7 @@ def half_scale(x: torch.Tensor) -> torch.Tensor:
             f"two-scale features need images of at least {2 * MIN_INPUT_SIZE}x{2 * MIN_INPUT_SIZE} "
             f"pixels (>= {MIN_INPUT_SIZE} after halving), got {x.shape[-2]}x{x.shape[-1]}"
         )
-    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True).clamp(0.0, 1.0)
+    return downscale_half(x).clamp(0.0, 1.0)
 
 
 def five_crop_boxes(height: int, width: int, crop_size: int) -> tuple[tuple[int, int], ...]:

@@ -20,6 +20,7 @@ import torch
 
 from shamisa_bench.cli.args import add_device_argument
 from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.losses.shamisa import LossConfig
 from shamisa_bench.train.config import (
     PRESETS,
     PretrainConfig,
@@ -54,9 +55,12 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="keep the encoder's BatchNorm statistics fixed (default: updated, as the reference)")
     p.add_argument("--freeze-stages", type=int, default=None,
                    help="keep the encoder's first N stages fixed (stem = 1; default 0, as the reference)")
-    p.add_argument("--c-var", type=float, default=None, help="coefficient of L_var (default: the reference's 11.976)")
-    p.add_argument("--c-inv", type=float, default=None, help="coefficient of L_inv' (default: the reference's 88.369)")
-    p.add_argument("--c-cov", type=float, default=None, help="coefficient of L_cov (default: the reference's 57.212)")
+    p.add_argument("--c-var", type=float, default=None,
+                   help=f"coefficient of L_var (default: the reference's {LossConfig.c_var})")
+    p.add_argument("--c-inv", type=float, default=None,
+                   help=f"coefficient of L_inv' (default: the reference's {LossConfig.c_inv})")
+    p.add_argument("--c-cov", type=float, default=None,
+                   help=f"coefficient of L_cov (default: the reference's {LossConfig.c_cov})")
     p.add_argument("--projector-dim", type=int, default=None,
                    help="width of z (default: 0.375 x the encoder width, as the reference); keep it below the "
                         "rows of a VICReg half (52 for the lite layout) so unit variance and zero covariance can meet")

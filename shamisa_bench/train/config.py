@@ -59,8 +59,8 @@ class PretrainConfig:
         freeze_stages: keep the encoder's first N stages fixed (weights and BatchNorm
             statistics): the stem counts as stage 1, then each block stage (ResNet: layer1-4;
             EfficientNet-Lite0: blocks 0-6). 0 (the reference) trains everything.
-        c_var, c_inv, c_cov: loss coefficients replacing the reference's (11.976, 88.369,
-            57.212) when set; None keeps them.
+        c_var, c_inv, c_cov: loss coefficients replacing the reference's (the defaults of
+            :class:`~shamisa_bench.losses.shamisa.LossConfig`) when set; None keeps them.
         channels_last: run the encoder in channels-last memory format (about 2-3x faster
             convolutions on CPU; the same function, float rounding aside).
         freeze_bn: keep the encoder's BatchNorm layers in eval mode (running statistics

@@ -49,12 +49,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from shamisa_bench.distortions.catalog import SEVERITY_SAMPLERS
 from shamisa_bench.distortions.compose import (
     CompositionMeta,
     apply_composition_group,
     sample_composition,
 )
 from shamisa_bench.graphs.nodes import NodeMeta
+from shamisa_bench.model.features import downscale_half
 
 __all__ = [
     "SEVERITY_SAMPLERS",
@@ -68,13 +70,9 @@ __all__ = [
     "build_step",
     "collate_items",
     "crop_views",
-    "half_scale",
     "random_crop",
     "step_order",
 ]
-
-SEVERITY_SAMPLERS = ("gaussian", "uniform", "discrete")
-
 
 @dataclass(frozen=True)
 class LayoutSpec:
@@ -252,13 +250,6 @@ def _check_content(img: object, i: int) -> Tensor:
     return img
 
 
-def half_scale(img: Tensor) -> Tensor:
-    """``(3, H, W)`` -> ``(3, max(1, H // 2), max(1, W // 2))``, antialiased bilinear."""
-    h, w = img.shape[-2:]
-    size = (max(1, h // 2), max(1, w // 2))
-    return F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-
-
 def random_crop(img: Tensor, size: int, *, generator: torch.Generator) -> Tensor:
     """A uniformly placed ``size x size`` crop; zero-padded (bottom/right, as the evaluation
     pads) when the image is smaller.
@@ -287,7 +278,7 @@ def crop_views(contents: Sequence[Tensor], crop_size: int, *, generator: torch.G
     for i, img in enumerate(contents):
         img = _check_content(img, i)
         views.append(random_crop(img, crop_size, generator=generator))
-        views.append(random_crop(half_scale(img), crop_size, generator=generator))
+        views.append(random_crop(downscale_half(img), crop_size, generator=generator))
     return torch.stack(views).clamp(0.0, 1.0)
 
 

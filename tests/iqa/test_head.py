@@ -32,19 +32,13 @@ from shamisa_bench.iqa.head import (
     validation_splits,
 )
 from shamisa_bench.iqa.ridge import fit_ridge
-from shamisa_bench.model import build_encoder, load_encoder_export, save_encoder_export
+from shamisa_bench.model import load_encoder_export
+from tests.helpers import MIN_SIZE, tiny_export
 
-MIN_SIZE = 96
 SIGMAS = (0.0, 1.0, 2.0, 3.5)  # blur level 0..3; quality = 3 - level
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """Tiny models gain nothing from threads, and on a busy machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blur_images(n: int, seed: int) -> tuple[list[torch.Tensor], np.ndarray]:
@@ -65,7 +59,7 @@ def blur_images(n: int, seed: int) -> tuple[list[torch.Tensor], np.ndarray]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("heads")
-    export = save_encoder_export(build_encoder("resnet18", "random", seed=1), root / "export")
+    export = tiny_export(root, seed=1)
     encoder = load_encoder_export(export)
     train, q_train = blur_images(24, seed=10)
     test, q_test = blur_images(12, seed=20)

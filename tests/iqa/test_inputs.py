@@ -9,7 +9,6 @@ head stand in for real weights.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -23,46 +22,23 @@ import torch.nn.functional as F
 
 import shamisa_bench
 from shamisa_bench import cli
-from shamisa_bench.iqa.head import MAX_SIDE, QualityHead, prepare_images, save_head
-from shamisa_bench.model import build_encoder, save_encoder_export
+from shamisa_bench.iqa.head import MAX_SIDE, prepare_images, save_head
 from tests import REPO
+from tests.helpers import MIN_SIZE, random_head, tiny_export
 
 pyiqa = pytest.importorskip("pyiqa")
 from PIL import Image
 
 from shamisa_bench.iqa import plugin as pyiqa_plugin
 
-MIN_SIZE = 96
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("inputs")
-    export = save_encoder_export(build_encoder("resnet18", "random", seed=3), root / "export")
-    sha = shamisa_bench.model.read_encoder_export(export).weights_sha256
-    gen = torch.Generator().manual_seed(0)
-    dim = 1024
-    head = QualityHead(
-        weight=torch.randn(dim, generator=gen) * 4.0 / math.sqrt(dim),
-        bias=0.5,
-        feature_mean=torch.full((dim,), 1.0 / math.sqrt(dim)),
-        feature_std=torch.ones(dim),
-        mos_range=(0.0, 1.0),
-        lower_better=False,
-        dataset="unit",
-        feature_mode="whole",
-        min_size=MIN_SIZE,
-        encoder_sha256=sha,
-        backbone="resnet18",
-    )
+    export = tiny_export(root, seed=3)
+    head = random_head(1024, shamisa_bench.model.read_encoder_export(export).weights_sha256)
     return {"export": export, "head": save_head(head, root / "head.pt")}
 
 

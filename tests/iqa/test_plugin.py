@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import math
 import os
 import subprocess
 import sys
@@ -28,9 +27,9 @@ from shamisa_bench.archs.shamisa_arch import (
     WeightsNotFoundError,
     resolve_weights,
 )
-from shamisa_bench.iqa.head import HeadError, QualityHead, save_head, scale_mos
-from shamisa_bench.model import build_encoder, save_encoder_export
+from shamisa_bench.iqa.head import HeadError, save_head, scale_mos
 from tests import REPO
+from tests.helpers import MIN_SIZE, random_head, tiny_export
 
 pyiqa = pytest.importorskip("pyiqa")
 from pyiqa.default_model_configs import DEFAULT_CONFIGS
@@ -40,46 +39,17 @@ from shamisa_bench import pyiqa_plugin as legacy_plugin
 from shamisa_bench.iqa import plugin as pyiqa_plugin
 from shamisa_bench.iqa import weights as iqa_weights
 
-MIN_SIZE = 96
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """Tiny models gain nothing from threads, and on a busy machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _random_head(dim: int, sha: str | None, *, feature_mode: str = "whole", seed: int = 0, **kw: object) -> QualityHead:
-    gen = torch.Generator().manual_seed(seed)
-    fields: dict[str, object] = {
-        "weight": torch.randn(dim, generator=gen) * 4.0 / math.sqrt(dim),
-        "bias": 0.5,
-        "feature_mean": torch.full((dim,), 1.0 / math.sqrt(dim)),
-        "feature_std": torch.ones(dim),
-        "mos_range": (0.0, 1.0),
-        "lower_better": False,
-        "dataset": "unit",
-        "feature_mode": feature_mode,
-        "min_size": MIN_SIZE,
-        "encoder_sha256": sha,
-        "backbone": "resnet18",
-    }
-    fields.update(kw)
-    return QualityHead(**fields)  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shamisa-weights")
-    encoder = build_encoder("resnet18", "random", seed=3)
-    export = save_encoder_export(encoder, root / "export")
+    export = tiny_export(root, seed=3)
     sha = shamisa_bench.model.read_encoder_export(export).weights_sha256
-    head = save_head(_random_head(1024, sha), root / "head.pt")
-    crops = save_head(_random_head(1024, sha, feature_mode="crops5", crop_size=64), root / "head-crops5.pt")
-    other = save_head(_random_head(1024, "0" * 64), root / "head-other-encoder.pt")
+    head = save_head(random_head(1024, sha), root / "head.pt")
+    crops = save_head(random_head(1024, sha, feature_mode="crops5", crop_size=64), root / "head-crops5.pt")
+    other = save_head(random_head(1024, "0" * 64), root / "head-other-encoder.pt")
     return {"root": root, "export": export, "head": head, "crops5": crops, "other": other}
 
 

@@ -5,25 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from shamisa_bench.cli import main
 from shamisa_bench.distortions import CATALOG
-
-
-@pytest.fixture()
-def photo(tmp_path: Path) -> Path:
-    """A generated 56x72 RGB PNG with edges and gradients."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:56, 0:72]
-    img = np.stack([xx / 71.0, yy / 55.0, 0.5 + 0.5 * np.sin(xx / 5.0)], axis=-1)
-    img[10:30, 20:50] = rng.uniform(0, 1, 3)
-    path = tmp_path / "photo.png"
-    Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
-    return path
 
 
 def test_bench_engine_json(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from shamisa_bench.distortions import apply_composition_group, sample_composition
+from shamisa_bench.model.features import downscale_half
 from shamisa_bench.perf.engine import synthetic_images
 from shamisa_bench.train.steps import (
     CompositionMeta,
@@ -15,7 +16,6 @@ from shamisa_bench.train.steps import (
     build_step,
     collate_items,
     crop_views,
-    half_scale,
     random_crop,
 )
 
@@ -78,7 +78,7 @@ def test_small_images_are_zero_padded() -> None:
     # padded at the bottom and right, as the evaluation pads (iqa.head.prepare_images)
     assert float(crop[:, :20, :24].sum()) == 3 * 20 * 24
     assert float(crop[:, 20:].abs().sum()) == 0 and float(crop[:, :, 24:].abs().sum()) == 0
-    assert half_scale(img).shape == (3, 10, 12)
+    assert downscale_half(img).shape == (3, 10, 12)
     views = crop_views([img], 32, generator=gen())
     assert float(views[1].sum()) == pytest.approx(3 * 10 * 12, rel=1e-5)
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from shamisa_bench.common.splits import permuted_group_parts
+
 if TYPE_CHECKING:
     from shamisa_bench.harness.data.table import DatasetTable
 
@@ -136,15 +138,10 @@ def group_split(
     distinct = sorted(set(groups))
     if len(distinct) < 2:
         raise ValueError(f"need at least 2 groups to split, got {len(distinct)}")
-    order = np.random.default_rng(int(seed)).permutation(len(distinct))
     n_train, n_val, _ = _counts(len(distinct), r)
-    part_of = {}
-    for rank, gi in enumerate(order):
-        part_of[distinct[gi]] = 0 if rank < n_train else 1 if rank < n_train + n_val else 2
-    buckets: list[list[int]] = [[], [], []]
-    for i, g in enumerate(groups):
-        buckets[part_of[g]].append(i)
-    parts = [np.array(sorted(b), dtype=np.int64) for b in buckets]
+    code = {g: i for i, g in enumerate(distinct)}
+    group_of = np.array([code[g] for g in groups], dtype=np.int64)
+    parts = permuted_group_parts(group_of, len(distinct), (n_train, n_val), np.random.default_rng(int(seed)))
     part_hashes, total = _hashes(names, parts)
     return Split(
         train=parts[0], val=parts[1], test=parts[2], seed=int(seed), method=method, part_hashes=part_hashes, hash=total

@@ -6,7 +6,7 @@ import csv
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,6 +23,7 @@ __all__ = [
     "canonical_name",
     "check_unique",
     "find_column",
+    "label_rows",
     "load_mat",
     "mat_numbers",
     "mat_strings",
@@ -177,6 +178,58 @@ def find_column(header: Sequence[str], candidates: Iterable[str], path: Path, *,
     if required:
         raise LabelFileError(path, 1, f"no column named {' or '.join(repr(c) for c in cands)} in header {list(header)}")
     return None
+
+
+def label_rows(
+    path: Path,
+    header: Sequence[str],
+    body: Iterable[tuple[int, list[str]]],
+    image_col: int,
+    mos_col: int,
+    ref_col: int | None = None,
+    split_col: int | None = None,
+    extras: Mapping[str, int | None] | None = None,
+    *,
+    blank_ref_is_name: bool = False,
+) -> list[Row]:
+    """The rows of a delimited label file (:func:`read_delimited`), one :class:`Row` each.
+
+    Args:
+        path: The label file (for error messages).
+        header: Its column names.
+        body: ``(line, cells)`` pairs.
+        image_col, mos_col: Columns of the image name and the label.
+        ref_col: Column of the reference group, or None (each image is its own group).
+        split_col: Column of the official split, or None.
+        extras: Further columns to copy, name -> column (None: absent, skipped).
+        blank_ref_is_name: A blank reference cell means the image's own group (True) or
+            is an error (False).
+
+    Returns:
+        The rows, in file order.
+
+    Raises:
+        LabelFileError: A short row, a missing image name or reference, a bad label or split.
+    """
+    rows = []
+    for line, cells in body:
+        if len(cells) < len(header):
+            raise LabelFileError(path, line, f"expected {len(header)} columns, got {len(cells)}")
+        name = canonical_name(cells[image_col])
+        if not name:
+            raise LabelFileError(path, line, "missing image name")
+        ref = name
+        if ref_col is not None:
+            ref = cells[ref_col].strip()
+            if not ref:
+                if not blank_ref_is_name:
+                    raise LabelFileError(path, line, "missing reference group")
+                ref = name
+        split = split_value(cells[split_col], path, line) if split_col is not None else None
+        extra = {k: cells[i] for k, i in (extras or {}).items() if i is not None}
+        rows.append(Row(name=name, mos=parse_mos(cells[mos_col], path, line), ref=ref, line=line, split=split,
+                        extra=extra))
+    return rows
 
 
 def check_unique(rows: Sequence[Row], path: Path) -> None:

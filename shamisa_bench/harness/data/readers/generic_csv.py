@@ -11,15 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shamisa_bench.harness.data.errors import LabelFileError
 from shamisa_bench.harness.data.readers._base import ReadResult
 from shamisa_bench.harness.data.readers._common import (
-    Row,
-    canonical_name,
     find_column,
-    parse_mos,
+    label_rows,
     read_delimited,
-    split_value,
 )
 from shamisa_bench.harness.registry import DatasetLayout, DatasetSpec
 
@@ -38,22 +34,6 @@ def read_csv_dataset(spec: DatasetSpec, layout: DatasetLayout, root: Path, label
     c_ref = find_column(header, [str(opts["ref_column"])], label_file) if opts.get("ref_column") else None
     c_split = find_column(header, [str(opts["split_column"])], label_file) if opts.get("split_column") else None
     extras = {str(c): find_column(header, [str(c)], label_file) for c in opts.get("extra_columns", []) or []}
-    rows = []
-    for line, cells in body:
-        if len(cells) < len(header):
-            raise LabelFileError(label_file, line, f"expected {len(header)} columns, got {len(cells)}")
-        name = canonical_name(cells[c_img])
-        if not name:
-            raise LabelFileError(label_file, line, "missing image name")
-        ref = name
-        if c_ref is not None:
-            ref = cells[c_ref].strip()
-            if not ref:
-                raise LabelFileError(label_file, line, "missing reference group")
-        split = split_value(cells[c_split], label_file, line) if c_split is not None else None
-        extra = {k: cells[i] for k, i in extras.items() if i is not None}
-        rows.append(
-            Row(name=name, mos=parse_mos(cells[c_mos], label_file, line), ref=ref, line=line, split=split, extra=extra)
-        )
+    rows = label_rows(label_file, header, body, c_img, c_mos, c_ref, c_split, extras)
     image_dir = root / str(opts.get("image_dir", "."))
     return ReadResult(rows=rows, image_dirs=[image_dir], split_source=label_file if c_split is not None else None)
