@@ -1,14 +1,62 @@
-"""Arguments that several commands share, declared once: ``--feature-mode`` and ``--device``."""
+"""What several commands share, declared once: ``--feature-mode``, ``--device``, and the
+note that a renamed command's old spelling prints."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from shamisa_bench.common.device import DEVICE_HELP, check_device, resolve_device_name
 from shamisa_bench.model.features import FEATURE_MODES
 
-__all__ = ["add_device_argument", "add_feature_mode_argument", "device_from_args"]
+__all__ = [
+    "RENAMED_NOTE",
+    "add_device_argument",
+    "add_feature_mode_argument",
+    "device_from_args",
+    "renamed",
+    "renamed_parsers",
+]
+
+RENAMED_NOTE = (
+    "note: 'shamisa-bench {old}' is now 'shamisa-bench {new}'; the old spelling will be removed in the next release"
+)
+"""The line an old spelling of a command prints on stderr before it runs."""
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def renamed(old: str, new: str | Callable[[argparse.Namespace], str], handler: Handler) -> Handler:
+    """``handler`` run by an old spelling: it prints :data:`RENAMED_NOTE` first.
+
+    Args:
+        old: The old spelling, after ``shamisa-bench`` (e.g. ``datasets``).
+        new: The new spelling, or a function of the parsed arguments giving it.
+        handler: The command's handler.
+
+    Returns:
+        The handler of the old spelling.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        print(RENAMED_NOTE.format(old=old, new=new(args) if callable(new) else new), file=sys.stderr)
+        return handler(args)
+
+    return run
+
+
+def renamed_parsers(subparsers: Any, old: str, new: str) -> None:
+    """Make every parser of ``subparsers`` (an old command group) print the renamed note.
+
+    Args:
+        subparsers: The old group's subparsers, each with its ``func`` set.
+        old: The old group's spelling (e.g. ``bench``).
+        new: The new one (e.g. ``perf``).
+    """
+    for name, parser in subparsers.choices.items():
+        parser.set_defaults(func=renamed(f"{old} {name}", f"{new} {name}", parser.get_default("func")))
 
 
 def add_feature_mode_argument(parser: argparse.ArgumentParser, *, repeat: bool = False, help: str) -> None:

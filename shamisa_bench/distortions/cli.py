@@ -1,4 +1,8 @@
-"""Subcommands of the distortion engine: ``distortions`` and ``distort``."""
+"""Subcommands of the distortion engine: ``distortions ls`` and ``distortions sheet``.
+
+The old spellings ``distortions [--json]`` and ``distort IMAGE ...`` still work for one
+release and say so on stderr.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from shamisa_bench.cli.args import renamed
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import load_image
 from shamisa_bench.distortions.catalog import CATALOG, GROUPS
@@ -18,22 +23,41 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``distortions`` and ``distort`` to the ``shamisa-bench`` command line."""
-    p = subparsers.add_parser("distortions", help="list the distortion catalog (26 types, 7 groups)")
+    """Add ``distortions {ls,sheet}`` (and the hidden old ``distort``) to the command line."""
+    group = subparsers.add_parser("distortions", help="the distortion catalog and contact sheets")
+    # the old spelling `distortions [--json]` (no action): listed as before, with a note
+    group.add_argument("--json", dest="legacy_json", action="store_true", help=argparse.SUPPRESS)
+    group.set_defaults(func=renamed("distortions", "distortions ls", _cmd_distortions_legacy))
+    sub = group.add_subparsers(dest="distortions_command", metavar="ACTION")
+
+    p = sub.add_parser("ls", help="list the distortion catalog (26 types, 7 groups)")
     p.add_argument("--json", action="store_true", help="print the catalog as JSON")
     p.set_defaults(func=_cmd_distortions)
 
-    d = subparsers.add_parser(
-        "distort",
+    d = sub.add_parser(
+        "sheet",
         help="write a contact sheet: every type at its 5 anchor levels, plus a composition group",
     )
+    _add_sheet_arguments(d)
+    d.set_defaults(func=_cmd_distort)
+
+    old = subparsers.add_parser("distort")  # no help: hidden from the command list
+    _add_sheet_arguments(old)
+    old.set_defaults(func=renamed("distort", "distortions sheet", _cmd_distort))
+
+
+def _add_sheet_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("image", help="input image (JPEG, PNG, BMP, TIFF)")
     d.add_argument("--out", required=True, help="output PNG path")
     d.add_argument("--types", nargs="+", metavar="TYPE", help="rows to draw (default: all types)")
     d.add_argument("--seed", type=int, default=0, help="seed of the random types and the composition (default 0)")
     d.add_argument("--size", type=int, default=224, help="side of the centre crop shown, in pixels (default 224)")
     d.add_argument("--no-composition", action="store_true", help="leave out the composition-group row")
-    d.set_defaults(func=_cmd_distort)
+
+
+def _cmd_distortions_legacy(args: argparse.Namespace) -> int:
+    args.json = args.legacy_json
+    return _cmd_distortions(args)
 
 
 def _cmd_distortions(args: argparse.Namespace) -> int:

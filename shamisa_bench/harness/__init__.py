@@ -10,7 +10,7 @@
 - :mod:`~shamisa_bench.harness.protocols`: intra- and cross-dataset evaluation.
 - :mod:`~shamisa_bench.harness.results`: the unit JSON schema, storage and leaderboard tables.
 - :mod:`~shamisa_bench.harness.run`: :func:`~shamisa_bench.harness.run.run_suite`, which ties
-  them together; :mod:`~shamisa_bench.harness.cli`: ``run``, ``report``, ``bench ridge|run``.
+  them together; :mod:`~shamisa_bench.harness.cli`: ``run``, ``report``, ``perf ridge|run``.
 
 This ``__init__`` imports nothing, so that reading a dataset (``harness.data``, e.g. for the
 pretraining validation probe) does not load the whole harness.

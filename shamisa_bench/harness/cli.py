@@ -1,4 +1,4 @@
-"""CLI of the benchmark harness: ``run``, ``report``, ``bench ridge`` and ``bench run``.
+"""CLI of the benchmark harness: ``run``, ``report``, ``perf ridge`` and ``perf run``.
 
 ``run`` only parses the arguments into a :class:`~shamisa_bench.harness.run.RunConfig` and
 calls :func:`~shamisa_bench.harness.run.run_suite`; ``report`` rebuilds the tables of a suite
@@ -94,7 +94,7 @@ def add_pyiqa_home_argument(p: argparse.ArgumentParser) -> None:
 
 
 def register_bench(bench_subparsers: Any) -> None:
-    """Add ``bench ridge`` and ``bench run``."""
+    """Add ``perf ridge`` and ``perf run``."""
     b = bench_subparsers.add_parser("ridge", help="ridge alpha path: splits x alphas, JSON")
     b.add_argument("--n", type=int, default=10_000, help="samples (default 10000)")
     b.add_argument("--d", type=int, default=4096, help="features (default 4096)")

@@ -1,4 +1,4 @@
-"""CLI: ``shamisa-bench fit-head`` and ``shamisa-bench bench metric``.
+"""CLI: ``shamisa-bench fit-head`` and ``shamisa-bench perf metric``.
 
 * ``fit-head --encoder EXPORT --dataset NAME [--data-root DIR] --out HEAD.pt``: fit the
   ridge head of the pyiqa metric on a registered dataset (alpha by median validation SRCC,
@@ -8,7 +8,7 @@
   Everything that can be checked is checked before any feature is computed: the device,
   that ``--out`` can be written, labels inside ``--mos-range``, enough images for the
   validation parts, and every image decodes (all failures listed at once).
-* ``bench metric``: images/s of ``pyiqa.create_metric('shamisa')`` against the bare
+* ``perf metric``: images/s of ``pyiqa.create_metric('shamisa')`` against the bare
   two-scale encoder forward on the same inputs, for each feature mode, as JSON. A
   random-init encoder export and a random head are made on the fly (no weights needed).
 """
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--encoder", required=True, type=Path, help="encoder export folder (e.g. RUN/export)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="registered dataset name (see `shamisa-bench datasets`)")
+    src.add_argument("--dataset", help="registered dataset name (see `shamisa-bench data ls`)")
     src.add_argument("--csv", type=Path, help="CSV with columns image,mos (optional ref)")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--registry", type=Path, default=None, help="registry folder (default: the shipped one)")
@@ -102,7 +102,7 @@ def register(subparsers: Any) -> None:
 
 
 def register_bench(bench_subparsers: Any) -> None:
-    """Add ``bench metric`` to the ``bench`` subparsers."""
+    """Add ``perf metric`` to the ``perf`` subparsers."""
     p = bench_subparsers.add_parser("metric", help="pyiqa metric images/s vs the bare two-scale encoder (JSON)")
     p.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
     add_feature_mode_argument(p, repeat=True, help="feature mode(s) to time (repeatable; default all)")
@@ -352,7 +352,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# bench metric
+# perf metric
 # --------------------------------------------------------------------------------------
 
 

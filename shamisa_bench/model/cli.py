@@ -1,4 +1,4 @@
-"""CLI: ``shamisa-bench model ...`` and ``shamisa-bench bench encoder``.
+"""CLI: ``shamisa-bench model ...`` and ``shamisa-bench perf encoder``.
 
 * ``model fetch-weights --backbone resnet50``: download torchvision ImageNet weights into
   the torch hub cache (the only networked command here).
@@ -6,7 +6,7 @@
   and print its summary as JSON.
 * ``model convert-export SRC --dtype float16 --out DST``: rewrite an export in another
   storage dtype (how the shipped fp16 encoder is made), keeping its provenance.
-* ``bench encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
+* ``perf encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
 
 
 def register_bench(bench_subparsers: Any) -> None:
-    """Add ``bench encoder`` to the ``bench`` subparsers."""
+    """Add ``perf encoder`` to the ``perf`` subparsers."""
     bench = bench_subparsers.add_parser("encoder", help="two-scale feature extraction speed")
     bench.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
     add_feature_mode_argument(bench, help="how features are extracted (default whole)")

@@ -1,4 +1,5 @@
-"""``shamisa-bench bench``: the speed benchmarks, each printing JSON.
+"""``shamisa-bench perf``: the speed benchmarks, each printing JSON (``bench``, the old
+spelling, still works for one release and says so on stderr).
 
 The ``engine`` and ``pretrain`` targets are defined here and in
 :mod:`~shamisa_bench.perf.pretrain`; ``encoder``, ``ridge``, ``run`` and ``metric`` time the
@@ -13,7 +14,11 @@ import sys
 
 import torch
 
-from shamisa_bench.cli.args import add_device_argument, device_from_args
+from shamisa_bench.cli.args import (
+    add_device_argument,
+    device_from_args,
+    renamed_parsers,
+)
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.imageio import list_images, load_image
 from shamisa_bench.distortions.allocator import tune_malloc
@@ -28,18 +33,26 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bench`` and its targets, in this order: engine, encoder, pretrain, ridge, run, metric."""
-    bench = subparsers.add_parser("bench", help="speed benchmarks that print JSON")
+    """Add ``perf`` and its targets, in this order: engine, encoder, pretrain, ridge, run, metric;
+    and ``bench``, its hidden old spelling."""
+    perf = subparsers.add_parser("perf", help="speed benchmarks that print JSON")
+    _register_targets(perf.add_subparsers(dest="bench_target", metavar="TARGET", required=True))
+    bench = subparsers.add_parser("bench")  # no help: hidden from the command list
     bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
-    _register_engine(bench_sub)
-    model_cli.register_bench(bench_sub)
-    pretrain_bench.register_bench(bench_sub)
-    harness_cli.register_bench(bench_sub)
-    iqa_cli.register_bench(bench_sub)
+    _register_targets(bench_sub)
+    renamed_parsers(bench_sub, "bench", "perf")
+
+
+def _register_targets(targets: argparse._SubParsersAction) -> None:
+    _register_engine(targets)
+    model_cli.register_bench(targets)
+    pretrain_bench.register_bench(targets)
+    harness_cli.register_bench(targets)
+    iqa_cli.register_bench(targets)
 
 
 def _register_engine(bench_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bench engine``."""
+    """Add ``perf engine``."""
     b = bench_subparsers.add_parser(
         "engine", help="time full a0 step generation (252 crops of 224) and every distortion type"
     )

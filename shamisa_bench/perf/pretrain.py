@@ -1,4 +1,4 @@
-"""``bench pretrain``: pretraining steps/s and the share of step time spent waiting for data.
+"""``perf pretrain``: pretraining steps/s and the share of step time spent waiting for data.
 
 A short run of :func:`~shamisa_bench.train.loop.run_pretrain` on the given images (default:
 eight generated 480x320 images) in a temporary folder; the timing comes from its log.

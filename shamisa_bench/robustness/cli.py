@@ -11,6 +11,7 @@ and :func:`dispatch_report`, which :func:`register` adds to those commands' suit
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ def dispatch_run(args: argparse.Namespace) -> int | None:
         return None  # unknown suite: the harness reports it with the valid names
     if kind != "robustness":
         return None
+    print(f"run: suite {args.suite} is a robustness suite; running it as 'shamisa-bench robustness'", file=sys.stderr)
     return _execute(_config(args))
 
 

@@ -1,4 +1,4 @@
-"""The ``pretrain`` and ``pretrain-report`` commands (``bench pretrain`` is in :mod:`shamisa_bench.perf.pretrain`).
+"""The ``pretrain`` and ``pretrain-report`` commands (``perf pretrain`` is in :mod:`shamisa_bench.perf.pretrain`).
 
 ``pretrain`` parses the options into a :class:`~shamisa_bench.train.config.PretrainConfig`,
 builds the validation probe when ``--val-dataset`` is given (rank 0 only) and calls

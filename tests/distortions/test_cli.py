@@ -1,4 +1,4 @@
-"""Command-line smoke tests of the engine: distortions, distort."""
+"""Command-line smoke tests of the engine: distortions ls, distortions sheet."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from shamisa_bench.distortions import CATALOG, GROUPS
 
 
 def test_distortions_json_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["distortions", "--json"]) == 0
+    assert main(["distortions", "ls", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["type"] for r in rows if r["group"] == "blur"] == ["gaussian_blur", "lens_blur", "motion_blur"]
     assert len(rows) == 26 and {r["group"] for r in rows} == set(GROUPS)
@@ -26,7 +26,7 @@ def test_distortions_json_lists_the_catalog(capsys: pytest.CaptureFixture[str]) 
 
 def test_distortions_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
-    assert main(["distortions"]) == 0
+    assert main(["distortions", "ls"]) == 0
     out = capsys.readouterr().out
     for name in ("gaussian_blur", "nonlinear_contrast", "sharpness_contrast"):
         assert name in out
@@ -41,7 +41,8 @@ def test_distort_writes_a_labelled_contact_sheet(
     assert (
         main(
             [
-                "distort",
+                "distortions",
+                "sheet",
                 str(photo),
                 "--out",
                 str(out),
@@ -70,7 +71,8 @@ def test_distort_writes_a_labelled_contact_sheet(
     assert (
         main(
             [
-                "distort",
+                "distortions",
+                "sheet",
                 str(photo),
                 "--out",
                 str(again),
@@ -93,7 +95,7 @@ def test_distort_all_types(photo: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     out = tmp_path / "all.png"
-    assert main(["distort", str(photo), "--out", str(out), "--size", "32"]) == 0
+    assert main(["distortions", "sheet", str(photo), "--out", str(out), "--size", "32"]) == 0
     _w, h = Image.open(out).size
     assert h >= 27 * 32  # 26 types + composition group
 
@@ -108,18 +110,18 @@ def test_distort_all_types(photo: Path, tmp_path: Path) -> None:
 def test_distort_bad_arguments(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv_tail: list[str], message: str
 ) -> None:
-    assert main(["distort", str(photo), "--out", str(tmp_path / "s.png"), *argv_tail]) == 2
+    assert main(["distortions", "sheet", str(photo), "--out", str(tmp_path / "s.png"), *argv_tail]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 def test_distort_bad_image_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing.png"
-    assert main(["distort", str(missing), "--out", str(tmp_path / "s.png")]) == 2
+    assert main(["distortions", "sheet", str(missing), "--out", str(tmp_path / "s.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
-    assert main(["distort", str(corrupt), "--out", str(tmp_path / "s.png")]) == 2
+    assert main(["distortions", "sheet", str(corrupt), "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
     assert "corrupt.jpg" in err and "error" in err
     assert not (tmp_path / "s.png").exists()

@@ -320,7 +320,7 @@ def test_report_without_results_fails_cleanly(tmp_path, capsys):
 
 
 def test_bench_ridge_cli_prints_json(capsys):
-    assert main(["bench", "ridge", "--n", "200", "--d", "32", "--splits", "2", "--alphas",
+    assert main(["perf", "ridge", "--n", "200", "--d", "32", "--splits", "2", "--alphas",
                  "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_splits"] == 2 and out["n_alphas"] == 4 and out["total_s"] >= 0

@@ -44,14 +44,14 @@ def test_bench_engine_json(photo: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_bench_engine_readable_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "engine", "--steps", "1", "--warmup", "0", "--crop-size", "16", "--type-batch", "2"]) == 0
+    assert main(["perf", "engine", "--steps", "1", "--warmup", "0", "--crop-size", "16", "--type-batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "crops per step" in out and "s/step" in out
 
 
 def test_bench_engine_bad_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "engine", "--images", str(tmp_path / "nope")]) == 2
+    assert main(["perf", "engine", "--images", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
-    assert main(["bench", "engine", "--images", str(tmp_path)]) == 2
+    assert main(["perf", "engine", "--images", str(tmp_path)]) == 2
     assert "no JPEG/PNG/BMP/TIFF images" in capsys.readouterr().err
-    assert main(["bench", "engine", "--steps", "0"]) == 2
+    assert main(["perf", "engine", "--steps", "0"]) == 2

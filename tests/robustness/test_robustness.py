@@ -137,9 +137,10 @@ def _record(env: dict[str, Path], metric: str) -> dict:
     return json.loads((env["results"] / "robustness" / "tinyrob" / f"{metric}.json").read_text())
 
 
-def test_tiny_suite_end_to_end(env):
-    # `run --suite` dispatches a robustness suite; sources = the suite's dataset (tiny)
+def test_tiny_suite_end_to_end(env, capsys):
+    # `run --suite` dispatches a robustness suite, and says so; sources = the suite's dataset (tiny)
     assert main(["run", *_args(env)]) == 0
+    assert "run: suite tinyrob is a robustness suite; running it as 'shamisa-bench robustness'" in capsys.readouterr().err
     # the CLI of its own, on an image folder; then again, every metric recomputed from the cache
     assert main(["robustness", *_args(env), "--images", str(env["images"])]) == 0
     assert main(["robustness", *_args(env), "--images", str(env["images"]), "--overwrite"]) == 0

@@ -1,4 +1,8 @@
-"""Subcommands of the data layer: ``datasets``, ``validate`` and ``data fetch``."""
+"""Subcommands of the data layer: ``data ls``, ``data verify``, ``data fetch`` and ``validate``.
+
+``datasets [--verify]``, the old spelling of ``data ls`` / ``data verify``, still works for
+one release and says so on stderr.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shamisa_bench.cli.args import renamed
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.harness.data.fetch import FetchError, fetch_dataset
 from shamisa_bench.harness.data.table import (
@@ -45,29 +50,40 @@ def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``datasets``, ``validate`` and ``data`` to the CLI."""
-    p = subparsers.add_parser("datasets", help="which registered datasets are found and complete at a data root")
-    _add_common(p)
-    p.add_argument("names", nargs="*", help="datasets to show (default: all)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="cache folder for built datasets (demo)")
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="also decode every image of the found datasets and list corrupt ones (exit status 1 if any)",
+    """Add ``data {ls,verify,fetch}`` and ``validate`` (and the hidden old ``datasets``) to the CLI."""
+    p = subparsers.add_parser("data", help="datasets: which are found and complete, corrupt images, downloads")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    ls = sub.add_parser("ls", help="which registered datasets are found and complete at a data root")
+    _add_listing(ls)
+    ls.set_defaults(func=_cmd_datasets, verify=False)
+    verify = sub.add_parser(
+        "verify", help="as ls, and decode every image of the found datasets: list corrupt ones (exit status 1 if any)"
     )
-    p.set_defaults(func=_cmd_datasets)
+    _add_listing(verify)
+    verify.set_defaults(func=_cmd_datasets, verify=True)
+
+    old = subparsers.add_parser("datasets")  # no help: hidden from the command list
+    _add_listing(old)
+    old.add_argument("--verify", action="store_true", help="as `data verify`")
+    old.set_defaults(func=renamed("datasets", lambda args: "data verify" if args.verify else "data ls", _cmd_datasets))
 
     p = subparsers.add_parser("validate", help="check the registry's schema and cross-references (exit 1 on problems)")
     _add_common(p, data_root=False)
     p.set_defaults(func=_cmd_validate)
 
-    p = subparsers.add_parser("data", help="dataset downloads")
-    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     f = sub.add_parser("fetch", help="download a dataset with pyiqa's downloader (atomic; fails fast offline)")
     f.add_argument("name", help="registered dataset name")
     _add_common(f)
     f.add_argument("--timeout", type=float, default=5.0, help="seconds allowed for the connectivity check")
     f.set_defaults(func=_cmd_fetch)
+
+
+def _add_listing(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``data ls`` and ``data verify``."""
+    _add_common(p)
+    p.add_argument("names", nargs="*", help="datasets to show (default: all)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache folder for built datasets (demo)")
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -121,7 +137,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         if args.verify and st.found and st.n_present:
             table = load_dataset(spec, data_root, allow_partial=True, cache_dir=args.cache_dir)
             bad = verify_images(table)
-            details.append(f"{spec.name}: --verify decoded {table.n_images} images, {len(bad)} corrupt")
+            details.append(f"{spec.name}: verify decoded {table.n_images} images, {len(bad)} corrupt")
             details.extend(f"  {name}: {reason}" for name, reason in bad)
             if bad:
                 status = f"{len(bad)} corrupt"
@@ -135,7 +151,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     if any(r[2] == "pseudo-MOS" for r in rows):
         print("pseudo-MOS: labels computed by a full-reference metric, not human opinion.")
     if n_corrupt:
-        print(f"--verify: {n_corrupt} corrupt image(s); the datasets listed above with them are not complete "
+        print(f"verify: {n_corrupt} corrupt image(s); the datasets listed above with them are not complete "
               "(exit status 1)", file=sys.stderr)
         return 1
     return 0

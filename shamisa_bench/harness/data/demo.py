@@ -9,7 +9,7 @@ is saved as PNG and labelled with a **pseudo-MOS**: a full-reference score
 (``pseudo_mos_metric``; the registry uses GMSD, mapped to ``1 - GMSD`` so that higher is
 better) that pyiqa computes offline between the saved distorted image and its saved source.
 These labels are not human opinion; the registry entry, the table summary and
-``shamisa-bench datasets`` say so.
+``shamisa-bench data ls`` say so.
 
 The set is built once into ``<cache_dir>/datasets/demo-v<version>-<recipe hash>/`` (a
 temporary folder renamed into place when complete) and reused afterwards; a changed recipe

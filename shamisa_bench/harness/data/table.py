@@ -298,7 +298,7 @@ def load_dataset(
 
 @dataclass(frozen=True)
 class DatasetStatus:
-    """Whether a dataset is usable at a data root (for ``shamisa-bench datasets``).
+    """Whether a dataset is usable at a data root (for ``shamisa-bench data ls``).
 
     Attributes:
         spec: the registry entry.

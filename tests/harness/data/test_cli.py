@@ -39,7 +39,7 @@ def test_datasets_table_reports_found_complete_partial_missing(
     spaq = build("spaq", data, "pyiqa")
     (data / "SPAQ" / "TestImage" / spaq[0].name).unlink()
     reg = _registry_with(tmp_path, kadid10k=len(kadid), spaq=len(spaq))
-    code = main(["datasets", "--registry", str(reg), "--data-root", str(data), "kadid10k", "spaq", "live"])
+    code = main(["data", "ls", "--registry", str(reg), "--data-root", str(data), "kadid10k", "spaq", "live"])
     out = capsys.readouterr().out
     assert code == 0
     lines = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.startswith("│") and ln.split("│")[1].strip()}
@@ -58,9 +58,9 @@ def test_datasets_verify_lists_corrupt_images(tmp_path: Path, capsys: pytest.Cap
     truth = build("tid2013", data, "pyiqa")
     (data / "tid2013" / "distorted_images" / truth[2].name).write_bytes(b"BM garbage")
     reg = _registry_with(tmp_path, tid2013=len(truth))
-    assert main(["datasets", "--registry", str(reg), "--data-root", str(data), "tid2013"]) == 0  # no decoding
+    assert main(["data", "ls", "--registry", str(reg), "--data-root", str(data), "tid2013"]) == 0  # no decoding
     assert "complete" in capsys.readouterr().out
-    assert main(["datasets", "--registry", str(reg), "--data-root", str(data), "--verify", "tid2013"]) == 1
+    assert main(["data", "verify", "--registry", str(reg), "--data-root", str(data), "tid2013"]) == 1
     captured = capsys.readouterr()
     out = captured.out
     assert f"decoded {len(truth)} images, 1 corrupt" in out and truth[2].name in out
