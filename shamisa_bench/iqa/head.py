@@ -114,8 +114,8 @@ padded to 224 would get a score that means nothing)."""
 
 MAX_SIDE = 1024
 """Images whose longer side exceeds this are downscaled (bilinear, antialiased, aspect kept)
-until it equals this, before encoding: feature memory then stays bounded (about 0.4 GB per
-megapixel otherwise), and every image up to this side scores exactly as before."""
+until it equals this, before encoding: feature memory then stays bounded (it grows with
+the pixel count otherwise), and every image up to this side scores exactly as before."""
 
 _HEAD_KIND = "shamisa_head"
 
