@@ -6,6 +6,7 @@ Fixtures built on them live in ``tests/conftest.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,20 @@ def random_head(dim: int, sha: str | None, *, feature_mode: str = "whole", seed:
     }
     fields.update(kw)
     return QualityHead(**fields)  # type: ignore[arg-type]
+
+
+def write_labelled_images(folder: Path, images: Iterable[torch.Tensor], mos: Iterable[float]) -> Path:
+    """``folder/img/NN.png`` for each (3, H, W) image in [0, 1] and ``folder/labels.csv``
+    (columns ``image,mos``); returns the CSV's path."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    lines = ["image,mos"]
+    for i, (img, label) in enumerate(zip(images, mos, strict=True)):
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(folder / "img" / f"{i:02d}.png")
+        lines.append(f"img/{i:02d}.png,{label}")
+    csv = folder / "labels.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
 
 
 def write_photo(path: Path) -> Path:

@@ -33,7 +33,7 @@ from shamisa_bench.iqa.head import (
 )
 from shamisa_bench.iqa.ridge import fit_ridge
 from shamisa_bench.model import load_encoder_export
-from tests.helpers import MIN_SIZE, tiny_export
+from tests.helpers import MIN_SIZE, tiny_export, write_labelled_images
 
 SIGMAS = (0.0, 1.0, 2.0, 3.5)  # blur level 0..3; quality = 3 - level
 
@@ -276,18 +276,8 @@ def test_prepare_images_channels_and_padding() -> None:
 
 
 def _write_csv_dataset(folder: Path, n: int, seed: int) -> Path:
-    from PIL import Image
-
     images, quality = blur_images(n, seed)
-    (folder / "img").mkdir(parents=True)
-    lines = ["image,mos"]
-    for i, (img, q) in enumerate(zip(images, quality)):
-        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr).save(folder / "img" / f"{i:02d}.png")
-        lines.append(f"img/{i:02d}.png,{q * 10 + 20}")
-    csv = folder / "labels.csv"
-    csv.write_text("\n".join(lines) + "\n")
-    return csv
+    return write_labelled_images(folder, images, [q * 10 + 20 for q in quality])
 
 
 def test_fit_head_cli_on_csv(setup: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ import shamisa_bench
 from shamisa_bench import cli
 from shamisa_bench.iqa.head import MAX_SIDE, prepare_images, save_head
 from tests import REPO
-from tests.helpers import MIN_SIZE, random_head, tiny_export
+from tests.helpers import MIN_SIZE, random_head, tiny_export, write_labelled_images
 
 pyiqa = pytest.importorskip("pyiqa")
 from PIL import Image
@@ -187,20 +187,16 @@ def test_large_files_decode_straight_to_max_side_with_the_same_values(
 def _dataset(folder: Path, n: int, mos: list[float] | None = None) -> Path:
     """n small PNGs (64-80 px noise, blurred by level) and a CSV image,mos."""
     gen = torch.Generator().manual_seed(n)
-    (folder / "img").mkdir(parents=True, exist_ok=True)
-    lines = ["image,mos"]
+    images, labels = [], []
     for i in range(n):
         side = int(torch.randint(64, 81, (1,), generator=gen))
         img = torch.rand(3, side, side, generator=gen)
         level = i % 4
         if level:
             img = F.avg_pool2d(img[None], 2 * level + 1, stride=1, padding=level)[0]
-        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr).save(folder / "img" / f"{i:02d}.png")
-        lines.append(f"img/{i:02d}.png,{mos[i] if mos else 30 + 10 * (3 - level)}")
-    csv = folder / "labels.csv"
-    csv.write_text("\n".join(lines) + "\n")
-    return csv
+        images.append(img)
+        labels.append(mos[i] if mos else 30 + 10 * (3 - level))
+    return write_labelled_images(folder, images, labels)
 
 
 def _fit_args(weights: dict[str, Path], csv: Path, out: Path, *extra: str) -> list[str]:
