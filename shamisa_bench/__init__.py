@@ -2,7 +2,7 @@
 
 Importing the package makes ``pyiqa.create_metric('shamisa')`` available in either import
 order without importing pyiqa itself (which costs seconds): see
-:func:`shamisa_bench.pyiqa_plugin.register_when_pyiqa_loads`.
+:func:`shamisa_bench.iqa.plugin.register_when_pyiqa_loads`.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -14,6 +14,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = ["__version__"]
 
-from shamisa_bench.pyiqa_plugin import register_when_pyiqa_loads as _register_when_pyiqa_loads
+from shamisa_bench.iqa.plugin import register_when_pyiqa_loads as _register_when_pyiqa_loads
 
 _register_when_pyiqa_loads()

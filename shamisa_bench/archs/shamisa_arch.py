@@ -16,18 +16,19 @@ Reference:
     - This implementation: shamisa-bench (our own code; no reference code is used).
 
 Pipeline (``SHAMISA.forward``): images (N, C, H, W) in [0, 1] -> RGB, sides zero-padded to
-the head's ``min_size`` (224; :func:`shamisa_bench.heads.prepare_images`) -> frozen encoder
-features at full and x0.5 scale, per ``protocol`` -> ridge head -> MOS -> [0, 1],
+the head's ``min_size`` (224; :func:`shamisa_bench.iqa.head.prepare_images`) -> frozen encoder
+features at full and x0.5 scale, per ``feature_mode`` -> ridge head -> MOS -> [0, 1],
 higher-better, through the head's ``mos_range`` and ``lower_better``, clipped
-(:func:`shamisa_bench.heads.scale_mos`; straight-through for gradients).
+(:func:`shamisa_bench.iqa.head.scale_mos`; straight-through for gradients).
 
-Protocols (``protocol=`` keyword; default: the protocol the head was fit with):
+Feature modes (``feature_mode=`` keyword, formerly ``protocol=``, still accepted; default: the
+mode the head was fit with):
 
 * ``whole`` (the default of ``fit-head``, hence of shipped heads): the whole image at
   native size and at x0.5. Chosen as the default because it is what pyiqa's ARNIQA and
   CONTRIQUE do, every pixel contributes (so ``as_loss`` gradients cover the whole image),
   and it costs exactly one encoder pass per scale.
-* ``crops5`` (the paper's reference protocol): centre + four corner ``crop_size`` crops per
+* ``crops5`` (the paper's reference mode): centre + four corner ``crop_size`` crops per
   scale, crop predictions averaged. Bounded memory on very large images.
 
 Weights = an encoder export (``shamisa-bench pretrain`` writes one in ``RUN/export``) plus a
@@ -44,7 +45,8 @@ head file (``shamisa-bench fit-head``). Each is resolved on its own, first match
 
 A keyword or environment variable that names a missing path is an error (it never falls
 through to the next place). When nothing is found, :class:`WeightsNotFoundError` lists every
-place looked at and the commands that make weights. Nothing is downloaded, ever.
+place looked at and the commands that make weights. Nothing is downloaded, ever. (The lookup
+is :func:`shamisa_bench.iqa.weights.resolve_weights`, re-exported here with its constants.)
 
 The head must have been fit on this encoder's features: its recorded ``encoder_sha256``
 must equal the export's ``weights_sha256`` (checked when the head records one).
@@ -52,27 +54,47 @@ must equal the export's ``weights_sha256`` (checked when the head records one).
 
 from __future__ import annotations
 
+import io
 import os
-import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from shamisa_bench.heads import (
+from shamisa_bench.common.imageio import ImageReadError, load_image, pil_to_tensor
+from shamisa_bench.iqa.head import (
+    MAX_SIDE,
+    HeadError,
     QualityHead,
-    RidgeHeadModule,
+    QualityHeadModule,
     head_features,
     load_head,
     scale_mos,
 )
+from shamisa_bench.iqa.weights import (
+    DEFAULT_HEAD,
+    ENCODER_ENV,
+    ENCODER_SUBDIR,
+    HEAD_ENV,
+    HEADS_SUBDIR,
+    ResolvedWeights,
+    WeightsNotFoundError,
+    cache_dir,
+    resolve_weights,
+    shipped_dir,
+    shipped_head_datasets,
+    torch_home,
+)
+from shamisa_bench.model.export import load_encoder_export
+from shamisa_bench.model.features import check_feature_mode
 
 __all__ = [
     "DEFAULT_HEAD",
     "ENCODER_ENV",
+    "ENCODER_SUBDIR",
+    "HEADS_SUBDIR",
     "HEAD_ENV",
     "SHAMISA",
     "ResolvedWeights",
@@ -84,159 +106,6 @@ __all__ = [
     "shipped_head_datasets",
     "torch_home",
 ]
-
-ENCODER_ENV = "SHAMISA_ENCODER"
-"""Environment variable naming an encoder export folder (or its config.json)."""
-
-HEAD_ENV = "SHAMISA_HEAD"
-"""Environment variable naming the default head file."""
-
-DEFAULT_HEAD = "default"
-"""``head_dataset`` of the ``shamisa`` metric: the head file ``heads/default.pt``."""
-
-ENCODER_SUBDIR = "encoder"
-HEADS_SUBDIR = "heads"
-_HEAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """No encoder export or head was found; the message says where we looked and what to do."""
-
-
-def torch_home(environ: Mapping[str, str] | None = None) -> Path:
-    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's rule)."""
-    env = os.environ if environ is None else environ
-    if env.get("TORCH_HOME"):
-        return Path(env["TORCH_HOME"]).expanduser()
-    return Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "torch"
-
-
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The user weights folder, ``<torch_home>/shamisa``."""
-    return torch_home(environ) / "shamisa"
-
-
-def shipped_dir() -> Path:
-    """The weights folder inside the package, ``shamisa_bench/weights``."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
-def shipped_head_datasets() -> tuple[str, ...]:
-    """Training sets of the heads shipped in the package (``weights/heads/<name>.pt``), sorted.
-
-    The default head (``default.pt``) is not listed: it backs the plain ``shamisa`` metric.
-    """
-    folder = shipped_dir() / HEADS_SUBDIR
-    if not folder.is_dir():
-        return ()
-    names = (p.stem for p in folder.glob("*.pt") if p.is_file())
-    return tuple(sorted(n for n in names if n != DEFAULT_HEAD and _HEAD_NAME.match(n)))
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """Where the metric's weights come from.
-
-    Attributes:
-        encoder: Export folder or config.json.
-        head: Head file.
-        encoder_source: ``keyword``, ``env``, ``cache`` or ``shipped``.
-        head_source: Same, for the head.
-    """
-
-    encoder: Path
-    head: Path
-    encoder_source: str
-    head_source: str
-
-
-def _how_to_get(head_dataset: str, cache: Path) -> str:
-    head_file = f"{HEADS_SUBDIR}/{head_dataset}.pt"
-    return (
-        "To get weights (nothing is downloaded automatically):\n"
-        "  1. pretrain an encoder:   shamisa-bench pretrain --images PRISTINE_DIR --out RUN  (export in RUN/export)\n"
-        "  2. fit a quality head:    shamisa-bench fit-head --encoder RUN/export --dataset NAME [--data-root DIR] "
-        "--out HEAD.pt\n"
-        "                            (or --csv LABELS.csv with columns image,mos)\n"
-        "  3. point the metric at them, any one of:\n"
-        "       pyiqa.create_metric('shamisa', pretrained_model_path='RUN/export', head_path='HEAD.pt')\n"
-        f"       export {ENCODER_ENV}=RUN/export {HEAD_ENV}=HEAD.pt\n"
-        f"       copy the export folder to {cache / ENCODER_SUBDIR} and the head to {cache / head_file}"
-    )
-
-
-def resolve_weights(
-    pretrained_model_path: str | os.PathLike[str] | None = None,
-    head_path: str | os.PathLike[str] | None = None,
-    head_dataset: str = DEFAULT_HEAD,
-    *,
-    environ: Mapping[str, str] | None = None,
-) -> ResolvedWeights:
-    """Find the encoder export and the head (see the module docstring for the order).
-
-    Args:
-        pretrained_model_path: Explicit export folder or config.json.
-        head_path: Explicit head file.
-        head_dataset: Head to look up by name (``heads/<head_dataset>.pt``).
-        environ: Environment to read (default ``os.environ``).
-
-    Returns:
-        The resolved paths and where each came from.
-
-    Raises:
-        ValueError: ``head_dataset`` is not a plain name.
-        WeightsNotFoundError: A named path does not exist, or nothing was found.
-    """
-    if not isinstance(head_dataset, str) or not _HEAD_NAME.match(head_dataset):
-        raise ValueError(f"head_dataset must be a plain name such as 'koniq10k', got {head_dataset!r}")
-    env = os.environ if environ is None else environ
-    cache = cache_dir(env)
-    shipped = shipped_dir()
-    hint = _how_to_get(head_dataset, cache)
-
-    def pick(
-        what: str,
-        explicit: str | os.PathLike[str] | None,
-        keyword: str,
-        env_name: str | None,
-        relative: str,
-    ) -> tuple[Path, str]:
-        looked: list[str] = []
-        if explicit is not None:
-            path = Path(explicit).expanduser()
-            if path.exists():
-                return path, "keyword"
-            raise WeightsNotFoundError(f"SHAMISA {what}: {keyword}={str(explicit)!r} does not exist.\n{hint}")
-        looked.append(f"{keyword}= (not given)")
-        if env_name is not None:
-            value = env.get(env_name)
-            if value:
-                path = Path(value).expanduser()
-                if path.exists():
-                    return path, "env"
-                raise WeightsNotFoundError(f"SHAMISA {what}: ${env_name}={value!r} does not exist.\n{hint}")
-            looked.append(f"${env_name} (not set)")
-        for source, root in (("cache", cache), ("shipped", shipped)):
-            path = root / relative
-            if path.exists():
-                return path, source
-            note = "no weights ship with this installation" if source == "shipped" else "missing"
-            looked.append(f"{path} ({note})")
-        places = "\n  - ".join(looked)
-        raise WeightsNotFoundError(f"no SHAMISA {what} found. Looked at:\n  - {places}\n{hint}")
-
-    encoder, encoder_source = pick(
-        "encoder export", pretrained_model_path, "pretrained_model_path", ENCODER_ENV, ENCODER_SUBDIR
-    )
-    head, head_source = pick(
-        f"head {head_dataset!r}",
-        head_path,
-        "head_path",
-        HEAD_ENV if head_dataset == DEFAULT_HEAD else None,
-        f"{HEADS_SUBDIR}/{head_dataset}.pt",
-    )
-    return ResolvedWeights(encoder=encoder, head=head, encoder_source=encoder_source, head_source=head_source)
-
 
 _RANGE_EPS = 1e-6  # pyiqa's tolerance for [0, 1]
 
@@ -283,20 +152,21 @@ class SHAMISA(nn.Module):
         head_path: Head file; None = resolve by ``head_dataset``.
         head_dataset: Name of the head to resolve (``default`` for the ``shamisa`` metric,
             the training set for ``shamisa-<dataset>``).
-        protocol: ``whole`` or ``crops5``; None = the head's. Using another protocol than
+        feature_mode: ``whole`` or ``crops5``; None = the head's. Using another mode than
             the head was fit with is allowed but warned about (feature statistics differ).
         crop_size: Crop side for ``crops5``; None = the head's.
         min_size: Zero-pad small images to this side; None = the head's (224).
         environ: Environment for the resolver (default ``os.environ``).
+        protocol: The former name of ``feature_mode``, still accepted.
 
     Through ``pyiqa.create_metric``, inputs go through :meth:`prepare_inputs` (our image
     loader and checks) instead of pyiqa's loader and ``assert`` checks
-    (:mod:`shamisa_bench.pyiqa_plugin`).
+    (:mod:`shamisa_bench.iqa.plugin`).
 
     Attributes:
         encoder: The frozen :class:`shamisa_bench.model.Encoder`.
-        head: The frozen :class:`shamisa_bench.heads.RidgeHeadModule`.
-        head_info: The loaded :class:`shamisa_bench.heads.QualityHead` (metadata).
+        head: The frozen :class:`shamisa_bench.iqa.head.QualityHeadModule`.
+        head_info: The loaded :class:`shamisa_bench.iqa.head.QualityHead` (metadata).
         weights: The :class:`ResolvedWeights` used.
         check_input_range: Whether :meth:`forward` refuses values outside [0, 1] (True;
             pyiqa's ``check_input_range=False`` and ``as_loss=True`` turn it off).
@@ -304,7 +174,8 @@ class SHAMISA(nn.Module):
     Raises:
         WeightsNotFoundError: No weights (see :func:`resolve_weights`).
         shamisa_bench.model.ExportError: The export is invalid.
-        shamisa_bench.heads.HeadError: The head is invalid or does not fit the encoder.
+        shamisa_bench.iqa.head.HeadError: The head is invalid or does not fit the encoder.
+        ValueError: Unknown feature mode, or ``feature_mode`` and ``protocol`` disagree.
     """
 
     def __init__(
@@ -312,14 +183,20 @@ class SHAMISA(nn.Module):
         pretrained_model_path: str | os.PathLike[str] | None = None,
         head_path: str | os.PathLike[str] | None = None,
         head_dataset: str = DEFAULT_HEAD,
-        protocol: str | None = None,
+        feature_mode: str | None = None,
         crop_size: int | None = None,
         min_size: int | None = None,
         environ: Mapping[str, str] | None = None,
+        protocol: str | None = None,
     ) -> None:
         super().__init__()
-        from shamisa_bench.heads import HeadError
-        from shamisa_bench.model.export import load_encoder_export
+        if protocol is not None:
+            if feature_mode is not None and feature_mode != protocol:
+                raise ValueError(
+                    f"feature_mode={feature_mode!r} and protocol={protocol!r} disagree; pass feature_mode only "
+                    "(protocol is its former name)"
+                )
+            feature_mode = protocol
 
         self.weights = resolve_weights(pretrained_model_path, head_path, head_dataset, environ=environ)
         head = load_head(self.weights.head)
@@ -335,13 +212,11 @@ class SHAMISA(nn.Module):
                 f"encoder at {self.weights.encoder} ({self.weights.encoder_source}) has {encoder.weights_sha256[:12]}...; "
                 "pass the matching pretrained_model_path= / head_path=, or refit with shamisa-bench fit-head"
             )
-        self.protocol = head.protocol if protocol is None else protocol
-        if self.protocol not in ("whole", "crops5"):
-            raise ValueError(f"unknown protocol {self.protocol!r}; choose whole or crops5")
-        if self.protocol != head.protocol:
+        self.feature_mode = check_feature_mode(head.feature_mode if feature_mode is None else feature_mode)
+        if self.feature_mode != head.feature_mode:
             warnings.warn(
-                f"SHAMISA head {self.weights.head} was fit on {head.protocol!r} features; scoring with "
-                f"{self.protocol!r} features shifts the predictions",
+                f"SHAMISA head {self.weights.head} was fit on {head.feature_mode!r} features; scoring with "
+                f"{self.feature_mode!r} features shifts the predictions",
                 UserWarning,
                 stacklevel=2,
             )
@@ -350,7 +225,7 @@ class SHAMISA(nn.Module):
         self.head_info: QualityHead = head
         self.check_input_range = True  # refuse values outside [0, 1]; pyiqa's check_input_range sets it
         self.encoder = encoder.eval().requires_grad_(False)
-        self.head = RidgeHeadModule(head)
+        self.head = QualityHeadModule(head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Score images.
@@ -358,7 +233,7 @@ class SHAMISA(nn.Module):
         Args:
             x: (N, C, H, W) or (C, H, W) float in [0, 1], C in {1, 3, 4}; sides >= 32 (smaller sides
                 are zero-padded to ``min_size``; a longer side above 1024 is downscaled to
-                1024, see :func:`shamisa_bench.heads.prepare_images`).
+                1024, see :func:`shamisa_bench.iqa.head.prepare_images`).
 
         Returns:
             (N, 1) scores in [0, 1], higher is better; differentiable w.r.t. ``x``.
@@ -372,15 +247,15 @@ class SHAMISA(nn.Module):
             x = x.unsqueeze(0)  # one (C, H, W) image
         check_images(x, check_range=self.check_input_range)
         dtype = self.head.feature_mean.dtype
-        feats = head_features(self.encoder, x.to(dtype), self.protocol, self.crop_size, self.min_size)
+        feats = head_features(self.encoder, x.to(dtype), self.feature_mode, self.crop_size, self.min_size)
         mos = self.head(feats.to(dtype))
         return scale_mos(mos, self.head_info.mos_range, self.head_info.lower_better).unsqueeze(1)
 
     def prepare_inputs(self, target: object, check_range: bool = True) -> torch.Tensor:
         """What pyiqa's ``create_metric('shamisa...')`` calls instead of its own loader and asserts.
 
-        Files (``str`` / ``os.PathLike``) are read with :func:`shamisa_bench.imageio.load_image`
-        and PIL images converted with :func:`shamisa_bench.imageio.pil_to_tensor`, as the
+        Files (``str`` / ``os.PathLike``) are read with :func:`shamisa_bench.common.imageio.load_image`
+        and PIL images converted with :func:`shamisa_bench.common.imageio.pil_to_tensor`, as the
         harness reads images: 16-bit PNGs and ``I;16`` images are scaled by 65535, never
         clipped at 255, and errors name the file. Tensors are checked with real ``if`` tests
         (they hold under ``python -O``).
@@ -393,21 +268,12 @@ class SHAMISA(nn.Module):
         Returns:
             (N, C, H, W) float tensor.
         """
-        from shamisa_bench.imageio import load_image, pil_to_tensor
-
         if isinstance(target, (str, os.PathLike)):
             # Decoded straight to at most MAX_SIDE (the same values prepare_images would give),
             # so a 48 MP photo never exists as a full-size float image.
-            from shamisa_bench.heads import MAX_SIDE
 
             x = load_image(target, max_side=MAX_SIDE).unsqueeze(0)
         elif isinstance(target, (bytes, bytearray)):
-            import io
-
-            from PIL import Image, UnidentifiedImageError
-
-            from shamisa_bench.imageio import ImageReadError
-
             try:
                 with Image.open(io.BytesIO(target)) as img:
                     x = pil_to_tensor(img, "image bytes").unsqueeze(0)
@@ -416,8 +282,6 @@ class SHAMISA(nn.Module):
         elif torch.is_tensor(target):
             x = target
         else:
-            from PIL import Image
-
             if not isinstance(target, Image.Image):
                 raise TypeError(
                     f"SHAMISA scores an image file path, image bytes, a PIL image or a (N, C, H, W) tensor, "
@@ -438,6 +302,6 @@ class SHAMISA(nn.Module):
     def extra_repr(self) -> str:
         info = self.head_info
         return (
-            f"backbone={self.encoder.backbone!r}, head_dataset={info.dataset!r}, protocol={self.protocol!r}, "
+            f"backbone={self.encoder.backbone!r}, head_dataset={info.dataset!r}, feature_mode={self.feature_mode!r}, "
             f"mos_range={info.mos_range}, lower_better={info.lower_better}"
         )

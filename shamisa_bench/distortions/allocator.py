@@ -4,7 +4,7 @@ Every engine operation on a step allocates tensors of about 18 MB (30 crops of 2
 3 float32). With glibc's defaults, memory that large is returned to the system when freed
 and faulted in again at the next allocation, which costs about a fifth of the engine's CPU
 time. :func:`tune_malloc` keeps such blocks on the heap instead. It changes process-wide
-allocator settings, so nothing calls it implicitly: ``shamisa-bench bench engine`` does
+allocator settings, so nothing calls it implicitly: ``shamisa-bench perf engine`` does
 (unless ``--no-malloc-tuning``), and a training loop or data-loader worker may.
 """
 

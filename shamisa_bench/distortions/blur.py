@@ -6,7 +6,11 @@ import torch
 from torch import Tensor
 
 from shamisa_bench.distortions.base import DistortionOp, Draws, apply_grouped
-from shamisa_bench.distortions.filters import box_disk_kernel, fft_filter, motion_kernels
+from shamisa_bench.distortions.filters import (
+    box_disk_kernel,
+    fft_filter,
+    motion_kernels,
+)
 from shamisa_bench.distortions.filters import gaussian_blur as _gaussian_filter
 
 __all__ = ["OPS", "gaussian_blur", "lens_blur", "motion_blur"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from shamisa_bench.common.imageio import load_image
 from shamisa_bench.distortions.catalog import CATALOG, check_type
 from shamisa_bench.distortions.engine import OPS, apply_distortion, check_images
 from shamisa_bench.distortions.sheet import center_crop
@@ -45,8 +46,6 @@ def calibration_crops(folder: str | Path, n: int = 8, size: int = 224) -> Tensor
         ValueError: if ``folder`` is not a folder or holds fewer than ``n`` images (the
             message names the folder), or an image cannot be read.
     """
-    from shamisa_bench.imageio import load_image
-
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder of images")

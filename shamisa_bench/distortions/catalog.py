@@ -1,7 +1,7 @@
 """The 26 distortion types of SHAMISA's engine, their anchors and continuous severity.
 
 Seven groups, each type with the five KADID-10k "anchor" values of its own parameter
-(SHAMISA spec, section 2). A severity index ``s`` in [0, 4] (0 = level 1, 4 = level 5)
+(as SHAMISA defines them). A severity index ``s`` in [0, 4] (0 = level 1, 4 = level 5)
 maps to a value by linear interpolation between the two neighbouring anchors.
 
 Integer types round the interpolated value half-up (``floor(v + 0.5)``, never banker's

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shamisa_bench.distortions.base import DistortionOp, Draws, apply_grouped, per_image
-from shamisa_bench.distortions.colorspace import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
+from shamisa_bench.distortions.colorspace import (
+    hsv_to_rgb,
+    lab_to_rgb,
+    rgb_to_hsv,
+    rgb_to_lab,
+)
 from shamisa_bench.distortions.filters import gaussian_blur
 
 __all__ = ["EDGE_SIGMA", "OPS", "color_diffusion", "color_saturation_hsv", "color_saturation_lab", "color_shift"]

@@ -39,10 +39,14 @@ from shamisa_bench.distortions.catalog import (
     types_in_group,
 )
 from shamisa_bench.distortions.colorspace import pow_blocks
-from shamisa_bench.distortions.engine import apply_with_draws, check_images, draw_randomness
-from shamisa_bench.layout import CompositionMeta
+from shamisa_bench.distortions.engine import (
+    apply_with_draws,
+    check_images,
+    draw_randomness,
+)
 
 __all__ = [
+    "CompositionMeta",
     "CompositionPlan",
     "apply_composition_from_scratch",
     "apply_composition_group",
@@ -51,6 +55,30 @@ __all__ = [
 ]
 
 _SEED_HIGH = 2**62
+
+
+@dataclass(frozen=True)
+class CompositionMeta:
+    """What one composition group applied.
+
+    Attributes:
+        types: the n distortion type names, in the order they were applied.
+        severities: ``(n_levels, n)`` severity indices actually applied (integer types
+            rounded, then the index recomputed from the rounded value).
+        values: ``(n_levels, n)`` parameter values actually applied.
+        var_pos: the position (0..n-1) that varies across levels; every other column of
+            ``severities`` is constant.
+    """
+
+    types: tuple[str, ...]
+    severities: Tensor
+    values: Tensor
+    var_pos: int
+
+    @property
+    def var_severity(self) -> Tensor:
+        """``(n_levels,)`` severity indices of the varying factor."""
+        return self.severities[:, self.var_pos]
 
 
 @dataclass(frozen=True)

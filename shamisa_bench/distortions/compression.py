@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from PIL import Image, features
 from torch import Tensor
 
 from shamisa_bench.distortions.base import DistortionOp, Draws
@@ -37,8 +38,6 @@ def _from_uint8(u: Tensor, like: Tensor) -> Tensor:
 
 
 def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
@@ -60,8 +59,6 @@ def jpeg(x: Tensor, quality: Tensor, draws: Draws = ()) -> Tensor:
 
 
 def _check_openjpeg() -> None:
-    from PIL import features
-
     if not features.check("jpg_2000"):
         raise RuntimeError(
             "jpeg2000 needs Pillow built with OpenJPEG (PIL.features.check('jpg_2000') is False); "
@@ -83,8 +80,6 @@ def _openjpeg_threads() -> Iterator[None]:
 
 
 def _j2k_roundtrip(img: np.ndarray, ratio: float) -> np.ndarray:
-    from PIL import Image
-
     h, w = img.shape[:2]
     # OpenJPEG needs every resolution level to keep at least one pixel. The reference asks
     # for 8 levels, which 224-pixel crops allow.

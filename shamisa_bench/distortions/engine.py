@@ -10,7 +10,15 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
-from shamisa_bench.distortions import blur, brightness, color, compression, noise, sharpness, spatial
+from shamisa_bench.distortions import (
+    blur,
+    brightness,
+    color,
+    compression,
+    noise,
+    sharpness,
+    spatial,
+)
 from shamisa_bench.distortions.base import DistortionOp, Draws
 from shamisa_bench.distortions.catalog import CATALOG, check_type, severity_to_value
 
@@ -36,7 +44,7 @@ _TIMES: ContextVar[TypeTimes | None] = ContextVar("shamisa_type_times", default=
 def record_type_times() -> Iterator[TypeTimes]:
     """Accumulate, per distortion type, wall time and crops of every apply in this context.
 
-    For profiling (``shamisa-bench bench engine``). On CUDA each apply synchronises the
+    For profiling (``shamisa-bench perf engine``). On CUDA each apply synchronises the
     device so the time is the type's own.
 
     Yields:
@@ -153,7 +161,7 @@ def apply_distortion(
 
     Args:
         x: ``(N, 3, H, W)`` float in [0, 1], on CPU or CUDA.
-        name: a catalog type (see ``shamisa-bench distortions``).
+        name: a catalog type (see ``shamisa-bench distortions ls``).
         value: the type's own parameter (e.g. sigma, JPEG quality), a scalar or ``(N,)``
             per-image values; integer types are rounded half-up.
         generator: source of all randomness; required for the random types (motion_blur,

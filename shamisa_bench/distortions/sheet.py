@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from shamisa_bench.distortions.catalog import CATALOG, check_type, severity_to_value
-from shamisa_bench.distortions.compose import apply_composition_group, sample_composition
+from shamisa_bench.distortions.compose import (
+    apply_composition_group,
+    sample_composition,
+)
 from shamisa_bench.distortions.engine import distort
-
-if TYPE_CHECKING:
-    from PIL import Image, ImageFont
 
 __all__ = ["center_crop", "contact_sheet"]
 
@@ -37,15 +37,11 @@ def center_crop(img: Tensor, size: int) -> Tensor:
 
 
 def _to_pil(x: Tensor) -> Image.Image:
-    from PIL import Image
-
     arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font
@@ -80,8 +76,6 @@ def contact_sheet(
     Raises:
         ValueError: for an unknown type name.
     """
-    from PIL import Image, ImageDraw
-
     names = list(types) if types else list(CATALOG)
     for name in names:
         check_type(name)

@@ -18,7 +18,14 @@ from shamisa_bench.graphs.branches import (
     upper_pairs,
 )
 from shamisa_bench.graphs.config import ABLATIONS, AGGREGATORS, BRANCHES, GraphConfig
-from shamisa_bench.graphs.relation import BranchAggregator, GraphOutput, RelationGraph, check_nodes, edge_stats
+from shamisa_bench.graphs.nodes import NodeMeta
+from shamisa_bench.graphs.relation import (
+    BranchAggregator,
+    GraphOutput,
+    RelationGraph,
+    check_nodes,
+    edge_stats,
+)
 
 __all__ = [
     "ABLATIONS",
@@ -27,6 +34,7 @@ __all__ = [
     "BranchAggregator",
     "GraphConfig",
     "GraphOutput",
+    "NodeMeta",
     "RelationGraph",
     "check_nodes",
     "dist_dist_edges",

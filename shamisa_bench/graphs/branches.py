@@ -1,7 +1,7 @@
 """The six relation-graph branches of SHAMISA as pure functions.
 
 Every branch is a dense *directed* ``(N, N)`` weight matrix over the N nodes (crops) of a
-step, in the node order of :mod:`shamisa_bench.layout`: entry ``(i, j)`` is a stored link
+step, in the node order of :mod:`shamisa_bench.train.steps`: entry ``(i, j)`` is a stored link
 when it is non-zero, exactly as the reference stores its sparse link maps.
 
 * ref-dist links run one way, reference view -> distorted crop (references come first in
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shamisa_bench.layout import NodeMeta
+from shamisa_bench.graphs.nodes import NodeMeta
 
 __all__ = [
     "dist_dist_edges",

@@ -42,7 +42,7 @@ from shamisa_bench.graphs.branches import (
     transport_edges,
 )
 from shamisa_bench.graphs.config import BRANCHES, GraphConfig
-from shamisa_bench.layout import NodeMeta
+from shamisa_bench.graphs.nodes import NodeMeta
 
 __all__ = ["BranchAggregator", "GraphOutput", "RelationGraph", "check_nodes", "edge_stats"]
 

@@ -34,7 +34,7 @@ def _check_z(z: Tensor, min_rows: int = 2) -> None:
 def split_halves(z: Tensor) -> tuple[Tensor, Tensor]:
     """Cut the step's nodes into two halves in node order: ``z[:N/2]`` and ``z[N/2:]``.
 
-    Node order is item-major (:mod:`shamisa_bench.layout`), so with the reference's 2 items
+    Node order is item-major (:mod:`shamisa_bench.train.steps`), so with the reference's 2 items
     per step each half is one item, in the role of VICReg's two branches.
 
     Args:

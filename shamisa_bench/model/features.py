@@ -1,13 +1,15 @@
 """Two-scale quality features for the frozen encoder.
 
-The feature of an image is ``[h(full scale), h(half scale)]`` (2 * D wide). Two protocols:
+The feature of an image is ``[h(full scale), h(half scale)]`` (2 * D wide). Two feature
+modes (how an image's features are extracted; not to be confused with the evaluation
+protocols intra/cross):
 
 * ``"whole"``: the whole image at its native size and downscaled by 0.5 (K = 1). This
   is what CONTRIQUE and pyiqa's ARNIQA do.
 * ``"crops5"``: five ``crop_size`` crops per scale, in the order of :data:`CROP_NAMES`
   (centre, top-left, top-right, bottom-left, bottom-right); crop k of the full-scale
-  image is paired with crop k of the half-scale image (K = 5). This is the reference
-  protocol: fit the regressor on crop features (score repeated), average predictions.
+  image is paired with crop k of the half-scale image (K = 5). This is the paper's
+  reference mode: fit the regressor on crop features (score repeated), average predictions.
 
 Downscaling is bilinear with antialiasing (``align_corners=False``) to
 ``(H // 2, W // 2)``. Where an image is smaller than ``crop_size`` along a side at some
@@ -27,26 +29,65 @@ from shamisa_bench.model.backbones import MIN_INPUT_SIZE, _check_images
 
 __all__ = [
     "CROP_NAMES",
-    "PROTOCOLS",
+    "FEATURE_MODES",
     "SCALES",
+    "check_feature_mode",
+    "downscale_half",
     "encode_two_scale",
     "five_crop_boxes",
     "five_crops",
     "half_scale",
 ]
 
-PROTOCOLS: tuple[str, ...] = ("whole", "crops5")
-"""Feature protocols accepted by :func:`encode_two_scale`."""
+FEATURE_MODES: tuple[str, ...] = ("whole", "crops5")
+"""Feature modes accepted by :func:`encode_two_scale`, the one list of them: ``whole`` (one
+pass on the whole image per scale) or ``crops5`` (five crops per scale)."""
 
 SCALES: tuple[float, ...] = (1.0, 0.5)
 """Image scales whose features are concatenated, in order."""
 
 CROP_NAMES: tuple[str, ...] = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
-"""Order of the crops of the ``crops5`` protocol."""
+"""Order of the crops of the ``crops5`` feature mode."""
+
+
+def check_feature_mode(feature_mode: object) -> str:
+    """Return ``feature_mode`` if it is one of :data:`FEATURE_MODES`.
+
+    Args:
+        feature_mode: The value to check.
+
+    Returns:
+        The feature mode, unchanged.
+
+    Raises:
+        ValueError: If it is not one of :data:`FEATURE_MODES`.
+    """
+    if feature_mode not in FEATURE_MODES:
+        raise ValueError(f"unknown feature mode {feature_mode!r}; choose one of {', '.join(FEATURE_MODES)}")
+    return str(feature_mode)
+
+
+def downscale_half(x: torch.Tensor) -> torch.Tensor:
+    """The one 0.5 downscale: bilinear, antialiased, ``align_corners=False``, to
+    ``(max(1, H // 2), max(1, W // 2))``.
+
+    No checks and no clamping: :func:`half_scale` adds both for the encoder's input; the
+    pretraining views (:func:`shamisa_bench.train.steps.crop_views`) use it as it is.
+
+    Args:
+        x: Images (N, C, H, W) or one image (C, H, W), float.
+
+    Returns:
+        The downscaled images, same number of dimensions.
+    """
+    if x.dim() == 3:
+        return downscale_half(x[None])[0]
+    size = (max(1, x.shape[-2] // 2), max(1, x.shape[-1] // 2))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def half_scale(x: torch.Tensor) -> torch.Tensor:
-    """Downscale images by 0.5: bilinear, antialiased, to (H // 2, W // 2).
+    """Downscale images by 0.5 (:func:`downscale_half`) for the encoder: checked, clamped.
 
     Args:
         x: Images (N, 3, H, W), float in [0, 1].
@@ -64,7 +105,7 @@ def half_scale(x: torch.Tensor) -> torch.Tensor:
             f"two-scale features need images of at least {2 * MIN_INPUT_SIZE}x{2 * MIN_INPUT_SIZE} "
             f"pixels (>= {MIN_INPUT_SIZE} after halving), got {x.shape[-2]}x{x.shape[-1]}"
         )
-    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True).clamp(0.0, 1.0)
+    return downscale_half(x).clamp(0.0, 1.0)
 
 
 def five_crop_boxes(height: int, width: int, crop_size: int) -> tuple[tuple[int, int], ...]:
@@ -112,7 +153,7 @@ def five_crops(x: torch.Tensor, crop_size: int) -> torch.Tensor:
 
 
 def encode_two_scale(
-    encoder: nn.Module, x: torch.Tensor, protocol: str = "whole", crop_size: int = 224
+    encoder: nn.Module, x: torch.Tensor, feature_mode: str = "whole", crop_size: int = 224
 ) -> torch.Tensor:
     """Two-scale features ``[h(x), h(x at 0.5)]`` of a batch of images.
 
@@ -124,7 +165,7 @@ def encode_two_scale(
         encoder: A module mapping (M, 3, h, w) in [0, 1] to (M, D), normally an
             :class:`~shamisa_bench.model.backbones.Encoder`.
         x: Images (N, 3, H, W), float RGB in [0, 1], H and W >= 64.
-        protocol: ``"whole"`` or ``"crops5"`` (see the module docstring).
+        feature_mode: ``"whole"`` or ``"crops5"`` (see the module docstring).
         crop_size: Crop side for ``"crops5"`` (ignored for ``"whole"``), >= 32.
 
     Returns:
@@ -132,14 +173,13 @@ def encode_two_scale(
         is the full-scale feature, ``[..., D:]`` the half-scale feature.
 
     Raises:
-        ValueError: Unknown protocol, bad ``crop_size``, or images too small.
+        ValueError: Unknown feature mode, bad ``crop_size``, or images too small.
         TypeError: If ``x`` is not a floating-point tensor.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    check_feature_mode(feature_mode)
     half = half_scale(x)  # also validates x
     n = x.shape[0]
-    if protocol == "whole":
+    if feature_mode == "whole":
         return torch.cat([encoder(x), encoder(half)], dim=1).unsqueeze(1)
     if not isinstance(crop_size, int) or isinstance(crop_size, bool) or crop_size < MIN_INPUT_SIZE:
         raise ValueError(f"crop_size must be an int >= {MIN_INPUT_SIZE}, got {crop_size!r}")

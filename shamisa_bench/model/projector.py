@@ -22,7 +22,7 @@ from torch import nn
 
 from shamisa_bench.model.backbones import Encoder, build_encoder, seeded
 
-__all__ = ["PROJECTOR_INITS", "Projector", "ShamisaModel", "build_model", "projector_dims"]
+__all__ = ["PROJECTOR_INITS", "EncoderWithProjector", "Projector", "build_model", "projector_dims"]
 
 #: Projector initialisations (see the module docstring).
 PROJECTOR_INITS: tuple[str, ...] = ("unit_norm_input", "torch")
@@ -102,7 +102,7 @@ class Projector(nn.Sequential):
         self.out_dim = out_dim
 
 
-class ShamisaModel(nn.Module):
+class EncoderWithProjector(nn.Module):
     """Encoder + projector, as trained by SHAMISA pretraining.
 
     Args:
@@ -148,7 +148,7 @@ def build_model(
     hidden_dim: int | None = None,
     out_dim: int | None = None,
     download: bool = False,
-) -> ShamisaModel:
+) -> EncoderWithProjector:
     """Build encoder + projector in one call.
 
     Args:
@@ -164,4 +164,4 @@ def build_model(
     """
     encoder = build_encoder(backbone, init, seed=seed, download=download)
     projector = Projector(encoder.feature_dim, hidden_dim, out_dim, seed=None if seed is None else seed + 1)
-    return ShamisaModel(encoder, projector)
+    return EncoderWithProjector(encoder, projector)

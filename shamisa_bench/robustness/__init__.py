@@ -7,8 +7,17 @@
 - :mod:`~shamisa_bench.robustness.measure`: the measurements, as pure functions.
 """
 
-from shamisa_bench.robustness.config import INVARIANCE_TRANSFORMS, CompositionParams, RobustnessParams
-from shamisa_bench.robustness.generate import Batch, DistortedSet, build_set, engine_fingerprint
+from shamisa_bench.robustness.config import (
+    INVARIANCE_TRANSFORMS,
+    CompositionParams,
+    RobustnessParams,
+)
+from shamisa_bench.robustness.generate import (
+    Batch,
+    DistortedSet,
+    build_set,
+    engine_fingerprint,
+)
 from shamisa_bench.robustness.head import ProbeHead, fit_probe_head
 from shamisa_bench.robustness.measure import (
     agreement,
@@ -19,7 +28,11 @@ from shamisa_bench.robustness.measure import (
     type_response,
 )
 from shamisa_bench.robustness.report import load_results, render_markdown, write_report
-from shamisa_bench.robustness.runner import RobustnessConfig, RobustnessSummary, run_robustness
+from shamisa_bench.robustness.runner import (
+    RobustnessConfig,
+    RobustnessSummary,
+    run_robustness,
+)
 from shamisa_bench.robustness.sources import SourceSet, load_sources
 
 __all__ = [

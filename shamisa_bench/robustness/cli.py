@@ -4,14 +4,25 @@
 the images of DIR; without ``--images`` the suite's sources are used (``demo``: the photos
 bundled with scikit-image). ``shamisa-bench run --suite robustness`` and
 ``shamisa-bench report --suite <name>`` reach this module through :func:`dispatch_run`
-and :func:`dispatch_report`.
+and :func:`dispatch_report`, which :func:`register` adds to those commands' suite handlers
+(:mod:`shamisa_bench.harness.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+
+from shamisa_bench.cli.args import add_device_argument
+from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.harness.cli import add_pyiqa_home_argument, run_config
+from shamisa_bench.harness.registry import load_registry
+from shamisa_bench.robustness.report import write_report
+from shamisa_bench.robustness.runner import RobustnessConfig, run_robustness
 
 __all__ = ["dispatch_report", "dispatch_run", "register"]
 
@@ -43,6 +54,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild the report of --name from its JSON files")
     p.set_defaults(func=_cmd_robustness)
+    # `run --suite robustness` and `report --suite <robustness results>` are handled here too
+    for command, handler in (("run", dispatch_run), ("report", dispatch_report)):
+        parser = subparsers.choices.get(command)
+        if parser is not None:
+            parser.set_defaults(suite_handlers=(*(parser.get_default("suite_handlers") or ()), handler))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,29 +66,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--cache-dir", type=Path, help="score/feature cache (default: the user cache folder)")
     p.add_argument("--no-cache", action="store_true", help="compute everything, cache nothing")
-    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, help="seed of the distorted set (default: the protocol's)")
     p.add_argument("--overwrite", action="store_true", help="recompute metrics that have results")
     p.add_argument("--allow-partial", action="store_true", help="use incomplete datasets (sources, heads)")
     p.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from shamisa_bench.harness_cli import add_pyiqa_home_argument
 
     add_pyiqa_home_argument(p)
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:
-    from shamisa_bench.harness_cli import run_config
-    from shamisa_bench.robustness.runner import RobustnessConfig
-
     return RobustnessConfig(run=run_config(args), **extra)
 
 
 def _execute(cfg: Any) -> int:
-    from rich.console import Console
-
-    from shamisa_bench.robustness.runner import run_robustness
-
     console = Console()
     summary = run_robustness(cfg, console=console)
     counts: dict[str, int] = {}
@@ -86,8 +94,6 @@ def _execute(cfg: Any) -> int:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
-    from shamisa_bench.cli import CLIError
-
     if args.images and args.datasets:
         raise CLIError("give either --images or --datasets, not both")
     if args.report_only:
@@ -101,8 +107,6 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def _report(results: Path, name: str) -> int:
-    from shamisa_bench.robustness.report import write_report
-
     for path in write_report(results, name):
         print(f"report: {path}")
     return 0
@@ -110,8 +114,6 @@ def _report(results: Path, name: str) -> int:
 
 def dispatch_run(args: argparse.Namespace) -> int | None:
     """``shamisa-bench run``: run a robustness suite here; None for any other suite."""
-    from shamisa_bench.registry import load_registry
-
     reg = load_registry(args.registry)
     try:
         kind = reg.protocol(reg.suite(args.suite).protocol).kind
@@ -119,6 +121,7 @@ def dispatch_run(args: argparse.Namespace) -> int | None:
         return None  # unknown suite: the harness reports it with the valid names
     if kind != "robustness":
         return None
+    print(f"run: suite {args.suite} is a robustness suite; running it as 'shamisa-bench robustness'", file=sys.stderr)
     return _execute(_config(args))
 
 

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shamisa_bench.distortions import CATALOG, GROUPS, SEVERITY_SAMPLERS
+
 __all__ = [
     "INVARIANCE_TRANSFORMS",
     "CompositionParams",
@@ -63,8 +65,6 @@ class CompositionParams:
     sampler: str = "uniform"
 
     def __post_init__(self) -> None:
-        from shamisa_bench.distortions import GROUPS, SEVERITY_SAMPLERS
-
         if not isinstance(self.n, int) or self.n < 0:
             raise ValueError(f"compositions.n must be an int >= 0, got {self.n!r}")
         if not 2 <= self.min_distortions <= self.max_distortions <= len(GROUPS):
@@ -107,8 +107,6 @@ class RobustnessParams:
     blind_srcc: float = -0.5
 
     def __post_init__(self) -> None:
-        from shamisa_bench.distortions import CATALOG
-
         if not self.types:
             object.__setattr__(self, "types", tuple(CATALOG))
         bad = [t for t in self.types if t not in CATALOG]

@@ -30,7 +30,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from shamisa_bench.cache import canonical_json
+import torch
+import torch.nn.functional as F
+
+from shamisa_bench.distortions import (
+    CATALOG,
+    apply_composition_group,
+    make_composition,
+    sample_composition,
+    severity_to_value,
+)
+from shamisa_bench.harness.cache import canonical_json
 from shamisa_bench.robustness.config import RobustnessParams
 from shamisa_bench.robustness.sources import SourceSet, quantize8
 
@@ -53,10 +63,6 @@ def engine_fingerprint() -> str:
     and the 8-bit results are hashed. A change of the engine's numbers changes the
     fingerprint (and misses the cache); reformatting or moving code does not.
     """
-    import torch
-
-    from shamisa_bench.distortions import CATALOG, apply_composition_group, make_composition
-
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 48), indexing="ij")
     checker = ((torch.arange(48)[:, None] // 6 + torch.arange(48)[None, :] // 6) % 2).float()
     probe = torch.stack([0.15 + 0.7 * xx, 0.15 + 0.7 * yy, 0.2 + 0.6 * checker])[None]
@@ -169,8 +175,6 @@ def _key(identity: str, size: int, engine: str, op: dict[str, Any]) -> str:
 
 
 def _grid_type(name: str, severities: tuple[float, ...], seed: int) -> GridType:
-    from shamisa_bench.distortions import severity_to_value
-
     sev: list[float] = []
     val: list[float] = []
     for s in severities:
@@ -183,8 +187,6 @@ def _grid_type(name: str, severities: tuple[float, ...], seed: int) -> GridType:
 
 def _transform(x: Any, name: str, factor: float) -> Any:
     """A quality-preserving transform of ``(1, 3, H, W)``."""
-    import torch.nn.functional as F
-
     if name == "hflip":
         return x.flip(-1)
     if name == "shift1":
@@ -198,10 +200,6 @@ def _transform(x: Any, name: str, factor: float) -> Any:
 
 def _sample_compositions(cp: Any, seed: int) -> tuple[Any, ...]:
     """``cp.n`` plans with ``min..max`` distortions, drawn from one seeded generator."""
-    import torch
-
-    from shamisa_bench.distortions import sample_composition
-
     gen = torch.Generator().manual_seed(_seed(seed, "compositions"))
     plans = []
     while len(plans) < cp.n:  # rejection keeps the engine's sampler; n is uniform on min..max
@@ -213,8 +211,6 @@ def _sample_compositions(cp: Any, seed: int) -> tuple[Any, ...]:
 
 def _prefix(plan: Any, k: int) -> Any:
     """The plan of the first ``k`` distortions of ``plan`` (same values and seeds)."""
-    from shamisa_bench.distortions import make_composition
-
     sev = [float(s) for s in plan.severities[0, :k].tolist()]
     return make_composition(plan.types[:k], sev, [sev[0]], 0, plan.op_seeds[:k])
 
@@ -225,8 +221,6 @@ def build_set(sources: SourceSet, params: RobustnessParams) -> DistortedSet:
     Raises:
         ValueError: for inconsistent parameters.
     """
-    from shamisa_bench.distortions import apply_composition_group, make_composition
-
     engine = engine_fingerprint()
     size = params.image_size
     x = sources.pixels

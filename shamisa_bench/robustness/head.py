@@ -24,6 +24,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from shamisa_bench.common.scoring import orient
+from shamisa_bench.harness.adapters import compute_outputs
+from shamisa_bench.harness.data import make_split_set
+from shamisa_bench.harness.protocols import run_intra
+from shamisa_bench.harness.protocols.common import predict_images
+from shamisa_bench.harness.run import RunConfig, load_tables
+from shamisa_bench.iqa.ridge import fit_ridge_path
+
 __all__ = ["ProbeHead", "fit_probe_head"]
 
 
@@ -48,8 +56,6 @@ class ProbeHead:
 
         Rows with NaN features give NaN.
         """
-        from shamisa_bench.protocols.common import predict_images
-
         v = np.asarray(features)
         if v.shape[-1] != self.weight.shape[0]:
             raise ValueError(f"features have {v.shape[-1]} dims, the head expects {self.weight.shape[0]}")
@@ -88,13 +94,6 @@ def fit_probe_head(
         FileNotFoundError / DatasetNotFoundError: the dataset is missing.
         ValueError: too few usable images.
     """
-    from shamisa_bench.data import make_split_set
-    from shamisa_bench.harness import RunConfig, load_tables
-    from shamisa_bench.metrics import compute_outputs
-    from shamisa_bench.protocols import run_intra
-    from shamisa_bench.ridge import fit_ridge_path
-    from shamisa_bench.scoring import orient
-
     t0 = time.perf_counter()
     cfg = RunConfig(data_root=data_root, cache_dir=data_cache_dir, allow_partial=allow_partial)
     table = load_tables(registry, [dataset], cfg)[dataset]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shamisa_bench.scoring import srcc
+from shamisa_bench.common.scoring import srcc
 
 __all__ = [
     "agreement",

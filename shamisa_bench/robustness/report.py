@@ -17,6 +17,7 @@ correlation of the stored grid qualities.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import textwrap
@@ -26,9 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from shamisa_bench.common.atomic import atomic_write_bytes
+from shamisa_bench.distortions import CATALOG
 from shamisa_bench.robustness.measure import agreement
 
-__all__ = ["load_results", "plot_curves", "plot_heatmap", "render_markdown", "weakest", "write_report"]
+__all__ = ["RECORD_SCHEMA", "load_results", "plot_curves", "plot_heatmap", "render_markdown", "weakest", "write_report"]
+
+#: ``schema`` and ``schema_version`` of the robustness JSON files (written by
+#: :mod:`~shamisa_bench.robustness.runner`, read here).
+RECORD_SCHEMA = ("shamisa-bench/robustness", 1)
 
 
 def load_results(results_dir: str | Path, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -38,8 +45,6 @@ def load_results(results_dir: str | Path, name: str) -> tuple[dict[str, Any], li
         FileNotFoundError: no results under that name (the message says how to make them).
         ValueError: a file that is not a robustness record (naming it).
     """
-    from shamisa_bench.robustness.runner import RECORD_SCHEMA
-
     folder = Path(results_dir) / "robustness" / name
     man_path = folder / "run.json"
     if not man_path.is_file():
@@ -71,8 +76,6 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _group(t: str) -> str:
-    from shamisa_bench.distortions import CATALOG
-
     return CATALOG[t].group if t in CATALOG else "?"
 
 
@@ -303,11 +306,7 @@ def _curve(record: dict[str, Any], t: str, xs: np.ndarray) -> np.ndarray:
 
 def _save(fig: Any, path: Path) -> None:
     """Write a figure as PNG atomically and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from shamisa_bench.cache import atomic_write_bytes
+    import matplotlib.pyplot as plt  # lazy: seconds to import, only the report draws
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -317,10 +316,10 @@ def _save(fig: Any, path: Path) -> None:
 
 def plot_curves(manifest: dict[str, Any], records: list[dict[str, Any]], path: Path) -> None:
     """Severity-response curves: one panel per group, every metric on it."""
-    import matplotlib
+    import matplotlib  # lazy: seconds to import, only the report draws
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as above
 
     ok = _ok(records)
     s = manifest["set"]
@@ -362,11 +361,11 @@ def plot_curves(manifest: dict[str, Any], records: list[dict[str, Any]], path: P
 
 def plot_heatmap(manifest: dict[str, Any], records: list[dict[str, Any]], path: Path) -> None:
     """Heatmap metrics x types of SRCC(severity, quality); blind cells boxed."""
-    import matplotlib
+    import matplotlib  # lazy: seconds to import, only the report draws
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    import matplotlib.pyplot as plt  # lazy: as above
+    from matplotlib.patches import Rectangle  # lazy: as above
 
     ok = _ok(records)
     s = manifest["set"]
@@ -404,8 +403,6 @@ def write_report(results_dir: str | Path, name: str) -> tuple[Path, ...]:
     Returns:
         the files written: the markdown first, then the PNGs (none when no metric is ok).
     """
-    from shamisa_bench.cache import atomic_write_bytes
-
     manifest, records = load_results(results_dir, name)
     out = Path(results_dir) / "robustness"
     figures: dict[str, str] = {}

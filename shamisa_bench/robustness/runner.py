@@ -1,7 +1,7 @@
 """Run the robustness protocol: sources -> distorted set -> cached scores -> JSON -> report.
 
 Each batch of the distorted set (:mod:`~shamisa_bench.robustness.generate`) is looked up
-in every metric's cache (the harness's :class:`~shamisa_bench.cache.ArrayCache`, keyed by
+in every metric's cache (the harness's :class:`~shamisa_bench.harness.cache.ArrayCache`, keyed by
 the metric identity); it is generated only when some metric misses one of its images, and
 each metric computes only its misses. So every (source, distortion, severity) image is
 generated at most once per run and scored once per metric across runs.
@@ -28,9 +28,26 @@ from typing import Any
 
 import numpy as np
 
+from shamisa_bench.common.atomic import atomic_write_bytes
+from shamisa_bench.common.progress import TaskProgress
+from shamisa_bench.common.provenance import utc_now
+from shamisa_bench.common.scoring import orient
+from shamisa_bench.harness.adapters import (
+    MetricUnavailable,
+    build_metric,
+    describe_device,
+)
+from shamisa_bench.harness.adapters.pyiqa_home import use_pyiqa_home
+from shamisa_bench.harness.cache import ArrayCache
+from shamisa_bench.harness.registry import load_registry
+from shamisa_bench.harness.results import clean_json, collect_provenance, git_state
+from shamisa_bench.harness.run import RunConfig, scrub_paths
 from shamisa_bench.robustness.config import RobustnessParams
 from shamisa_bench.robustness.generate import DistortedSet, build_set, grid_name
+from shamisa_bench.robustness.head import fit_probe_head
 from shamisa_bench.robustness.measure import measure_metric
+from shamisa_bench.robustness.report import RECORD_SCHEMA, write_report
+from shamisa_bench.robustness.sources import load_sources
 
 __all__ = [
     "RECORD_SCHEMA",
@@ -41,8 +58,6 @@ __all__ = [
     "write_record",
 ]
 
-#: ``schema`` and ``schema_version`` of the robustness JSON files.
-RECORD_SCHEMA = ("shamisa-bench/robustness", 1)
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,6 @@ class RobustnessConfig:
 
     def __post_init__(self) -> None:
         if self.run is None:
-            from shamisa_bench.harness import RunConfig
-
             object.__setattr__(self, "run", RunConfig(suite="robustness"))
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ValueError(f"name must be a plain file stem, got {self.name!r}")
@@ -107,9 +120,6 @@ class RobustnessSummary:
 
 def write_record(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     """Clean (6 decimals, NaN -> null) and atomically write a JSON record; return it."""
-    from shamisa_bench.cache import atomic_write_bytes
-    from shamisa_bench.results import clean_json
-
     clean = clean_json(record)
     atomic_write_bytes(path, (json.dumps(clean, indent=1, allow_nan=False) + "\n").encode())
     return clean
@@ -172,8 +182,6 @@ class _MetricState:
         return self.status == "ok"
 
     def stop(self, status: str, err: BaseException) -> None:
-        from shamisa_bench.harness import scrub_paths
-
         self.status = status
         self.reason = scrub_paths(f"{err}" if status == "unavailable" else f"{type(err).__name__}: {err}")
         if status == "failed":
@@ -181,8 +189,6 @@ class _MetricState:
 
     def quality(self, names: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, float]:
         """Quality (higher = better) per image name; missing images are left out."""
-        from shamisa_bench.scoring import orient
-
         have = [(n, k) for n, k in zip(names, keys) if k in self.values]
         if not have:
             return {}
@@ -237,22 +243,12 @@ def run_robustness(
         ValueError: unknown names (listing the valid ones), bad parameters, an empty image
             folder or no readable source image.
     """
-    from shamisa_bench.harness import _Progress
-    from shamisa_bench.metrics import MetricUnavailable, build_metric, describe_device
-    from shamisa_bench.registry import load_registry
-    from shamisa_bench.results import collect_provenance, git_state
-    from shamisa_bench.results.provenance import utc_now
-    from shamisa_bench.robustness.report import write_report
-    from shamisa_bench.robustness.sources import load_sources
-
     t_run = time.perf_counter()
     started = utc_now()
     run = cfg.run
     reg = registry if registry is not None else load_registry(run.registry_root)
     suite, protocol, params, metrics, datasets = _resolve(cfg, reg)
     if run.pyiqa_home is not None:
-        from shamisa_bench.metrics.pyiqa_home import use_pyiqa_home
-
         use_pyiqa_home(run.pyiqa_home)
     sources = load_sources(folders=cfg.images, datasets=datasets, registry=reg, data_root=run.data_root,
                            cache_dir=run.cache_dir, max_images=params.max_images, size=params.image_size,
@@ -286,12 +282,8 @@ def run_robustness(
         try:
             st.checkpoint = st.adapter.checkpoint_sha256()
             if run.cache_dir is not None:
-                from shamisa_bench.cache import ArrayCache
-
                 st.cache = ArrayCache(run.cache_dir, st.adapter.identity())
             if st.adapter.output == "features":
-                from shamisa_bench.robustness.head import fit_probe_head
-
                 say(f"{m}: fitting its ridge head on {params.head_dataset}")
                 st.head = fit_probe_head(st.adapter, reg, params.head_dataset, cache=st.cache,
                                          device=run.device, data_root=run.data_root,
@@ -310,7 +302,7 @@ def run_robustness(
 
     gen_s = 0.0
     try:
-        with _Progress(run.progress and console is not None, console) as prog:
+        with TaskProgress(run.progress and console is not None, console) as prog:
             task = prog.add("batches", len(dset.batches))
             for batch in dset.batches:
                 need: list[tuple[_MetricState, list[int]]] = []
@@ -412,8 +404,6 @@ def _score(st: _MetricState, batch: Any, images: list[Any], miss: list[int]) -> 
 
 def _record(st: _MetricState, dset: DistortedSet, set_record: dict[str, Any], cfg: RobustnessConfig
             ) -> dict[str, Any]:
-    from shamisa_bench.results import clean_json
-
     ad = st.adapter
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA[0],

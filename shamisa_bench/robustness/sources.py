@@ -13,8 +13,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from shamisa_bench.common.imageio import IMAGE_SUFFIXES, list_images, load_image
+from shamisa_bench.harness.data.demo import SOURCE_FILES, _load_source
+from shamisa_bench.harness.run import RunConfig, load_tables
 
 __all__ = ["SourceSet", "evenly_spaced", "load_sources", "quantize8", "to_square"]
 
@@ -57,8 +65,6 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 
 def quantize8(x: Any) -> Any:
     """Clamp to [0, 1] and round to multiples of 1/255 (what an 8-bit file holds), float32."""
-    import torch
-
     return (x.clamp(0.0, 1.0) * 255.0).round().div(255.0).to(torch.float32).contiguous()
 
 
@@ -72,8 +78,6 @@ def to_square(x: Any, size: int) -> Any:
     Returns:
         ``(3, size, size)`` float32 in [0, 1] holding multiples of 1/255.
     """
-    import torch.nn.functional as F
-
     _, h, w = x.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -90,8 +94,6 @@ def _sha256(data: bytes) -> str:
 
 def _from_files(paths: Sequence[Path], names: Sequence[str], size: int
                 ) -> tuple[list[str], list[str], list[Any], list[tuple[str, str]]]:
-    from shamisa_bench.imageio import load_image
-
     out_names, idents, pix, skipped = [], [], [], []
     for path, name in zip(paths, names):
         try:
@@ -107,8 +109,6 @@ def _from_files(paths: Sequence[Path], names: Sequence[str], size: int
 
 def _folder(folder: Path, max_images: int, size: int
             ) -> tuple[list[str], list[str], list[Any], list[tuple[str, str]]]:
-    from shamisa_bench.imageio import IMAGE_SUFFIXES, list_images
-
     files = list_images(folder)
     if not files:
         raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder "
@@ -121,10 +121,7 @@ def _folder(folder: Path, max_images: int, size: int
 
 def _demo_photos(spec: Any, max_images: int, size: int
                  ) -> tuple[list[str], list[str], list[Any], list[tuple[str, str]]]:
-    from importlib.resources import files
-
     # the demo builder's loader: the photos bundled with scikit-image, no download
-    from shamisa_bench.data.demo import SOURCE_FILES, _load_source
 
     photos = list((spec.options or {}).get("sources") or SOURCE_FILES)[:max_images]
     names, idents, pix = [], [], []
@@ -189,8 +186,6 @@ def load_sources(
             n, i, p, s = _demo_photos(spec, max_images, size)
             origins.append(f"{ds} (photos bundled with scikit-image)")
         else:
-            from shamisa_bench.harness import RunConfig, load_tables
-
             cfg = RunConfig(data_root=data_root, cache_dir=cache_dir, allow_partial=allow_partial)
             table = load_tables(registry, [ds], cfg)[ds]
             rows = evenly_spaced(len(table.frame), max_images)
@@ -207,7 +202,6 @@ def load_sources(
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"two sources share the name(s) {sorted(dup)}; use folders with different names")
-    import torch
 
     return SourceSet(tuple(names), tuple(idents), torch.stack(pix), tuple(origins), tuple(skipped))
 

@@ -1,0 +1,243 @@
+"""pyiqa integration: the only code that touches pyiqa's globals.
+
+:func:`register` (idempotent) does two things:
+
+* registers the arch ``SHAMISA`` (:class:`shamisa_bench.archs.shamisa_arch.SHAMISA`) with
+  pyiqa's ``ARCH_REGISTRY``, lazily (an import path; the module loads on first use);
+* adds ``DEFAULT_CONFIGS`` entries: ``shamisa`` (the default head) and
+  ``shamisa-<dataset>`` for every head shipped in ``shamisa_bench/weights/heads/``, each
+  ``metric_mode: NR``, ``score_range: '0, 1'``, ``lower_better: False`` (the
+  ``arniqa``/``arniqa-live`` pattern). ``DEFAULT_CONFIGS`` has no plugin hook in pyiqa
+  0.1.16, hence this function.
+
+When it runs. Importing pyiqa costs about 3.5 s (it imports every arch, cv2, ...), while
+``import shamisa_bench`` takes a few hundredths of a second, so ``import shamisa_bench``
+must not import pyiqa (nor torch: this module imports only :mod:`shamisa_bench.iqa.weights`). Instead it calls :func:`register_when_pyiqa_loads`:
+
+* pyiqa already imported (``import pyiqa, shamisa_bench``): register now;
+* otherwise (``import shamisa_bench, pyiqa``, or the CLI, which may never use pyiqa):
+  install a one-shot post-import hook on ``sys.meta_path`` that registers right after
+  ``pyiqa`` finishes importing, then removes itself. It costs one string comparison per
+  import until then.
+
+Also, ``pyproject.toml`` declares :func:`register` as the ``pyiqa.archs`` entry point, so
+pyiqa calls it the first time any arch lookup misses (e.g. the first ``create_metric``);
+that path also adds the ``DEFAULT_CONFIGS`` entries, but only after pyiqa's first metric
+creation, which is why ``import shamisa_bench`` is the documented way in.
+
+Inputs. :func:`register` also wraps pyiqa's ``InferenceModel._prepare_inputs`` so that, for
+a SHAMISA network only, images go through :meth:`SHAMISA.prepare_inputs
+<shamisa_bench.archs.shamisa_arch.SHAMISA.prepare_inputs>`: files and PIL images are read
+by the project's loader (:mod:`shamisa_bench.common.imageio`; pyiqa's loader clips 16-bit
+images at 255 and names no file on a decoding error), and tensors are checked with real
+``if`` tests (pyiqa's are ``assert``s, gone under ``python -O``). Every other metric goes
+through pyiqa's own method, unchanged.
+
+Registration failures inside the hook (e.g. an incompatible pyiqa) are turned into a
+``RuntimeWarning`` rather than breaking the user's ``import pyiqa``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from shamisa_bench.iqa.weights import DEFAULT_HEAD, shipped_head_datasets
+
+__all__ = [
+    "ARCH_IMPORT_PATH",
+    "ARCH_NAME",
+    "DEFAULT_METRIC",
+    "metric_configs",
+    "register",
+    "register_when_pyiqa_loads",
+]
+
+ARCH_NAME = "SHAMISA"
+ARCH_IMPORT_PATH = "shamisa_bench.archs.shamisa_arch:SHAMISA"
+DEFAULT_METRIC = "shamisa"
+
+_LOCK = threading.RLock()
+
+
+def metric_configs(head_datasets: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The ``DEFAULT_CONFIGS`` entries SHAMISA adds.
+
+    Args:
+        head_datasets: Training sets of the shipped heads; None = scan the package.
+
+    Returns:
+        ``{"shamisa": {...}, "shamisa-<dataset>": {...}, ...}``, fresh dicts.
+    """
+    if head_datasets is None:
+        head_datasets = shipped_head_datasets()
+
+    def entry(head: str) -> dict[str, Any]:
+        return {
+            "metric_opts": {"type": ARCH_NAME, "head_dataset": head},
+            "metric_mode": "NR",
+            "score_range": "0, 1",
+            "lower_better": False,
+        }
+
+    configs = {DEFAULT_METRIC: entry(DEFAULT_HEAD)}
+    for name in head_datasets:
+        configs[f"{DEFAULT_METRIC}-{name}"] = entry(name)
+    return configs
+
+
+def register() -> tuple[str, ...]:
+    """Register the SHAMISA arch and metrics with pyiqa (imports pyiqa). Idempotent.
+
+    An existing ``DEFAULT_CONFIGS`` entry of the same name that is not a SHAMISA entry is
+    left alone (with a ``RuntimeWarning``).
+
+    Returns:
+        The metric names now available through ``pyiqa.create_metric``.
+    """
+    with _LOCK:
+        # lazy: registering is the only thing that imports pyiqa (see the module docstring)
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+        from pyiqa.utils.registry import ARCH_REGISTRY
+
+        try:
+            ARCH_REGISTRY.register_lazy(ARCH_NAME, ARCH_IMPORT_PATH)
+        except AssertionError:
+            pass  # already registered: by an earlier call, or by the entry point re-entering us
+
+        _route_inputs()
+        names = []
+        for name, config in metric_configs().items():
+            existing = DEFAULT_CONFIGS.get(name)
+            if existing is not None and existing.get("metric_opts", {}).get("type") != ARCH_NAME:
+                warnings.warn(
+                    f"pyiqa already has a metric {name!r} of type {existing['metric_opts'].get('type')!r}; "
+                    "shamisa-bench leaves it alone",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            if existing != config:
+                DEFAULT_CONFIGS[name] = config
+            names.append(name)
+        return tuple(names)
+
+
+_ARCH_MODULE = ARCH_IMPORT_PATH.split(":")[0]
+
+
+def _route_inputs() -> None:
+    """Wrap ``InferenceModel._prepare_inputs`` once: SHAMISA networks read their own inputs."""
+    # lazy: called by register() only
+    from pyiqa.models.inference_model import InferenceModel
+
+    original = InferenceModel._prepare_inputs
+    if getattr(original, "_shamisa_wrapped", False):
+        return
+
+    def _prepare_inputs(self: Any, target: Any, ref: Any = None) -> Any:
+        arch = sys.modules.get(_ARCH_MODULE)  # not imported yet: the network cannot be a SHAMISA
+        net = getattr(self, "net", None)
+        if arch is None or not isinstance(net, arch.SHAMISA):
+            return original(self, target, ref)
+        net.check_input_range = bool(self.check_input_range)
+        return net.prepare_inputs(target, check_range=bool(self.check_input_range)), ref
+
+    _prepare_inputs._shamisa_wrapped = True  # type: ignore[attr-defined]
+    _prepare_inputs.__wrapped__ = original  # type: ignore[attr-defined]
+    _prepare_inputs.__doc__ = original.__doc__
+    InferenceModel._prepare_inputs = _prepare_inputs  # type: ignore[method-assign]
+
+
+class _CallbackLoader:
+    """Wraps the real loader of one module; after it executes, restores it and calls back."""
+
+    def __init__(self, loader: importlib.abc.Loader, callback: Callable[[], None]) -> None:
+        self._loader = loader
+        self._callback = callback
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        # Hand the module its real loader back before anyone else can see the wrapper.
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self._loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self._loader
+        self._callback()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PostImportHook(importlib.abc.MetaPathFinder):
+    """Calls ``callback`` once, right after the top-level module ``name`` is imported."""
+
+    def __init__(self, name: str, callback: Callable[[], None]) -> None:
+        self.name = name
+        self.callback = callback
+        self._searching = False
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name or self._searching:
+            return None
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec(fullname)  # the real finders (we answer None meanwhile)
+        finally:
+            self._searching = False
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _CallbackLoader(spec.loader, self._fire)
+        return spec
+
+    def _fire(self) -> None:
+        self.remove()
+        try:
+            self.callback()
+        except Exception as err:  # noqa: BLE001 - never break the user's import of pyiqa
+            warnings.warn(
+                f"shamisa-bench could not register its pyiqa metrics: {type(err).__name__}: {err}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def remove(self) -> None:
+        """Take the hook off ``sys.meta_path`` (no-op if absent)."""
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+
+
+def register_when_pyiqa_loads() -> None:
+    """Register now if pyiqa is imported, else once pyiqa is imported (never imports it).
+
+    Called by ``import shamisa_bench``; idempotent (at most one hook is installed).
+    """
+    with _LOCK:
+        if "pyiqa" in sys.modules:
+            try:
+                register()
+            except Exception as err:  # noqa: BLE001 - never break the user's import of shamisa_bench
+                warnings.warn(
+                    f"shamisa-bench could not register its pyiqa metrics: {type(err).__name__}: {err}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return
+        if any(isinstance(f, _PostImportHook) and f.name == "pyiqa" for f in sys.meta_path):
+            return
+        sys.meta_path.insert(0, _PostImportHook("pyiqa", register))

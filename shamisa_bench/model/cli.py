@@ -1,0 +1,141 @@
+"""CLI: ``shamisa-bench model ...`` and ``shamisa-bench perf encoder``.
+
+* ``model fetch-weights --backbone resnet50``: download torchvision ImageNet weights into
+  the torch hub cache (the only networked command here).
+* ``model verify-export DIR``: validate an encoder export (config, sha256, strict load)
+  and print its summary as JSON.
+* ``model convert-export SRC --dtype float16 --out DST``: rewrite an export in another
+  storage dtype (how the shipped fp16 encoder is made), keeping its provenance.
+* ``perf encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shamisa_bench.cli.args import (
+    add_device_argument,
+    add_feature_mode_argument,
+    device_from_args,
+)
+from shamisa_bench.model.backbones import build_encoder, fetch_imagenet_weights
+from shamisa_bench.model.export import (
+    load_encoder_export,
+    read_encoder_export,
+    save_encoder_export,
+)
+from shamisa_bench.model.features import encode_two_scale
+
+__all__ = ["register", "register_bench"]
+
+_BACKBONE_CHOICES = ("resnet50", "resnet18", "efficientnet_lite0")  # = backbones.BACKBONES
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``model`` command group to the top-level subparsers."""
+    model = subparsers.add_parser("model", help="encoder weights and exports")
+    sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+
+    fetch = sub.add_parser("fetch-weights", help="download torchvision ImageNet weights (needs internet)")
+    fetch.add_argument("--backbone", choices=("resnet50", "resnet18"), action="append", required=True)
+    fetch.set_defaults(func=_fetch_weights)
+
+    verify = sub.add_parser("verify-export", help="check an encoder export and print its summary")
+    verify.add_argument("path", help="export folder or its config.json")
+    verify.set_defaults(func=_verify_export)
+    convert = sub.add_parser("convert-export", help="rewrite an export in another storage dtype (e.g. float16)")
+    convert.add_argument("path", help="export folder or its config.json")
+    convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), required=True)
+    convert.add_argument("--out", required=True, help="destination export folder")
+    convert.set_defaults(func=_convert_export)
+
+
+def register_bench(bench_subparsers: Any) -> None:
+    """Add ``perf encoder`` to the ``perf`` subparsers."""
+    bench = bench_subparsers.add_parser("encoder", help="two-scale feature extraction speed")
+    bench.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
+    add_feature_mode_argument(bench, help="how features are extracted (default whole)")
+    bench.add_argument("--size", type=int, default=256, help="square image side (default 256)")
+    bench.add_argument("--batch", type=int, default=4)
+    bench.add_argument("--iters", type=int, default=5, help="timed iterations after one warm-up")
+    add_device_argument(bench)
+    bench.set_defaults(func=_bench_encoder)
+
+
+def _fetch_weights(args: argparse.Namespace) -> int:
+    for backbone in args.backbone:
+        print(f"{backbone}: {fetch_imagenet_weights(backbone)}")
+    return 0
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    info = read_encoder_export(args.path)
+    load_encoder_export(args.path)  # strict load
+    summary = {
+        "config": str(info.config_path),
+        "backbone": info.backbone,
+        "feature_dim": info.feature_dim,
+        "init": info.init,
+        "dtype": info.dtype,
+        "weights_sha256": info.weights_sha256,
+        "ok": True,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _convert_export(args: argparse.Namespace) -> int:
+    source = read_encoder_export(args.path)
+    if Path(args.out).resolve() == source.config_path.parent.resolve():
+        raise ValueError(f"--out {args.out} is the source export; write the conversion elsewhere")
+    encoder = load_encoder_export(args.path)
+    extra = dict(source.config.get("extra") or {})
+    extra["converted_from"] = {"weights_sha256": source.weights_sha256, "dtype": source.dtype}
+    out = save_encoder_export(encoder, args.out, dtype=getattr(torch, args.dtype), extra=extra)
+    info = read_encoder_export(out)
+    print(json.dumps({"export": str(out), "dtype": info.dtype, "weights_sha256": info.weights_sha256,
+                      "bytes": info.weights_path.stat().st_size, "source_sha256": source.weights_sha256}, indent=2))
+    return 0
+
+
+def _bench_encoder(args: argparse.Namespace) -> int:
+    if args.size < 64 or args.batch < 1 or args.iters < 1:
+        raise ValueError("need --size >= 64, --batch >= 1, --iters >= 1")
+    device = torch.device(device_from_args(args))
+    encoder = build_encoder(args.backbone, "random", seed=0).to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=generator).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with torch.no_grad():
+        encode_two_scale(encoder, x, args.feature_mode)
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            encode_two_scale(encoder, x, args.feature_mode)
+        sync()
+        seconds = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "backbone": args.backbone,
+                "feature_mode": args.feature_mode,
+                "size": args.size,
+                "batch": args.batch,
+                "device": str(device),
+                "torch_threads": torch.get_num_threads(),
+                "images_per_s": round(args.batch * args.iters / seconds, 3),
+                "seconds_per_batch": round(seconds / args.iters, 4),
+            }
+        )
+    )
+    return 0

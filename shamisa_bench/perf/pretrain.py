@@ -1,0 +1,79 @@
+"""``perf pretrain``: pretraining steps/s and the share of step time spent waiting for data.
+
+A short run of :func:`~shamisa_bench.train.loop.run_pretrain` on the given images (default:
+eight generated 480x320 images) in a temporary folder; the timing comes from its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from shamisa_bench.train.cli import add_config_args, config_from_args
+from shamisa_bench.train.loop import run_pretrain
+
+__all__ = ["register_bench"]
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Times a short run: steps/s and the fraction of step time spent waiting for data."""
+    config = config_from_args(args)
+    config = dataclasses.replace(config, max_steps=args.steps, checkpoint_every=10**9)
+    images = Path(args.images) if args.images else None
+    with tempfile.TemporaryDirectory() as tmp:
+        if images is None:
+            images = Path(tmp) / "images"
+            _write_bench_images(images, n=8, size=(480, 320))
+        run_dir = Path(tmp) / "run"
+        run_pretrain(config, images, run_dir, device=args.device, num_workers=args.workers, progress=False)
+        records = [r for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()[1:]) if "loss" in r]
+    timed = records[args.warmup:] or records
+    data = sum(r["data_s"] for r in timed)
+    compute = sum(r["compute_s"] for r in timed)
+    result = {
+        "preset": config.preset,
+        "backbone": config.backbone,
+        "layout": dataclasses.asdict(config.layout),
+        "crops_per_step": config.layout.n_nodes,
+        "device": args.device,
+        "workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "steps_timed": len(timed),
+        "steps_per_s": round(len(timed) / (data + compute), 4),
+        "seconds_per_step_median": round(float(np.median([r["data_s"] + r["compute_s"] for r in timed])), 4),
+        "data_wait_fraction": round(data / (data + compute), 4),
+        "batch_build_s_median": round(float(np.median([r["build_s"] for r in timed])), 4),
+    }
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _write_bench_images(folder: Path, *, n: int, size: tuple[int, int]) -> None:
+    """Writes ``n`` smooth random RGB images (a stand-in for pristine photos)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    w, h = size
+    for i in range(n):
+        low = torch.rand(3, h // 16, w // 16, generator=gen)
+        img = torch.nn.functional.interpolate(low[None], size=(h, w), mode="bicubic", align_corners=False)[0]
+        img = (img + 0.05 * torch.rand(3, h, w, generator=gen)).clamp(0, 1)
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i:02d}.png")
+
+
+def register_bench(bench_sub: Any) -> None:
+    p = bench_sub.add_parser("pretrain", help="pretraining steps/s and data-wait fraction (JSON)")
+    p.add_argument("--images", default=None, help="pristine images (default: 8 generated 480x320 images)")
+    p.add_argument("--steps", type=int, default=6, help="steps to run (default 6)")
+    p.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing (default 1)")
+    p.add_argument("--json", action="store_true", help="compact JSON")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_bench)

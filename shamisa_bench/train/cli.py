@@ -1,0 +1,195 @@
+"""The ``pretrain`` and ``pretrain-report`` commands (``perf pretrain`` is in :mod:`shamisa_bench.perf.pretrain`).
+
+``pretrain`` parses the options into a :class:`~shamisa_bench.train.config.PretrainConfig`,
+builds the validation probe when ``--val-dataset`` is given (rank 0 only) and calls
+:func:`~shamisa_bench.train.loop.run_pretrain`; ``pretrain-report`` copies runs' configs and
+logs and draws their curves (:mod:`~shamisa_bench.train.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shamisa_bench.cli.args import add_device_argument
+from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.losses.shamisa import LossConfig
+from shamisa_bench.train.config import (
+    PRESETS,
+    PretrainConfig,
+    PretrainError,
+    preset_config,
+)
+from shamisa_bench.train.loop import run_pretrain
+from shamisa_bench.train.probe import ValidationProbe
+from shamisa_bench.train.report import plot_compare, plot_curves, read_run_log
+
+__all__ = ["add_config_args", "config_from_args", "register"]
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="lite", choices=sorted(PRESETS), help="starting configuration (default: lite)")
+    p.add_argument("--backbone", default=None, help="override the preset's backbone")
+    p.add_argument("--init", default=None, choices=("imagenet", "random"), help="encoder initialisation")
+    p.add_argument("--graph", default=None, help="relation-graph ablation (default: full)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (a0: 0.0015)")
+    p.add_argument("--backbone-lr-mult", type=float, default=None, help="encoder lr = lr x this (default 1)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the images (default 1)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps")
+    p.add_argument("--lr-period-steps", type=int, default=None,
+                   help="cosine warm-restart period T_0 in steps (default: the whole run, one decay)")
+    p.add_argument("--seed", type=int, default=None, help="run seed (a0: 27)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument("--projector-init", default=None, choices=("torch", "unit_norm_input"),
+                   help="projector initialisation (default torch, as the reference)")
+    p.add_argument("--projector-gain", type=float, default=None, help="gain of the unit_norm_input init")
+    p.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm (default: off)")
+    p.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="keep the encoder's BatchNorm statistics fixed (default: updated, as the reference)")
+    p.add_argument("--freeze-stages", type=int, default=None,
+                   help="keep the encoder's first N stages fixed (stem = 1; default 0, as the reference)")
+    p.add_argument("--c-var", type=float, default=None,
+                   help=f"coefficient of L_var (default: the reference's {LossConfig.c_var})")
+    p.add_argument("--c-inv", type=float, default=None,
+                   help=f"coefficient of L_inv' (default: the reference's {LossConfig.c_inv})")
+    p.add_argument("--c-cov", type=float, default=None,
+                   help=f"coefficient of L_cov (default: the reference's {LossConfig.c_cov})")
+    p.add_argument("--projector-dim", type=int, default=None,
+                   help="width of z (default: 0.375 x the encoder width, as the reference); keep it below the "
+                        "rows of a VICReg half (52 for the lite layout) so unit variance and zero covariance can meet")
+    p.add_argument("--head-warmup-steps", type=int, default=None,
+                   help="train only the projector and the relation graph for the first N steps (default 0)")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
+    add_device_argument(p)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers building batches (default 1)")
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    return preset_config(
+        args.preset,
+        backbone=args.backbone,
+        init=args.init,
+        graph=args.graph,
+        lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr_period_steps=args.lr_period_steps,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        projector_init=args.projector_init,
+        projector_gain=args.projector_gain,
+        clip_grad_norm=args.clip_grad_norm,
+        freeze_bn=args.freeze_bn,
+        freeze_stages=args.freeze_stages,
+        c_var=args.c_var,
+        c_inv=args.c_inv,
+        c_cov=args.c_cov,
+        projector_dim=args.projector_dim,
+        head_warmup_steps=args.head_warmup_steps,
+        channels_last=False if args.no_channels_last else None,
+    )
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    validation = None
+    if args.val_dataset:
+        if int(os.environ.get("RANK", "0")) == 0:
+            try:
+                validation = ValidationProbe(args.val_dataset, args.data_root, split_seed=args.val_split_seed,
+                                             registry=args.registry)
+            except (OSError, ValueError, KeyError) as err:
+                raise CLIError(f"--val-dataset {args.val_dataset}: {err}") from err
+            if validation.skipped:
+                print(f"validation: skipped {len(validation.skipped)} unreadable images, e.g. "
+                      f"{validation.skipped[0][0]}: {validation.skipped[0][1]}", file=sys.stderr)
+    val_every = args.val_every if args.val_dataset else None  # every rank waits while rank 0 measures
+    try:
+        summary = run_pretrain(
+            config, [Path(p) for p in args.images], Path(args.out), device=args.device, resume=args.resume,
+            num_workers=args.workers, progress=not args.no_progress, command=["shamisa-bench", *sys.argv[1:]],
+            export_every=args.export_every, validation=validation, val_every=val_every,
+            tune_allocator=not args.no_malloc_tuning,
+        )
+    except PretrainError as err:
+        raise CLIError(str(err)) from err
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if summary["rank"] == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_pretrain_report(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    logs = []
+    for run in args.runs:
+        run = Path(run)
+        try:
+            log = read_run_log(run)
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+        target = out / log.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "log.jsonl"):
+            if (run / name).is_file():
+                shutil.copyfile(run / name, target / name)
+        plot_curves(log, target / "curves.png")
+        logs.append(log)
+        best = max((v for v in log.validations if v["step"] > 0), key=lambda v: v["val_srcc"], default=None)
+        line = {"run": log.name, "steps": len(log.steps), "curves": str(target / "curves.png")}
+        if best is not None:
+            line.update(best_step=best["step"], best_val_srcc=best["val_srcc"],
+                        val_srcc_step0=next((v["val_srcc"] for v in log.validations if v["step"] == 0), None),
+                        val_srcc_last=log.validations[-1]["val_srcc"])
+        print(json.dumps(line))
+    if args.compare:
+        plot_compare(logs, out / f"{args.compare}.png", args.title or args.compare)
+        print(json.dumps({"compare": str(out / f"{args.compare}.png")}))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``pretrain`` and ``pretrain-report``."""
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised SHAMISA pretraining on a folder of pristine images",
+        description="Pretrains the SHAMISA encoder. Works under torchrun for DDP (NCCL on GPU, gloo on CPU).",
+    )
+    p.add_argument("--images", required=True, nargs="+", help="folder(s) of pristine images (searched recursively)")
+    p.add_argument("--out", required=True, help="run folder (log, checkpoints, export)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export-every", type=int, default=None,
+                   help="also write an encoder export every N steps under OUT/exports/ (checkpoint selection)")
+    p.add_argument("--val-dataset", default=None,
+                   help="registered labelled dataset (e.g. clive-dev) whose split-0 train/val parts give a "
+                        "validation SRCC; the best export is kept in OUT/best (never the test part)")
+    p.add_argument("--data-root", default=None, help="folder holding --val-dataset (default: $SHAMISA_BENCH_DATA or ./datasets)")
+    p.add_argument("--val-every", type=int, default=50, help="steps between validations (default 50)")
+    p.add_argument("--val-split-seed", type=int, default=0, help="seed of the validation split (default 0)")
+    p.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="leave glibc's allocator as it is: slower steps, about half the resident memory")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "pretrain-report",
+        help="copy pretraining runs' config and log and draw their curves (PNG), for results/pretrain/",
+    )
+    p.add_argument("runs", nargs="+", help="pretraining run folders")
+    p.add_argument("--out", default="results/pretrain", help="where each run's folder goes (default results/pretrain)")
+    p.add_argument("--compare", default=None, metavar="NAME", help="also draw OUT/NAME.png: all validation curves")
+    p.add_argument("--title", default=None, help="title of the comparison plot")
+    p.set_defaults(func=_cmd_pretrain_report)

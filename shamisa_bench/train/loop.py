@@ -1,0 +1,474 @@
+"""The pretraining loop (:func:`run_pretrain`): SHAMISA self-supervised pretraining, one CPU
+to many GPUs.
+
+The loop follows the reference a0 run: SGD with momentum, cosine annealing with warm
+restarts stepped per iteration (period in steps, by default the whole run), fp16 autocast with gradient
+scaling on CUDA and fp32 on CPU. The same command runs under ``torchrun`` with
+DistributedDataParallel (NCCL on GPU, gloo on CPU); each rank builds a disjoint shard of
+every step's items and only rank 0 writes.
+
+A run folder holds::
+
+    config.json        the resolved configuration (checked on --resume)
+    log.jsonl          first line: command + config; then one record per step
+    checkpoint.pt      the latest full checkpoint (model, graph, optimiser, scaler, step)
+    export/            the final encoder-only export (encoder.pt + config.json)
+
+Every step's batch is a pure function of (seed, step, rank): the images it uses and every
+random draw of the distortion engine come from generators seeded from those three numbers,
+so a resumed run sees exactly the batches an uninterrupted run would, whatever the number
+of DataLoader workers (:class:`~shamisa_bench.train.data.StepDataset`). The configuration
+is in :mod:`~shamisa_bench.train.config`, the run folder's checkpoint and log helpers in
+:mod:`~shamisa_bench.train.checkpoint`, the ``pretrain`` command in
+:mod:`~shamisa_bench.train.cli`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from shamisa_bench.common.atomic import atomic_torch_save, atomic_write_text
+from shamisa_bench.common.progress import StepProgress
+from shamisa_bench.common.provenance import git_state, package_versions, utc_now
+from shamisa_bench.distortions.allocator import tune_malloc
+from shamisa_bench.losses import ShamisaLoss
+from shamisa_bench.model import read_encoder_export, save_encoder_export
+from shamisa_bench.model.network import PretrainNet
+from shamisa_bench.train.checkpoint import (
+    best_logged_validation,
+    export_extra,
+    load_resume,
+    replace_export,
+    truncate_log,
+)
+from shamisa_bench.train.config import CONFIG_FORMAT, PretrainConfig, PretrainError
+from shamisa_bench.train.data import StepDataset, image_set, scan_images, small_images
+
+__all__ = ["run_pretrain"]
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(name: str, dist_info: _Dist | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PretrainError("--device cuda was asked for, but torch sees no CUDA device")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", device.index if device.index is not None else local)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise PretrainError(f"unsupported device {name!r}; use cpu, cuda or auto")
+    return device
+
+
+PARAM_GROUPS: tuple[str, ...] = ("encoder", "projector_graph")
+"""Names of the optimiser's parameter groups, in order: the encoder, then the projector and
+the relation graph (prototypes, aggregator). Checkpoints written before the second group had
+this name call it ``heads``; resuming one renames it."""
+
+
+def _param_groups(net: PretrainNet, config: PretrainConfig) -> list[dict[str, Any]]:
+    encoder = [p for p in net.encoder.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in encoder}
+    rest = [p for p in net.parameters() if p.requires_grad and id(p) not in enc_ids]
+    return [
+        {"params": encoder, "lr": config.lr * config.backbone_lr_mult, "name": PARAM_GROUPS[0]},
+        {"params": rest, "lr": config.lr, "name": PARAM_GROUPS[1]},
+    ]
+
+
+def _check_finite(step: int, total: Tensor, terms: dict[str, Tensor]) -> None:
+    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+    if bad or not torch.isfinite(total):
+        names = ", ".join(bad) if bad else "total"
+        raise PretrainError(
+            f"non-finite loss at step {step} (term: {names}; values "
+            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            + "); the last good checkpoint is kept"
+        )
+
+
+def run_pretrain(
+    config: PretrainConfig,
+    images: Path | Sequence[Path],
+    out: Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    num_workers: int = 1,
+    progress: bool = True,
+    command: Sequence[str] | None = None,
+    export_every: int | None = None,
+    validation: Any = None,
+    val_every: int | None = None,
+    tune_allocator: bool = False,
+) -> dict[str, Any]:
+    """Runs (or resumes) one pretraining run.
+
+    Args:
+        config: the resolved configuration.
+        images: folder(s) of pristine images, searched recursively.
+        out: the run folder.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        resume: continue from ``out/checkpoint.pt`` (the config must match).
+        num_workers: DataLoader worker processes building batches (0 = in the main process).
+        progress: show a rich progress bar (rank 0 only).
+        command: the command line, recorded as the log's first line.
+        export_every: also write an encoder export every this many steps to
+            ``out/exports/stepNNNNNN`` (for choosing a checkpoint by validation SRCC).
+        validation: a :class:`~shamisa_bench.train.probe.ValidationProbe` (rank 0 runs it):
+            measured before the first step (the baseline), every ``val_every`` steps and
+            after the last; each value is logged and the trained export with the best one
+            is kept in ``out/best``.
+        val_every: steps between validations (required with ``validation``).
+        tune_allocator: serve every allocation from glibc's heap (no mmap), process-wide:
+            about 2x faster steps on CPU (activations are no longer page-faulted afresh each
+            step), at the price of a larger resident set (about twice the memory). Off by
+            default, since it changes the allocator of the whole calling process; the
+            ``pretrain`` command turns it on unless ``--no-malloc-tuning``. See
+            ``shamisa_bench.distortions.allocator.tune_malloc``.
+
+    Returns:
+        A summary dict: steps done, final loss, export path, best validation, seconds.
+
+    Raises:
+        PretrainError: bad folders, bad resume state, unreadable data, non-finite loss.
+    """
+    t_start = time.perf_counter()
+    if tune_allocator:
+        tune_malloc(trim_threshold=1 << 31, use_mmap=False)  # workers fork with it
+    dev = _resolve_device(device)
+    dist_info = _init_distributed(dev)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PretrainError(f"--out {out} is a file; give a folder for the run")
+    state = load_resume(out, config) if resume else None
+    if not resume and (out / "checkpoint.pt").exists():
+        raise PretrainError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+    if export_every is not None and export_every < 1:
+        raise PretrainError(f"export_every must be >= 1, got {export_every}")
+    if (validation is not None and val_every is None) or (val_every is not None and val_every < 1):
+        raise PretrainError(f"val_every must be >= 1 (and is required with validation), got {val_every}")
+    paths, unreadable = scan_images(images)
+    n_files = len(paths) + len(unreadable)
+    if len(unreadable) > config.max_unreadable_fraction * n_files:
+        raise PretrainError(
+            f"{len(unreadable)} of {n_files} image files are unreadable "
+            f"(more than {config.max_unreadable_fraction:.0%}), e.g. {unreadable[0][0]}: {unreadable[0][1]}"
+        )
+    images_id = image_set(images, paths)
+    if resume:
+        stored_images = json.loads((out / "config.json").read_text()).get("images")
+        if stored_images is not None and stored_images != images_id:
+            raise PretrainError(
+                f"cannot resume: the run in {out} was made on another image set ({stored_images['count']} images, "
+                f"sha256 {stored_images['sha256'][:12]}), these --images give {images_id['count']} images "
+                f"(sha256 {images_id['sha256'][:12]}); pass the same folders, or start a new --out folder"
+            )
+    if dist_info.is_main:
+        if unreadable:
+            print(f"pretrain: skipping {len(unreadable)} unreadable image file(s), e.g. {unreadable[0][0]}: "
+                  f"{unreadable[0][1]}", file=sys.stderr)
+        crop = config.layout.crop_size
+        small, half = small_images(paths, crop)
+        if small:
+            w, h = small[0][1]
+            print(f"pretrain: {len(small)} image(s) have a side below the {crop} px crop and are "
+                  f"zero-padded to it, e.g. {small[0][0]} ({w}x{h})", file=sys.stderr)
+        if half:
+            print(f"pretrain: {half} more image(s) have a side below {2 * crop} px: their x0.5 views are "
+                  f"zero-padded to the {crop} px crop", file=sys.stderr)
+    total_steps = config.total_steps(len(paths), dist_info.world_size)
+
+    torch.manual_seed(config.seed)  # the one place model init draws from
+    net = PretrainNet(config).to(dev)
+    loss_fn = ShamisaLoss(config.loss_config())
+    optimizer = torch.optim.SGD(
+        _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    # The schedule's period is fixed when a run starts: a run resumed with another
+    # --max-steps keeps the period it started with (the checkpoint records it).
+    lr_period = config.lr_period(total_steps)
+    if state is not None and "lr_period" in state:
+        if int(state["lr_period"]) != lr_period and dist_info.is_main:
+            print(
+                f"note: the learning-rate period stays at the {int(state['lr_period'])} steps this run started "
+                f"with (not {lr_period}); pass --lr-period-steps to a new run to choose it",
+                file=sys.stderr,
+            )
+        lr_period = int(state["lr_period"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=lr_period, T_mult=config.t_mult, eta_min=config.eta_min
+    )
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_step = 0
+    if state is not None:
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])  # takes the saved groups' settings, names included
+        for group, name in zip(optimizer.param_groups, PARAM_GROUPS, strict=True):
+            group["name"] = name  # an old checkpoint's "heads" is today's "projector_graph"
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+    if start_step >= total_steps and dist_info.is_main:
+        print(f"run in {out} already finished {start_step} of {total_steps} steps", file=sys.stderr)
+
+    train_net: nn.Module = net
+    if dist_info.enabled:
+        # Ablations that switch off transport/L_ot leave the prototypes without gradient.
+        train_net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=config.graph != "full" or config.head_warmup_steps > 0,
+        )
+
+    log_path = out / "log.jsonl"
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        header = {
+            "command": list(command) if command is not None else sys.argv,
+            "config": config.to_dict(),
+            "images": [str(p) for p in ([images] if isinstance(images, (str, Path)) else images)],
+            "n_images": len(paths),
+            "unreadable": len(unreadable),
+            "unreadable_files": unreadable[:50],
+            "world_size": dist_info.world_size,
+            "device": str(dev),
+            "total_steps": total_steps,
+            "image_set": images_id,
+            "resumed_from": start_step if resume else None,
+            "provenance": _provenance(),
+        }
+        if not resume:
+            atomic_write_text(out / "config.json", json.dumps(
+                {"format": CONFIG_FORMAT, "config": config.to_dict(), "images": images_id}, indent=2))
+            log_path.write_text("")
+        else:
+            header["dropped_records"] = truncate_log(log_path, start_step)
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(header) + "\n")
+
+    dataset = StepDataset(
+        paths, config.layout, seed=config.seed, start=start_step, stop=total_steps,
+        rank=dist_info.rank, world_size=dist_info.world_size,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        prefetch_factor=2 if num_workers > 0 else None,
+        persistent_workers=False,
+        pin_memory=dev.type == "cuda",
+    )
+
+    def save_checkpoint(step: int) -> None:
+        if dist_info.is_main:
+            atomic_torch_save(
+                {
+                    "net": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "lr_period": lr_period,
+                    "config": config.to_dict(),
+                },
+                out / "checkpoint.pt",
+            )
+
+    best = {"val_srcc": float("-inf"), "step": None}
+    if resume and dist_info.is_main:
+        best.update(best_logged_validation(log_path, start_step))
+
+    def validate(done: int) -> None:
+        """Rank 0 measures (it holds ``validation``); the other ranks wait at the barrier."""
+        if not val_every:
+            return
+        if dist_info.is_main and validation is not None:
+            result = validation(net.encoder)
+            # Step 0 is the initialisation: logged as the baseline to beat, never kept as "best".
+            improved = done > 0 and result.srcc > best["val_srcc"]
+            if improved:
+                best.update(val_srcc=result.srcc, step=done)
+                extra = export_extra(config, done, images_id)
+                replace_export(net.encoder, out / "best", extra={**extra, "validation": {
+                    "dataset": validation.dataset, "split_hash": validation.split_hash, **result.to_dict()}})
+            net.train()  # the probe restored the encoder's own mode; re-apply freeze_bn
+            with log_path.open("a") as fh:
+                fh.write(json.dumps({"step": done, **result.to_dict(), "val_best": improved}) + "\n")
+        if dist_info.enabled:
+            dist.barrier()
+
+    if start_step == 0 and total_steps > 0:
+        validate(0)
+    last = {"loss": float("nan")}
+    bar = StepProgress(total_steps, start_step, enabled=progress and dist_info.is_main)
+    net.train()
+    step = start_step
+    wait_start = time.perf_counter()
+    try:
+        for step, batch, build_s in loader:
+            data_s = time.perf_counter() - wait_start
+            t0 = time.perf_counter()
+            scheduler.step(step)
+            net.encoder_fixed = step < config.head_warmup_steps
+            x = batch.crops.to(dev, non_blocking=True)
+            nodes = batch.nodes.to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                z, graph_out = train_net(x, nodes)
+            out_loss = loss_fn(z, graph_out)
+            total = out_loss.total
+            finite = torch.isfinite(total.detach()).to(torch.float32)
+            if dist_info.enabled:  # every rank stops together if any rank's loss is bad
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not bool(finite):
+                _check_finite(step, total, out_loss.terms)
+                raise PretrainError(f"non-finite loss on another rank at step {step}; the last good checkpoint is kept")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if config.clip_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            compute_s = time.perf_counter() - t0
+            loss_value = float(total.detach())
+            if dist_info.enabled:
+                t = torch.tensor([loss_value], device=dev)
+                dist.all_reduce(t)
+                loss_value = float(t) / dist_info.world_size
+            last["loss"] = loss_value
+            if dist_info.is_main:
+                record = {
+                    "step": step,
+                    "loss": round(loss_value, 6),
+                    **{k: round(float(v.detach()), 6) for k, v in out_loss.terms.items()},
+                    "lr": optimizer.param_groups[1]["lr"],
+                    "lr_encoder": optimizer.param_groups[0]["lr"],
+                    "branch_weights": [round(float(w), 4) for w in graph_out.branch_weights],
+                    "data_s": round(data_s, 4),
+                    "build_s": round(build_s, 4),
+                    "compute_s": round(compute_s, 4),
+                }
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            bar.update(step + 1, loss_value)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps:
+                save_checkpoint(step + 1)
+            if export_every and (step + 1) % export_every == 0 and dist_info.is_main:
+                save_encoder_export(net.encoder, out / "exports" / f"step{step + 1:06d}",
+                                    extra=export_extra(config, step + 1, images_id))
+            if val_every and ((step + 1) % val_every == 0 or step + 1 == total_steps):
+                validate(step + 1)
+            wait_start = time.perf_counter()
+    finally:
+        bar.close()
+    if dist_info.enabled:
+        # DDP keeps parameters in sync; BatchNorm running statistics are broadcast from rank 0
+        # at each forward, so after the last step every rank takes rank 0's.
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
+    export_dir = out / "export"
+    if dist_info.is_main and start_step < total_steps:
+        save_checkpoint(total_steps)
+        save_encoder_export(net.encoder, export_dir, extra=export_extra(config, total_steps, images_id))
+    checksums = [_param_checksum(net)]
+    if dist_info.enabled:
+        gathered: list[Any] = [None] * dist_info.world_size
+        dist.all_gather_object(gathered, checksums[0])
+        checksums = gathered
+        dist.barrier()
+        if len(set(checksums)) != 1:
+            raise PretrainError(f"ranks ended with different weights (checksums {checksums})")
+    summary = {
+        "steps": total_steps,
+        "start_step": start_step,
+        "final_loss": last["loss"] if math.isfinite(last["loss"]) else None,
+        "export": str(export_dir) if export_dir.is_dir() else None,
+        "best_val_srcc": best["val_srcc"] if best["step"] is not None else None,
+        "best_step": best["step"],
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "rank": dist_info.rank,
+        "world_size": dist_info.world_size,
+        "rank_checksums": checksums,
+    }
+    if dist_info.is_main and start_step < total_steps:
+        end = {"summary": {k: v for k, v in summary.items() if k not in ("rank", "export")},
+               "export_sha256": read_encoder_export(export_dir, verify=False).weights_sha256}
+        if (out / "best").exists():
+            end["best_sha256"] = read_encoder_export(out / "best", verify=False).weights_sha256
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(end) + "\n")
+    return summary
+
+
+def _param_checksum(net: nn.Module) -> str:
+    """A sha256 over every parameter and buffer (to prove DDP ranks agree exactly)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _provenance() -> dict[str, Any]:
+    """Package versions, git sha and start time, for the log's first record."""
+    sha, dirty = git_state()
+    return {**package_versions(), "git_sha": sha, "git_dirty": dirty, "started_at": utc_now()}
+
+

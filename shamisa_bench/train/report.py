@@ -1,0 +1,142 @@
+"""A pretraining run's log, read back, and its curves (the work of ``pretrain-report``).
+
+For each run folder, ``shamisa-bench pretrain-report`` (:mod:`shamisa_bench.train.cli`)
+copies ``config.json`` and ``log.jsonl`` to ``OUT/<name>/`` and draws
+``OUT/<name>/curves.png`` (:func:`plot_curves`): the validation SRCC (when the run measured
+it) and the loss terms against the step. ``--compare NAME`` also draws ``OUT/NAME.png``, the
+validation curves of all the given runs on one plot. Nothing is recomputed: every figure
+comes from the run's own log.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shamisa_bench.common.atomic import atomic_write_bytes
+
+__all__ = ["RunLog", "plot_compare", "plot_curves", "read_run_log"]
+
+#: Loss terms drawn, with their coefficient in the total (``ShamisaLoss``'s defaults).
+_TERMS = (("var", "L_var"), ("cov", "L_cov"), ("graph_pull", "graph pull"), ("r_graph", "R_graph"), ("ot", "L_ot"))
+
+
+@dataclass
+class RunLog:
+    """What a run's ``log.jsonl`` holds.
+
+    Attributes:
+        name: the run folder's name.
+        headers: the header line of each start or resume (command, config, provenance).
+        steps: one record per optimiser step (loss terms, lr, timings).
+        validations: one record per validation (``step``, ``val_srcc`` ...).
+        end: the closing record (summary, export sha256s), if the run finished.
+    """
+
+    name: str
+    headers: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+
+
+def read_run_log(run: Path) -> RunLog:
+    """Parse ``run/log.jsonl``.
+
+    Raises:
+        ValueError: when the log is missing, or a line is not a JSON object (naming the
+            file and the line).
+    """
+    path = Path(run) / "log.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: is {run} a pretraining run folder?")
+    log = RunLog(name=Path(run).resolve().name)
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"{path}, line {number}: not JSON ({err})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {number}: not a JSON object")
+        if "command" in record:
+            log.headers.append(record)
+        elif "summary" in record:
+            log.end = record
+        elif "val_srcc" in record:
+            log.validations.append(record)
+        elif "loss" in record:
+            log.steps.append(record)
+    return log
+
+
+def _figure(rows: int) -> tuple[Any, Any]:
+    # lazy: matplotlib takes seconds to import and only the report draws
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: as above
+
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.3 * rows + 0.6), sharex=True, squeeze=False)
+    return fig, axes[:, 0]
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt  # lazy: see _figure
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(log: RunLog, path: Path) -> None:
+    """Validation SRCC and loss terms against the step, one panel each, as a PNG."""
+    panels = (1 if log.validations else 0) + 1 + len(_TERMS)
+    fig, axes = _figure(panels)
+    i = 0
+    if log.validations:
+        ax = axes[0]
+        xs = [v["step"] for v in log.validations]
+        ys = [v["val_srcc"] for v in log.validations]
+        ax.plot(xs, ys, marker="o", color="tab:orange")
+        ax.axhline(ys[0] if xs[0] == 0 else float("nan"), color="grey", lw=0.8, ls="--", label="step 0 (initialisation)")
+        best = max(range(len(ys)), key=lambda k: ys[k] if xs[k] > 0 else float("-inf"))
+        ax.annotate(f"best {ys[best]:.3f} @ {xs[best]}", (xs[best], ys[best]), textcoords="offset points",
+                    xytext=(4, 6), fontsize=8)
+        ax.set_ylabel("val SRCC")
+        ax.legend(fontsize=8, loc="lower left")
+        i = 1
+    steps = [r["step"] for r in log.steps]
+    axes[i].plot(steps, [r["loss"] for r in log.steps], lw=0.7, color="black")
+    axes[i].set_ylabel("total loss")
+    for ax, (key, label) in zip(axes[i + 1 :], _TERMS, strict=True):
+        ax.plot(steps, [r.get(key, float("nan")) for r in log.steps], lw=0.7)
+        ax.set_ylabel(label)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
+    fig.suptitle(f"pretraining run {log.name}", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_compare(logs: list[RunLog], path: Path, title: str) -> None:
+    """The validation curves of several runs on one plot, as a PNG."""
+    fig, axes = _figure(1)
+    ax = axes[0]
+    for log in logs:
+        if log.validations:
+            ax.plot([v["step"] for v in log.validations], [v["val_srcc"] for v in log.validations], marker="o",
+                    ms=3, label=log.name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("val SRCC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,543 @@
+"""Pretraining: run folder, determinism, resume (also after SIGKILL), bad input, DDP on gloo."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shamisa_bench.cli import main
+from shamisa_bench.model import PretrainNet
+from shamisa_bench.train import (
+    PretrainConfig,
+    PretrainError,
+    StepDataset,
+    preset_config,
+    run_pretrain,
+)
+from shamisa_bench.train.loop import PARAM_GROUPS
+
+
+def _write_images(folder: Path, n: int = 6, size: tuple[int, int] = (96, 80)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"im{i}.png")
+    return folder
+
+
+def _export_state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "export" / "encoder.pt", map_location="cpu", weights_only=True)
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _tiny(**overrides: object) -> PretrainConfig:
+    return preset_config("tiny", **overrides)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_images(tmp_path_factory.mktemp("pristine"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("ref") / "run"
+    run_pretrain(_tiny(), images, run, device="cpu", num_workers=0, progress=False)
+    return run
+
+
+def test_run_folder_contents(reference_run: Path) -> None:
+    lines = (reference_run / "log.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert "command" in header and header["config"]["preset"] == "tiny"
+    assert header["provenance"]["torch_version"] and "git_sha" in header["provenance"]
+    steps = [json.loads(line) for line in lines[1:-1]]
+    assert [r["step"] for r in steps] == [0, 1, 2, 3]
+    end = json.loads(lines[-1])
+    assert end["summary"]["steps"] == 4 and len(end["export_sha256"]) == 64
+    for r in steps:
+        assert np.isfinite(r["loss"]) and r["lr"] > 0
+        assert r["data_s"] >= 0 and r["compute_s"] > 0
+        for term in ("var", "inv", "cov"):
+            assert term in r
+    export_cfg = json.loads((reference_run / "export" / "config.json").read_text())
+    assert export_cfg["backbone"] == "resnet18"
+    assert (reference_run / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights_and_workers_do_not_matter(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "again"
+    run_pretrain(_tiny(), images, run, device="cpu", num_workers=2, progress=False)
+    assert _same_state(_export_state(run), _export_state(reference_run))
+    other = tmp_path / "other-seed"
+    run_pretrain(_tiny(seed=5), images, other, device="cpu", num_workers=0, progress=False)
+    assert not _same_state(_export_state(other), _export_state(reference_run))
+
+
+@pytest.mark.slow
+def test_resume_continues_to_identical_weights(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "split"
+    # the schedule's period is the whole run (4 steps) in the reference run: fix it here too
+    run_pretrain(_tiny(max_steps=2, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False)
+    run_pretrain(_tiny(max_steps=4, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False,
+                 resume=True)
+    assert _same_state(_export_state(run), _export_state(reference_run))
+    steps = [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines() if '"step"' in l and '"command"' not in l]
+    assert steps == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_whose_group_is_still_called_heads(images: Path, reference_run: Path,
+                                                                     tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    run_pretrain(_tiny(max_steps=2, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False)
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert [g["name"] for g in state["optimizer"]["param_groups"]] == list(PARAM_GROUPS)
+    state["optimizer"]["param_groups"][1]["name"] = "heads"  # as checkpoints before the rename
+    torch.save(state, ckpt)
+    run_pretrain(_tiny(max_steps=4, lr_period_steps=4), images, run, device="cpu", num_workers=0, progress=False,
+                 resume=True)
+    assert _same_state(_export_state(run), _export_state(reference_run))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert [g["name"] for g in state["optimizer"]["param_groups"]] == ["encoder", "projector_graph"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    env = dict(os.environ)  # same thread count as the in-process reference run
+    cmd = [sys.executable, "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run),
+           "--preset", "tiny", "--max-steps", "40", "--lr-period-steps", "4", "--checkpoint-every", "2",
+           "--device", "cpu", "--workers", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"pretrain exited before its first checkpoint: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # Resume, but stop at 4 steps: the weights equal the uninterrupted 4-step run (whose
+    # learning-rate period, the whole run, is 4 steps: the killed run was given the same).
+    assert main(["pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny", "--max-steps", "4",
+                 "--lr-period-steps", "4", "--checkpoint-every", "2", "--device", "cpu", "--workers", "0", "--no-progress", "--resume"]) == 0
+    assert _same_state(_export_state(run), _export_state(reference_run))
+
+
+def test_bad_resume_folders_write_nothing(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PretrainError, match="config.json"):
+        run_pretrain(_tiny(), images, empty, device="cpu", num_workers=0, progress=False, resume=True)
+    assert list(empty.iterdir()) == []
+
+    import shutil
+
+    wrong = tmp_path / "wrong"
+    shutil.copytree(reference_run, wrong)
+    before = {p.name: p.stat().st_mtime_ns for p in wrong.iterdir()}
+    with pytest.raises(PretrainError, match="another config"):
+        run_pretrain(_tiny(lr=0.5), images, wrong, device="cpu", num_workers=0, progress=False, resume=True)
+    (wrong / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    before = {p.name: p.stat().st_mtime_ns for p in wrong.iterdir()}
+    with pytest.raises(PretrainError, match="corrupt"):
+        run_pretrain(_tiny(), images, wrong, device="cpu", num_workers=0, progress=False, resume=True)
+    assert {p.name: p.stat().st_mtime_ns for p in wrong.iterdir()} == before
+
+
+def test_bad_image_folders(tmp_path: Path) -> None:
+    with pytest.raises(PretrainError, match="does not exist"):
+        run_pretrain(_tiny(), tmp_path / "nope", tmp_path / "run", device="cpu", num_workers=0, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PretrainError, match="no JPEG"):
+        run_pretrain(_tiny(), empty, tmp_path / "run", device="cpu", num_workers=0, progress=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"b{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(PretrainError, match="could be read"):
+        run_pretrain(_tiny(), broken, tmp_path / "run", device="cpu", num_workers=0, progress=False)
+
+
+def test_unreadable_files_are_counted_or_fail_the_run(tmp_path: Path) -> None:
+    folder = _write_images(tmp_path / "mixed", n=6)
+    (folder / "zz_broken.jpg").write_bytes(b"garbage")
+    with pytest.raises(PretrainError, match="1 of 7 image files .* unreadable"):
+        run_pretrain(_tiny(), folder, tmp_path / "strict", device="cpu", num_workers=0, progress=False)
+    run = tmp_path / "lenient"
+    run_pretrain(_tiny(max_steps=1, max_unreadable_fraction=0.5), folder, run, device="cpu", num_workers=0, progress=False)
+    header = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert header["unreadable"] == 1 and header["n_images"] == 6
+    assert header["unreadable_files"][0][0].endswith("zz_broken.jpg")
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "nan"
+    run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
+    good = (run / "checkpoint.pt").read_bytes()
+
+    import shamisa_bench.losses as losses
+
+    original = losses.ShamisaLoss.forward
+
+    def poisoned(self, z, graph_out):  # type: ignore[no-untyped-def]
+        out = original(self, z, graph_out)
+        out.terms["cov"] = out.terms["cov"] * float("nan")
+        return type(out)(total=out.total * float("nan"), terms=out.terms)
+
+    monkeypatch.setattr(losses.ShamisaLoss, "forward", poisoned)
+    with pytest.raises(PretrainError, match=r"step 2 \(term: cov"):
+        run_pretrain(_tiny(max_steps=4), images, run, device="cpu", num_workers=0, progress=False, resume=True)
+    assert (run / "checkpoint.pt").read_bytes() == good
+
+
+def test_ranks_get_disjoint_shards(images: Path) -> None:
+    layout = _tiny().layout
+    paths = sorted(images.iterdir())
+    ranks = [StepDataset(paths, layout, seed=1, start=0, stop=1, rank=r, world_size=2) for r in range(2)]
+    seen = [set(ds.item_indices(0)) for ds in ranks]
+    assert not seen[0] & seen[1]
+    assert len(seen[0]) == layout.n_items
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="init"):
+        preset_config("tiny", init="pretrained")
+    with pytest.raises(ValueError, match="unknown config fields"):
+        preset_config("tiny", learning_rate=1.0)
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
+    """Two CPU ranks with gloo: identical weights on both ranks at the end.
+
+    The DDP loss is the mean of the two ranks' losses, each over its own shard of the step.
+    It is not the loss of one 4-item step in one process: ref-ref
+    edges between items, the kNN and transport neighbourhoods, and the variance/covariance
+    statistics are computed per rank (2 items each here, 4 per global step). So we check it
+    against the mean of the per-shard losses.
+    """
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny",
+           "--max-steps", "2", "--device", "cpu", "--workers", "0", "--no-progress"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2
+    assert len(summary["rank_checksums"]) == 2 and len(set(summary["rank_checksums"])) == 1
+    header = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert header["world_size"] == 2
+    # The logged step-0 loss is the mean of the two shards' losses, each computed here in
+    # one process from the same initial weights.
+    from shamisa_bench.losses import LossConfig, ShamisaLoss
+    from shamisa_bench.train.data import scan_images
+
+    config = _tiny(max_steps=2)
+    paths, _ = scan_images(images)
+    shard_losses = []
+    for rank in range(2):
+        torch.manual_seed(config.seed)
+        net = PretrainNet(config).train()
+        batch = StepDataset(paths, config.layout, seed=config.seed, start=0, stop=1, rank=rank, world_size=2).build(0)
+        z, graph_out = net(batch.crops, batch.nodes)
+        shard_losses.append(float(ShamisaLoss(LossConfig.ablation(config.graph))(z, graph_out).total.detach()))
+    step0 = json.loads((run / "log.jsonl").read_text().splitlines()[1])
+    assert step0["step"] == 0
+    assert step0["loss"] == pytest.approx(sum(shard_losses) / 2, rel=1e-4, abs=1e-4)
+
+
+def _labelled_dataset(tmp: Path) -> tuple[Path, Path]:
+    """A 12-image csv dataset (MOS follows brightness) and a registry overlay naming it."""
+    data = tmp / "data"
+    folder = _write_images(data / "bright" / "img", n=0)
+    rng = np.random.default_rng(3)
+    rows = ["image,mos"]
+    for i in range(12):
+        level = (i + 0.5) / 12
+        arr = np.clip(level * 0.8 + rng.uniform(0, 0.2, size=(48, 48, 3)), 0, 1)
+        Image.fromarray((arr * 255).astype(np.uint8)).save(folder / f"b{i:02d}.png")
+        rows.append(f"img/b{i:02d}.png,{100 * level:.2f}")
+    (data / "bright" / "mos.csv").write_text("\n".join(rows) + "\n")
+    reg = tmp / "registry" / "datasets"
+    reg.mkdir(parents=True)
+    (reg / "bright.yaml").write_text(
+        "name: bright\nversion: 1\ntitle: brightness test set\nkind: authentic\nlabel_type: mos\n"
+        "n_images: 12\nmos_range: [0, 100]\nlower_better: false\nreader: csv\nsplit: random\n"
+        "citation: generated by the test\nlayouts:\n  - type: csv\n    root: [bright]\n"
+        "options:\n  csv: mos.csv\n  image_column: image\n  mos_column: mos\n"
+    )
+    return data, tmp / "registry"
+
+
+@pytest.mark.slow
+def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from shamisa_bench.harness.registry import load_registry
+    from shamisa_bench.model import load_encoder_export, read_encoder_export
+    from shamisa_bench.train.probe import ValidationProbe
+
+    data, overlay = _labelled_dataset(tmp_path)
+    registry = tmp_path / "full-registry"
+    shutil.copytree(load_registry().root, registry)
+    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    probe = ValidationProbe("bright", data, registry=registry, n_divisions=3, val_fraction=0.25)
+    assert probe._mos.size < 12  # the split's test part is never measured
+    run = tmp_path / "run"
+    summary = run_pretrain(_tiny(max_steps=4), images, run, device="cpu", num_workers=0, progress=False,
+                           validation=probe, val_every=2)
+    vals = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"val_srcc"' in x]
+    assert [v["step"] for v in vals] == [0, 2, 4]
+    assert all(-1.0 <= v["val_srcc"] <= 1.0 and v["val_divisions"] == 3 for v in vals)
+    best = max(vals[1:], key=lambda v: v["val_srcc"])  # step 0 (the init) is only the baseline
+    assert summary["best_step"] == best["step"]
+    extra = read_encoder_export(run / "best").config["extra"]
+    assert extra["validation"]["val_srcc"] == best["val_srcc"]
+    assert extra["pretrain"]["steps"] == best["step"]
+    assert not (run / "best.new").exists() and not (run / "best.old").exists()
+    # The same encoder measured twice gives the same value (features and splits are deterministic).
+    encoder = load_encoder_export(run / "best")
+    assert probe(encoder).srcc == pytest.approx(best["val_srcc"], abs=1e-6)
+    # A resumed run remembers the best so far: same choice as the uninterrupted run.
+    split = tmp_path / "split"
+    run_pretrain(_tiny(max_steps=2), images, split, device="cpu", num_workers=0, progress=False,
+                 validation=probe, val_every=2)
+    resumed = run_pretrain(_tiny(max_steps=4), images, split, device="cpu", num_workers=0, progress=False,
+                           validation=probe, val_every=2, resume=True)
+    assert (resumed["best_step"], resumed["best_val_srcc"]) == (summary["best_step"], summary["best_val_srcc"])
+
+
+def test_validation_needs_val_every(images: Path, tmp_path: Path) -> None:
+    with pytest.raises(PretrainError, match="val_every"):
+        run_pretrain(_tiny(), images, tmp_path / "run", device="cpu", num_workers=0, progress=False, val_every=0)
+
+
+def test_lr_schedule_is_one_cosine_over_the_run_by_default() -> None:
+    cfg = _tiny(max_steps=100)
+    assert cfg.lr_period(100) == 100
+    assert _tiny(lr_period_steps=30).lr_period(100) == 30
+    with pytest.raises(ValueError):
+        _tiny(lr_period_steps=0)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.lr_period(100), T_mult=cfg.t_mult,
+                                                                 eta_min=cfg.eta_min)
+    lrs = []
+    for step in range(100):
+        sched.step(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(cfg.lr)
+    assert lrs[50] == pytest.approx((cfg.lr + cfg.eta_min) / 2, rel=1e-6)
+    assert all(a >= b for a, b in itertools.pairwise(lrs))  # no restart inside the run
+
+
+def test_old_run_config_with_epoch_period_is_refused() -> None:
+    data = _tiny().to_dict()
+    data.pop("lr_period_steps")
+    data["t_0"] = 1
+    with pytest.raises(ValueError, match="older version"):
+        PretrainConfig.from_dict(data)
+
+
+def test_encoder_sees_references_and_distorted_crops_as_two_batches() -> None:
+    from shamisa_bench.train.steps import build_step
+
+    cfg = _tiny()
+    torch.manual_seed(0)
+    net = PretrainNet(cfg).train()
+    g = torch.Generator().manual_seed(0)
+    imgs = [[torch.rand(3, 80, 80, generator=g) for _ in range(cfg.layout.n_contents)]
+            for _ in range(cfg.layout.n_items)]
+    step = build_step(imgs, cfg.layout, generator=g)
+    x, nodes = step.crops, step.nodes
+    assert bool(nodes.is_ref[: int(nodes.is_ref.sum())].all())  # references first
+    with torch.no_grad():
+        z, _ = net(x, nodes)
+        n_ref = int(nodes.is_ref.sum())
+        _, z_ref_alone = net.model(x[:n_ref])
+        _, z_joint = net.model(x)
+    assert torch.allclose(z[:n_ref], z_ref_alone, atol=1e-5)
+    assert not torch.allclose(z[:n_ref], z_joint[:n_ref], atol=1e-3)  # train-mode BN: batches differ
+
+
+def test_resume_with_other_images_is_refused(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    stored = json.loads((reference_run / "config.json").read_text())["images"]
+    assert stored["count"] == 6 and len(stored["sha256"]) == 64
+    export_cfg = json.loads((reference_run / "export" / "config.json").read_text())
+    assert export_cfg["extra"]["pretrain"]["images"] == stored
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for p in sorted(images.iterdir())[:3]:
+        shutil.copy(p, fewer / p.name)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(PretrainError, match="another image set"):
+        run_pretrain(_tiny(max_steps=6), fewer, run, device="cpu", num_workers=0, progress=False, resume=True)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_out_that_is_a_file_is_refused(images: Path, tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_text("x")
+    with pytest.raises(PretrainError, match="is a file"):
+        run_pretrain(_tiny(), images, target, device="cpu", num_workers=0, progress=False)
+    assert target.read_text() == "x"
+
+
+def test_unreadable_and_small_images_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _write_images(tmp_path / "imgs", n=5)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(folder / "tiny.png")
+    run_pretrain(_tiny(max_steps=1, max_unreadable_fraction=0.5), folder, tmp_path / "run", device="cpu", num_workers=0,
+                 progress=False)
+    err = capsys.readouterr().err
+    assert "skipping 1 unreadable image file(s)" in err and "broken.jpg" in err
+    assert "1 image(s) have a side below the 64 px crop" in err and "tiny.png (16x12)" in err
+    assert "5 more image(s) have a side below 128 px: their x0.5 views are zero-padded" in err
+
+
+def test_resume_drops_records_of_redone_steps(tmp_path: Path) -> None:
+    from shamisa_bench.train.checkpoint import truncate_log
+
+    log = tmp_path / "log.jsonl"
+    lines = [{"command": ["x"]}, {"step": 0, "val_srcc": 0.5}, {"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.9},
+             {"step": 2, "val_srcc": 0.6}, {"step": 2, "loss": 0.8}, {"step": 3, "loss": 0.7}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "lo')
+    assert truncate_log(log, 2) == 3
+    kept = [json.loads(line) for line in log.read_text().splitlines()]
+    assert kept == lines[:5]
+
+
+def test_finished_or_short_resume_reports_no_fake_export(images: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
+    shutil.rmtree(run / "export")  # as if killed after the last checkpoint, before the export
+    capsys.readouterr()
+    assert main(["pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny", "--max-steps", "2",
+                 "--device", "cpu", "--workers", "0", "--no-progress", "--resume", "--no-malloc-tuning"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # strict JSON: no NaN
+    assert summary["final_loss"] is None and summary["export"] is None
+
+
+def test_freeze_stages_fixes_weights_and_batchnorm_of_the_first_stages() -> None:
+    torch.manual_seed(0)
+    net = PretrainNet(_tiny(freeze_stages=2)).train()
+    trunk = net.encoder.trunk
+    assert not any(p.requires_grad for p in [*trunk.conv1.parameters(), *trunk.layer1.parameters()])
+    assert all(p.requires_grad for p in trunk.layer2.parameters())
+    assert not trunk.bn1.training and not trunk.layer1[0].bn1.training and trunk.layer2[0].bn1.training
+    assert not any(k.startswith("frozen") for k in net.state_dict())
+    before = trunk.layer1[0].bn1.running_mean.clone()
+    net(torch.rand(40, 3, 64, 64), _tiny_nodes())
+    assert torch.equal(trunk.layer1[0].bn1.running_mean, before)
+    with pytest.raises(ValueError, match="stages"):
+        PretrainNet(_tiny(freeze_stages=6))
+
+
+def _tiny_nodes():
+    from shamisa_bench.train.steps import build_node_meta
+
+    layout = _tiny().layout
+    return build_node_meta(layout, torch.zeros(layout.n_items, layout.n_compositions, layout.n_levels))
+
+
+def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.train.report import read_run_log
+
+    run = tmp_path / "with-val"
+    run.mkdir()
+    lines = (reference_run / "log.jsonl").read_text().splitlines()
+    vals = [json.dumps({"step": 0, "val_srcc": 0.70}), json.dumps({"step": 2, "val_srcc": 0.74}),
+            json.dumps({"step": 4, "val_srcc": 0.72})]
+    (run / "log.jsonl").write_text("\n".join([lines[0], vals[0], *lines[1:3], vals[1], *lines[3:-1], vals[2],
+                                              lines[-1]]) + "\n")
+    log = read_run_log(run)
+    assert len(log.steps) == 4 and len(log.validations) == 3 and log.end is not None
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["pretrain-report", str(reference_run), str(run), "--out", str(out), "--compare", "both"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed[1]["best_step"] == 2 and printed[1]["best_val_srcc"] == 0.74 and printed[1]["val_srcc_last"] == 0.72
+    for folder in (out / "run", out / "with-val"):
+        assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "run" / "log.jsonl").read_text() == (reference_run / "log.jsonl").read_text()
+    assert (out / "both.png").is_file()
+    (run / "log.jsonl").write_text("{not json\n")
+    assert main(["pretrain-report", str(run), "--out", str(out)]) == 2
+
+
+def test_loss_coefficient_overrides() -> None:
+    cfg = _tiny(c_cov=1.0, c_var=25.0)
+    loss = cfg.loss_config()
+    assert (loss.c_var, loss.c_inv, loss.c_cov) == (25.0, 88.369, 1.0)
+    base = _tiny().loss_config()
+    assert (base.c_var, base.c_inv, base.c_cov) == (11.976, 88.369, 57.212)
+    assert _tiny(graph="vicreg_binary", c_cov=1.0).loss_config().enable_ot is False
+    with pytest.raises(ValueError, match="c_cov"):
+        _tiny(c_cov=-1.0)
+
+
+@pytest.mark.slow
+def test_head_warmup_keeps_the_encoder_and_then_releases_it(images: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    start = PretrainNet(_tiny()).encoder.state_dict()
+    warm = tmp_path / "warm"
+    run_pretrain(_tiny(max_steps=2, head_warmup_steps=2), images, warm, device="cpu", num_workers=0, progress=False)
+    state = torch.load(warm / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    encoder_keys = [k for k in state if k.startswith("model.encoder.") and "num_batches" not in k]
+    projector_keys = [k for k in state if k.startswith("model.projector.")]
+    trained = PretrainNet(_tiny())
+    trained.load_state_dict(state)
+    fresh = PretrainNet(_tiny())
+    # the encoder's weights are those of initialisation, the projector's moved
+    assert all(torch.equal(state[k], fresh.state_dict()[k]) for k in encoder_keys if "running" not in k)
+    assert any(not torch.equal(state[k], fresh.state_dict()[k]) for k in projector_keys)
+    assert start.keys() == trained.encoder.state_dict().keys()
+    # past the warm-up the encoder trains
+    past = tmp_path / "past"
+    run_pretrain(_tiny(max_steps=3, head_warmup_steps=2), images, past, device="cpu", num_workers=0, progress=False)
+    moved = torch.load(past / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    assert any(not torch.equal(moved[k], fresh.state_dict()[k]) for k in encoder_keys if "running" not in k)
+
+
+def test_projector_dim_sets_the_width_of_z() -> None:
+    net = PretrainNet(_tiny(projector_dim=24))
+    z, _ = net(torch.rand(40, 3, 64, 64), _tiny_nodes())
+    assert z.shape == (40, 24)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="projector_dim"):
+            _tiny(projector_dim=bad)
+    for bad in (-1, 1.5, False):
+        with pytest.raises(ValueError, match="head_warmup_steps"):
+            _tiny(head_warmup_steps=bad)
