@@ -79,9 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shamisa-bench: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError) as err:
+        # Raised below the edge: usually bad input, but possibly a bug, so say how to see where.
         if args.debug:
             raise
-        print(f"shamisa-bench: error: {err}", file=sys.stderr)
+        print(f"shamisa-bench: error: {err} (rerun with --debug for the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's 128 + SIGINT; outputs are written atomically
         print("shamisa-bench: interrupted; rerun to resume", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.common.device import DEVICE_HELP, check_device, resolve_device_name
 from shamisa_bench.model.features import FEATURE_MODES
 
@@ -97,6 +98,9 @@ def device_from_args(args: argparse.Namespace) -> str:
         ``cpu`` or ``cuda[:N]``.
 
     Raises:
-        ValueError: CUDA asked for but absent, or not a device name.
+        CLIError: CUDA asked for but absent, or not a device name.
     """
-    return check_device(resolve_device_name(args.device))
+    try:
+        return check_device(resolve_device_name(args.device))
+    except ValueError as err:
+        raise CLIError(str(err)) from err

@@ -374,5 +374,6 @@ def test_debug_flag_shows_the_traceback_of_an_error(tmp_path: Path, capsys: pyte
     assert main(["report", "--suite", "nothing-here", "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("shamisa-bench: error: ") and "\n" not in err and "Traceback" not in err
+    assert err.endswith("(rerun with --debug for the traceback)")
     with pytest.raises(FileNotFoundError):
         main(["--debug", "report", "--suite", "nothing-here", "--results", str(tmp_path)])
