@@ -76,7 +76,8 @@ class PretrainConfig:
             width below the half's row count removes that floor.
         head_warmup_steps: for the run's first N steps only the projector and the relation
             graph (prototypes, aggregator) train; the encoder runs without gradient and keeps
-            its weights. Their random initial gradients then never reach the encoder. (The
+            its weights (its BatchNorm statistics still update in train mode unless
+            ``freeze_bn``). Their random initial gradients then never reach the encoder. (The
             name, kept because run folders' config.json store it, predates the one meaning
             of "head": the fitted quality regressor.)
     """
