@@ -57,6 +57,7 @@ from shamisa_bench.iqa.head import (
     save_head,
 )
 from shamisa_bench.model import (
+    BACKBONES,
     FEATURE_MODES,
     build_encoder,
     encode_two_scale,
@@ -65,9 +66,6 @@ from shamisa_bench.model import (
 )
 
 __all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_metric", "read_label_csv", "register", "register_bench"]
-
-_BACKBONE_CHOICES = ("resnet50", "resnet18", "efficientnet_lite0")
-
 
 def register(subparsers: Any) -> None:
     """Add ``fit-head`` to the top-level subparsers."""
@@ -104,7 +102,7 @@ def register(subparsers: Any) -> None:
 def register_bench(bench_subparsers: Any) -> None:
     """Add ``perf metric`` to the ``perf`` subparsers."""
     p = bench_subparsers.add_parser("metric", help="pyiqa metric images/s vs the bare two-scale encoder (JSON)")
-    p.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
+    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     add_feature_mode_argument(p, repeat=True, help="feature mode(s) to time (repeatable; default all)")
     p.add_argument("--n", type=int, default=16, help="images per timed pass (default 16)")
     p.add_argument("--size", type=int, default=500, help="square image side (default 500)")

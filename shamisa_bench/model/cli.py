@@ -24,7 +24,11 @@ from shamisa_bench.cli.args import (
     add_feature_mode_argument,
     device_from_args,
 )
-from shamisa_bench.model.backbones import build_encoder, fetch_imagenet_weights
+from shamisa_bench.model.backbones import (
+    BACKBONES,
+    build_encoder,
+    fetch_imagenet_weights,
+)
 from shamisa_bench.model.export import (
     load_encoder_export,
     read_encoder_export,
@@ -33,8 +37,6 @@ from shamisa_bench.model.export import (
 from shamisa_bench.model.features import encode_two_scale
 
 __all__ = ["register", "register_bench"]
-
-_BACKBONE_CHOICES = ("resnet50", "resnet18", "efficientnet_lite0")  # = backbones.BACKBONES
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +61,7 @@ def register(subparsers: Any) -> None:
 def register_bench(bench_subparsers: Any) -> None:
     """Add ``perf encoder`` to the ``perf`` subparsers."""
     bench = bench_subparsers.add_parser("encoder", help="two-scale feature extraction speed")
-    bench.add_argument("--backbone", choices=_BACKBONE_CHOICES, default="efficientnet_lite0")
+    bench.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     add_feature_mode_argument(bench, help="how features are extracted (default whole)")
     bench.add_argument("--size", type=int, default=256, help="square image side (default 256)")
     bench.add_argument("--batch", type=int, default=4)

@@ -37,27 +37,12 @@ def test_distort_writes_a_labelled_contact_sheet(
 ) -> None:
     from PIL import Image
 
+    def write_sheet(target: Path) -> int:
+        return main(["distortions", "sheet", str(photo), "--out", str(target),
+                     "--types", "gaussian_blur", "jpeg", "color_block", "--seed", "3", "--size", "40"])
+
     out = tmp_path / "sheets" / "sheet.png"
-    assert (
-        main(
-            [
-                "distortions",
-                "sheet",
-                str(photo),
-                "--out",
-                str(out),
-                "--types",
-                "gaussian_blur",
-                "jpeg",
-                "color_block",
-                "--seed",
-                "3",
-                "--size",
-                "40",
-            ]
-        )
-        == 0
-    )
+    assert write_sheet(out) == 0
     assert "wrote" in capsys.readouterr().out
     sheet = np.asarray(Image.open(out).convert("RGB"))
     # 3 type rows + the composition row, reference + 5 levels per row
@@ -68,26 +53,7 @@ def test_distort_writes_a_labelled_contact_sheet(
     assert np.abs(ref_cell.astype(int) - blur5.astype(int)).mean() > 2
     # Same seed, same sheet.
     again = tmp_path / "again.png"
-    assert (
-        main(
-            [
-                "distortions",
-                "sheet",
-                str(photo),
-                "--out",
-                str(again),
-                "--types",
-                "gaussian_blur",
-                "jpeg",
-                "color_block",
-                "--seed",
-                "3",
-                "--size",
-                "40",
-            ]
-        )
-        == 0
-    )
+    assert write_sheet(again) == 0
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
 
 
