@@ -71,6 +71,12 @@ class GraphConfig:
             (uniform weights over the enabled branches).
         aggregator_hidden: hidden width of the aggregator MLP (24).
         stop_grad: detach the aggregator's branch weights (as in the reference run).
+        detach_structure: build the kNN and transport branches on detached features, so G
+            carries no gradient to the encoder (L_ot still trains the prototypes and h).
+            Not the reference, where the kNN affinities are differentiable; off. With it on,
+            R_graph (which rewards heavier edges) can no longer pull feature-space
+            neighbours together, and the graph pull can no longer push them apart: the
+            encoder learns only through z and L_ot.
     """
 
     enable_ref_dist: bool = True
@@ -98,6 +104,7 @@ class GraphConfig:
     aggregator: str = "learned"
     aggregator_hidden: int = 24
     stop_grad: bool = True
+    detach_structure: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -228,10 +228,13 @@ class RelationGraph(nn.Module):
                 branches["ref_ref"] = ref_ref_edges(nodes)
             if cfg.enable_structural:
                 branches["structural"] = structural_edges(nodes)
+            h_edges, p_edges, log_p_edges = (
+                (h.detach(), P.detach(), log_p.detach()) if cfg.detach_structure else (h, P, log_p)
+            )
             if cfg.enable_knn:
-                branches["knn"] = knn_edges(h, cfg.knn_k)
+                branches["knn"] = knn_edges(h_edges, cfg.knn_k)
             if cfg.enable_transport:
-                branches["transport"] = transport_edges(P, cfg.transport_topk_factor * n, log_p=log_p)
+                branches["transport"] = transport_edges(p_edges, cfg.transport_topk_factor * n, log_p=log_p_edges)
 
             zero = torch.zeros((), dtype=torch.float32, device=device)
             counts, sums = [], []

@@ -53,7 +53,8 @@ class PretrainNet(nn.Module):
             gain=config.projector_gain))
         # set by the training loop: True while the projector and graph warm up (the encoder runs without gradient)
         self.encoder_fixed = False
-        self.graph = RelationGraph(GraphConfig.ablation(config.graph), feature_dim=encoder.feature_dim)
+        self.graph = RelationGraph(
+            GraphConfig.ablation(config.graph, detach_structure=config.detach_graph), feature_dim=encoder.feature_dim)
         self.freeze_bn = config.freeze_bn
         stages = encoder_stages(self.model.encoder)
         if config.freeze_stages > len(stages):

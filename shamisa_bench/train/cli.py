@@ -66,6 +66,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "rows of a VICReg half (52 for the lite layout) so unit variance and zero covariance can meet")
     p.add_argument("--head-warmup-steps", type=int, default=None,
                    help="train only the projector and the relation graph for the first N steps (default 0)")
+    p.add_argument("--detach-graph", action="store_true",
+                   help="build the kNN and transport branches on detached features, so the relation graph "
+                        "reaches the encoder only through z (default: differentiable, as the reference)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     add_device_argument(p)
@@ -95,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         c_cov=args.c_cov,
         projector_dim=args.projector_dim,
         head_warmup_steps=args.head_warmup_steps,
+        detach_graph=True if args.detach_graph else None,
         channels_last=False if args.no_channels_last else None,
     )
 

@@ -80,6 +80,9 @@ class PretrainConfig:
             ``freeze_bn``). Their random initial gradients then never reach the encoder. (The
             name, kept because run folders' config.json store it, predates the one meaning
             of "head": the fitted quality regressor.)
+        detach_graph: build the relation graph's feature branches (kNN, transport) on
+            detached features (``GraphConfig.detach_structure``), so that R_graph and the
+            graph pull reach the encoder only through z. Not the reference; off.
     """
 
     preset: str
@@ -110,6 +113,7 @@ class PretrainConfig:
     c_cov: float | None = None
     projector_dim: int | None = None
     head_warmup_steps: int = 0
+    detach_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -145,6 +149,8 @@ class PretrainConfig:
             or self.head_warmup_steps < 0
         ):
             raise ValueError(f"head_warmup_steps must be an int >= 0, got {self.head_warmup_steps!r}")
+        if not isinstance(self.detach_graph, bool):
+            raise TypeError(f"detach_graph must be a bool, got {self.detach_graph!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm!r}")
         if not 0 <= self.max_unreadable_fraction < 1:

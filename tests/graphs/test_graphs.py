@@ -325,6 +325,21 @@ def test_aggregator_weights_sum_to_one_and_stop_grad(nodes2v):
     assert rg.aggregator.mlp[1].weight.grad.abs().sum() > 0
 
 
+def test_detach_structure_same_graph_no_gradient_to_h(nodes2v):
+    h = _features(28, 8, 4).requires_grad_()
+    torch.manual_seed(0)
+    live = RelationGraph(feature_dim=8, config=GraphConfig(knn_k=3))
+    torch.manual_seed(0)
+    cut = RelationGraph(feature_dim=8, config=GraphConfig(knn_k=3, detach_structure=True))
+    a, b = live(h, nodes2v), cut(h, nodes2v)
+    assert torch.equal(a.G, b.G)  # the same graph, only its gradient differs
+    assert not b.G.requires_grad
+    (grad_live,) = torch.autograd.grad(a.G.sum(), h)
+    assert grad_live.abs().sum() > 0
+    # L_ot still trains h and the prototypes through P
+    assert b.P.requires_grad and b.log_p.requires_grad
+
+
 def test_reference_layout_edge_counts():
     spec = LayoutSpec()  # a0: 2 items, 3 contents, 4 compositions, 5 levels -> 252 nodes
     g = torch.Generator().manual_seed(5)
