@@ -69,6 +69,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach-graph", action="store_true",
                    help="build the kNN and transport branches on detached features, so the relation graph "
                         "reaches the encoder only through z (default: differentiable, as the reference)")
+    p.add_argument("--encoder-anchor", type=float, default=None,
+                   help="pull the encoder's weights back towards their initialisation with this strength "
+                        "(L2-SP: X * (w - w_init) is added to each gradient; default 0, off)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     add_device_argument(p)
@@ -99,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         projector_dim=args.projector_dim,
         head_warmup_steps=args.head_warmup_steps,
         detach_graph=True if args.detach_graph else None,
+        encoder_anchor=args.encoder_anchor,
         channels_last=False if args.no_channels_last else None,
     )
 

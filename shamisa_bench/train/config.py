@@ -83,6 +83,11 @@ class PretrainConfig:
         detach_graph: build the relation graph's feature branches (kNN, transport) on
             detached features (``GraphConfig.detach_structure``), so that R_graph and the
             graph pull reach the encoder only through z. Not the reference; off.
+        encoder_anchor: strength of a pull of the encoder's weights back towards their
+            initialisation (L2-SP, Li et al. 2018): each step adds
+            ``encoder_anchor * (w - w_init)`` to every trainable encoder weight's gradient,
+            after clipping, so the encoder can learn but cannot drift far from its ImageNet
+            start. 0 (the reference) turns it off.
     """
 
     preset: str
@@ -114,6 +119,7 @@ class PretrainConfig:
     projector_dim: int | None = None
     head_warmup_steps: int = 0
     detach_graph: bool = False
+    encoder_anchor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -149,6 +155,13 @@ class PretrainConfig:
             or self.head_warmup_steps < 0
         ):
             raise ValueError(f"head_warmup_steps must be an int >= 0, got {self.head_warmup_steps!r}")
+        if (
+            isinstance(self.encoder_anchor, bool)
+            or not isinstance(self.encoder_anchor, (int, float))
+            or not math.isfinite(self.encoder_anchor)
+            or self.encoder_anchor < 0
+        ):
+            raise ValueError(f"encoder_anchor must be a finite number >= 0, got {self.encoder_anchor!r}")
         if not isinstance(self.detach_graph, bool):
             raise TypeError(f"detach_graph must be a bool, got {self.detach_graph!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:

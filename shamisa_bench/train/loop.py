@@ -128,6 +128,12 @@ def _param_groups(net: PretrainNet, config: PretrainConfig) -> list[dict[str, An
     ]
 
 
+def _drift(anchor: list[tuple[Tensor, Tensor]]) -> float:
+    """L2 distance of the trainable encoder weights from their initial values."""
+    with torch.no_grad():
+        return math.sqrt(sum(float((p.detach() - w0).double().pow(2).sum()) for p, w0 in anchor))
+
+
 def _check_finite(step: int, total: Tensor, terms: dict[str, Tensor]) -> None:
     bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
     if bad or not torch.isfinite(total):
@@ -234,6 +240,11 @@ def run_pretrain(
 
     torch.manual_seed(config.seed)  # the one place model init draws from
     net = PretrainNet(config).to(dev)
+    # The encoder's initial weights, taken before a resumed state is loaded: the same
+    # tensors for a fresh and a resumed run, since the init is seeded. They anchor
+    # --encoder-anchor and measure the logged drift.
+    anchor = [(p, p.detach().clone()) for p in net.encoder.parameters() if p.requires_grad]
+    anchor_norm = math.sqrt(sum(float(w0.double().pow(2).sum()) for _, w0 in anchor)) or 1.0
     loss_fn = ShamisaLoss(config.loss_config())
     optimizer = torch.optim.SGD(
         _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -379,9 +390,15 @@ def run_pretrain(
                 raise PretrainError(f"non-finite loss on another rank at step {step}; the last good checkpoint is kept")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
-            if config.clip_grad_norm is not None:
+            if config.clip_grad_norm is not None or config.encoder_anchor > 0:
                 scaler.unscale_(optimizer)
+            if config.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad_norm)
+            if config.encoder_anchor > 0 and not net.encoder_fixed:
+                with torch.no_grad():
+                    for p, w0 in anchor:
+                        if p.grad is not None:
+                            p.grad.add_(p - w0, alpha=config.encoder_anchor)
             scaler.step(optimizer)
             scaler.update()
             if dev.type == "cuda":
@@ -400,6 +417,7 @@ def run_pretrain(
                     **{k: round(float(v.detach()), 6) for k, v in out_loss.terms.items()},
                     "lr": optimizer.param_groups[1]["lr"],
                     "lr_encoder": optimizer.param_groups[0]["lr"],
+                    "encoder_drift": round(_drift(anchor) / anchor_norm, 6),
                     "branch_weights": [round(float(w), 4) for w in graph_out.branch_weights],
                     "data_s": round(data_s, 4),
                     "build_s": round(build_s, 4),

@@ -96,7 +96,10 @@ def _save(fig: Any, path: Path) -> None:
 
 def plot_curves(log: RunLog, path: Path) -> None:
     """Validation SRCC and loss terms against the step, one panel each, as a PNG."""
-    panels = (1 if log.validations else 0) + 1 + len(_TERMS)
+    terms = _TERMS
+    if any("encoder_drift" in r for r in log.steps):  # logged since the drift was measured
+        terms = (*_TERMS, ("encoder_drift", "encoder drift"))
+    panels = (1 if log.validations else 0) + 1 + len(terms)
     fig, axes = _figure(panels)
     i = 0
     if log.validations:
@@ -114,7 +117,7 @@ def plot_curves(log: RunLog, path: Path) -> None:
     steps = [r["step"] for r in log.steps]
     axes[i].plot(steps, [r["loss"] for r in log.steps], lw=0.7, color="black")
     axes[i].set_ylabel("total loss")
-    for ax, (key, label) in zip(axes[i + 1 :], _TERMS, strict=True):
+    for ax, (key, label) in zip(axes[i + 1 :], terms, strict=True):
         ax.plot(steps, [r.get(key, float("nan")) for r in log.steps], lw=0.7)
         ax.set_ylabel(label)
     for ax in axes:

@@ -541,3 +541,37 @@ def test_projector_dim_sets_the_width_of_z() -> None:
     for bad in (-1, 1.5, False):
         with pytest.raises(ValueError, match="head_warmup_steps"):
             _tiny(head_warmup_steps=bad)
+
+
+def _drifts(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    return [r["encoder_drift"] for r in records if "encoder_drift" in r]
+
+
+@pytest.mark.slow
+def test_encoder_anchor_holds_the_encoder_near_its_start_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
+    free, held = tmp_path / "free", tmp_path / "held"
+    run_pretrain(_tiny(max_steps=3, lr=0.05, lr_period_steps=3), images, free, device="cpu", num_workers=0, progress=False)
+    run_pretrain(_tiny(max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, held, device="cpu",
+                 num_workers=0, progress=False)
+    d_free, d_held = _drifts(free), _drifts(held)
+    assert len(d_free) == len(d_held) == 3 and d_free[0] > 0
+    assert d_held[0] == pytest.approx(d_free[0], rel=1e-4)  # at the first step w == w_init: no pull yet
+    assert d_held[-1] < 0.9 * d_free[-1]
+    # the anchor is the seeded initialisation, so a resumed run pulls towards the same weights
+    part = tmp_path / "part"
+    run_pretrain(_tiny(max_steps=2, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, part, device="cpu",
+                 num_workers=0, progress=False)
+    run_pretrain(_tiny(max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, part, device="cpu",
+                 num_workers=0, progress=False, resume=True)
+    assert _same_state(_export_state(part), _export_state(held))
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="encoder_anchor"):
+            _tiny(encoder_anchor=bad)
+
+
+def test_detach_graph_reaches_the_relation_graph() -> None:
+    assert PretrainNet(_tiny(detach_graph=True)).graph.config.detach_structure is True
+    assert PretrainNet(_tiny()).graph.config.detach_structure is False
+    with pytest.raises(TypeError, match="detach_graph"):
+        _tiny(detach_graph=1)
