@@ -551,7 +551,8 @@ def _drifts(run: Path) -> list[float]:
 @pytest.mark.slow
 def test_encoder_anchor_holds_the_encoder_near_its_start_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
     free, held = tmp_path / "free", tmp_path / "held"
-    run_pretrain(_tiny(max_steps=3, lr=0.05, lr_period_steps=3), images, free, device="cpu", num_workers=0, progress=False)
+    run_pretrain(_tiny(max_steps=3, lr=0.05, lr_period_steps=3), images, free, device="cpu", num_workers=0,
+                 progress=False)
     run_pretrain(_tiny(max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, held, device="cpu",
                  num_workers=0, progress=False)
     d_free, d_held = _drifts(free), _drifts(held)
