@@ -132,10 +132,11 @@ def plot_compare(logs: list[RunLog], path: Path, title: str) -> None:
     """The validation curves of several runs on one plot, as a PNG."""
     fig, axes = _figure(1)
     ax = axes[0]
-    for log in logs:
+    for i, log in enumerate(logs):
         if log.validations:
+            # the colour cycle has 10 colours: the next 10 runs reuse them, dashed
             ax.plot([v["step"] for v in log.validations], [v["val_srcc"] for v in log.validations], marker="o",
-                    ms=3, label=log.name)
+                    ms=3, ls="-" if i % 20 < 10 else "--", label=log.name)
     ax.set_xlabel("step")
     ax.set_ylabel("val SRCC")
     ax.grid(alpha=0.3)
