@@ -128,10 +128,12 @@ def _param_groups(net: PretrainNet, config: PretrainConfig) -> list[dict[str, An
     ]
 
 
-def _drift(anchor: list[tuple[Tensor, Tensor]]) -> float:
-    """L2 distance of the trainable encoder weights from their initial values."""
+def _l2(tensors: list[Tensor]) -> float:
+    """L2 norm of several tensors taken as one vector (one device sync; 0 for none)."""
+    if not tensors:
+        return 0.0
     with torch.no_grad():
-        return math.sqrt(sum(float((p.detach() - w0).double().pow(2).sum()) for p, w0 in anchor))
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])))
 
 
 def _check_finite(step: int, total: Tensor, terms: dict[str, Tensor]) -> None:
@@ -244,7 +246,7 @@ def run_pretrain(
     # tensors for a fresh and a resumed run, since the init is seeded. They anchor
     # --encoder-anchor and measure the logged drift.
     anchor = [(p, p.detach().clone()) for p in net.encoder.parameters() if p.requires_grad]
-    anchor_norm = math.sqrt(sum(float(w0.double().pow(2).sum()) for _, w0 in anchor)) or 1.0
+    anchor_norm = _l2([w0 for _, w0 in anchor]) or 1.0
     loss_fn = ShamisaLoss(config.loss_config())
     optimizer = torch.optim.SGD(
         _param_groups(net, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -417,7 +419,7 @@ def run_pretrain(
                     **{k: round(float(v.detach()), 6) for k, v in out_loss.terms.items()},
                     "lr": optimizer.param_groups[1]["lr"],
                     "lr_encoder": optimizer.param_groups[0]["lr"],
-                    "encoder_drift": round(_drift(anchor) / anchor_norm, 6),
+                    "encoder_drift": round(_l2([p.detach() - w0 for p, w0 in anchor]) / anchor_norm, 6),
                     "branch_weights": [round(float(w), 4) for w in graph_out.branch_weights],
                     "data_s": round(data_s, 4),
                     "build_s": round(build_s, 4),
