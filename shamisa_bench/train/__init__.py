@@ -16,9 +16,10 @@ from shamisa_bench.train.config import (
     PRESETS,
     PretrainConfig,
     PretrainError,
+    PretrainStopped,
     preset_config,
 )
 from shamisa_bench.train.data import StepDataset
 from shamisa_bench.train.loop import run_pretrain
 
-__all__ = ["PRESETS", "PretrainConfig", "PretrainError", "StepDataset", "preset_config", "run_pretrain"]
+__all__ = ["PRESETS", "PretrainConfig", "PretrainError", "PretrainStopped", "StepDataset", "preset_config", "run_pretrain"]

@@ -9,6 +9,7 @@ logs and draws their curves (:mod:`~shamisa_bench.train.report`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from shamisa_bench.train.config import (
     PRESETS,
     PretrainConfig,
     PretrainError,
+    PretrainStopped,
     preset_config,
 )
 from shamisa_bench.train.loop import run_pretrain
@@ -72,13 +74,27 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-anchor", type=float, default=None,
                    help="pull the encoder's weights back towards their initialisation with this strength "
                         "(L2-SP: X * (w - w_init) is added to each gradient; default 0, off)")
+    layout = p.add_argument_group("batch layout (default: the preset's; see LayoutSpec)")
+    layout.add_argument("--items", type=int, default=None, help="items per step (lite: 2)")
+    layout.add_argument("--contents", type=int, default=None,
+                        help="pristine images per item, each cut at full and x0.5 scale (lite: 2)")
+    layout.add_argument("--compositions", type=int, default=None, help="distortion compositions per item (lite: 3)")
+    layout.add_argument("--levels", type=int, default=None, help="severities per composition (lite: 4)")
+    layout.add_argument("--crop-size", type=int, default=None, help="side of the crops in pixels (lite: 192)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     add_device_argument(p)
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers building batches (default 1)")
 
 
+_LAYOUT_ARGS = {"items": "n_items", "contents": "n_contents", "compositions": "n_compositions",
+                "levels": "n_levels", "crop_size": "crop_size"}
+
+
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    layout_overrides = {field: getattr(args, arg) for arg, field in _LAYOUT_ARGS.items()
+                        if getattr(args, arg, None) is not None}
+    layout = dataclasses.replace(PRESETS[args.preset]["layout"], **layout_overrides) if layout_overrides else None
     return preset_config(
         args.preset,
         backbone=args.backbone,
@@ -104,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         detach_graph=True if args.detach_graph else None,
         encoder_anchor=args.encoder_anchor,
         channels_last=False if args.no_channels_last else None,
+        layout=layout,
     )
 
 
@@ -128,6 +145,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             export_every=args.export_every, validation=validation, val_every=val_every,
             tune_allocator=not args.no_malloc_tuning,
         )
+    except PretrainStopped as err:
+        print(f"pretrain: {err}", file=sys.stderr)
+        return 128 + err.signum  # the shell's code for a process ended by that signal
     except PretrainError as err:
         raise CLIError(str(err)) from err
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,13 +17,33 @@ from shamisa_bench.losses import LossConfig
 from shamisa_bench.model.projector import PROJECTOR_INITS
 from shamisa_bench.train.steps import LayoutSpec
 
-__all__ = ["CONFIG_FORMAT", "PRESETS", "PretrainConfig", "PretrainError", "preset_config"]
+__all__ = ["CONFIG_FORMAT", "PRESETS", "PretrainConfig", "PretrainError", "PretrainStopped", "preset_config"]
 
 CONFIG_FORMAT = 1
 
 
 class PretrainError(RuntimeError):
     """A pretraining run cannot start or cannot go on; the message says why."""
+
+
+class PretrainStopped(PretrainError):
+    """The run was asked to stop (SIGINT or SIGTERM) and did so cleanly.
+
+    It finished the step under way, saved a checkpoint of it and logged a ``stopped``
+    record; ``--resume`` continues from there.
+
+    Attributes:
+        step: steps done.
+        total_steps: steps of the whole run.
+        signum: the signal that asked for the stop.
+    """
+
+    def __init__(self, out: str, step: int, total_steps: int, signum: int) -> None:
+        self.step, self.total_steps, self.signum = step, total_steps, signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} after step {step} of {total_steps}: the checkpoint of that "
+            f"step is saved in {out}; continue with --resume"
+        )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +56,7 @@ from shamisa_bench.train.checkpoint import (
     replace_export,
     truncate_log,
 )
-from shamisa_bench.train.config import CONFIG_FORMAT, PretrainConfig, PretrainError
+from shamisa_bench.train.config import CONFIG_FORMAT, PretrainConfig, PretrainError, PretrainStopped
 from shamisa_bench.train.data import StepDataset, image_set, scan_images, small_images
 
 __all__ = ["run_pretrain"]
@@ -62,6 +64,40 @@ __all__ = ["run_pretrain"]
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
+    # Ctrl-C (and a scheduler's SIGTERM) reach the whole process group: the main process
+    # stops the run cleanly and shuts the workers down; a worker killed by the signal
+    # mid-batch would turn that into a DataLoader error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _StopRequests:
+    """SIGINT and SIGTERM ask the loop to stop after the step under way.
+
+    Installed only from the main thread (signal handlers cannot be set elsewhere), and
+    the previous handlers are restored on exit. A second Ctrl-C aborts at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"pretrain: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+              "(Ctrl-C again aborts at once, losing the steps since the last checkpoint)", file=sys.stderr)
 
 
 def _identity(x: Any) -> Any:
@@ -365,6 +401,17 @@ def run_pretrain(
         if dist_info.enabled:
             dist.barrier()
 
+    def _stop(done: int, total: int, signum: int) -> None:
+        """Checkpoint the steps done, log why the run ended there, and leave the loop."""
+        if done % config.checkpoint_every != 0:
+            save_checkpoint(done)
+        if dist_info.is_main:
+            with log_path.open("a") as fh:
+                fh.write(json.dumps({"stopped": {
+                    "after_step": done, "total_steps": total, "signal": signal.Signals(signum).name,
+                    "seconds": round(time.perf_counter() - t_start, 3), "at": utc_now()}}) + "\n")
+        raise PretrainStopped(str(out), done, total, signum)
+
     if start_step == 0 and total_steps > 0:
         validate(0)
     last = {"loss": float("nan")}
@@ -372,6 +419,8 @@ def run_pretrain(
     net.train()
     step = start_step
     wait_start = time.perf_counter()
+    stop = _StopRequests()
+    stop.install()
     try:
         for step, batch, build_s in loader:
             data_s = time.perf_counter() - wait_start
@@ -435,8 +484,11 @@ def run_pretrain(
                                     extra=export_extra(config, step + 1, images_id))
             if val_every and ((step + 1) % val_every == 0 or step + 1 == total_steps):
                 validate(step + 1)
+            if step + 1 < total_steps and _stop_requested(stop, dist_info.enabled, dev):
+                _stop(step + 1, total_steps, stop.signum or signal.SIGTERM)
             wait_start = time.perf_counter()
     finally:
+        stop.restore()
         bar.close()
     if dist_info.enabled:
         # DDP keeps parameters in sync; BatchNorm running statistics are broadcast from rank 0
@@ -475,6 +527,17 @@ def run_pretrain(
         with log_path.open("a") as fh:
             fh.write(json.dumps(end) + "\n")
     return summary
+
+
+def _stop_requested(stop: _StopRequests, distributed: bool, dev: torch.device) -> bool:
+    """Whether to stop now; under DDP every rank stops at the same step if any rank was asked."""
+    if not distributed:
+        return stop.signum is not None
+    flag = torch.tensor([0.0 if stop.signum is None else float(stop.signum)], device=dev)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and stop.signum is None:
+        stop.signum = int(flag.item())
+    return bool(flag.item())
 
 
 def _param_checksum(net: nn.Module) -> str:

@@ -19,6 +19,7 @@ from PIL import Image
 from shamisa_bench.cli import main
 from shamisa_bench.model import PretrainNet
 from shamisa_bench.train import (
+    PRESETS,
     PretrainConfig,
     PretrainError,
     StepDataset,
@@ -141,6 +142,45 @@ def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) 
     assert main(["pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny", "--max-steps", "4",
                  "--lr-period-steps", "4", "--checkpoint-every", "2", "--device", "cpu", "--workers", "0", "--no-progress", "--resume"]) == 0
     assert _same_state(_export_state(run), _export_state(reference_run))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_a_record(images: Path, tmp_path: Path,
+                                                                        signum: int) -> None:
+    run = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run),
+           "--preset", "tiny", "--max-steps", "400", "--lr-period-steps", "4", "--checkpoint-every", "1000",
+           "--device", "cpu", "--workers", "1", "--no-progress"]
+    # its own process group, so the signal reaches the DataLoader worker too, as Ctrl-C does
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = run / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and '"step": 0, "loss"' in log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"pretrain exited before its first step: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr.decode()[-2000:]
+    assert "continue with --resume" in stderr.decode() and "Traceback" not in stderr.decode()
+    stopped = json.loads(log.read_text().splitlines()[-1])["stopped"]
+    done = stopped["after_step"]
+    assert 1 <= done < 400 and stopped["signal"] == signal.Signals(signum).name and stopped["seconds"] > 0
+    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == done
+    assert not (run / "export").exists()  # a stopped run has no final export
+
+    # resumed, it reaches the weights of a run never stopped
+    run_pretrain(_tiny(max_steps=done + 1, lr_period_steps=4, checkpoint_every=1000), images, run, device="cpu", num_workers=0,
+                 progress=False, resume=True)
+    whole = tmp_path / "whole"
+    run_pretrain(_tiny(max_steps=done + 1, lr_period_steps=4, checkpoint_every=1000), images, whole, device="cpu", num_workers=0,
+                 progress=False)
+    assert _same_state(_export_state(run), _export_state(whole))
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(done + 1))
+    assert sum("stopped" in r for r in records) == 1
 
 
 def test_bad_resume_folders_write_nothing(images: Path, reference_run: Path, tmp_path: Path) -> None:
@@ -576,3 +616,18 @@ def test_detach_graph_reaches_the_relation_graph() -> None:
     assert PretrainNet(_tiny()).graph.config.detach_structure is False
     with pytest.raises(TypeError, match="detach_graph"):
         _tiny(detach_graph=1)
+
+
+def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> None:
+    from shamisa_bench.cli import build_parser
+    from shamisa_bench.train.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["pretrain", "--images", "x", "--out", "y", "--preset", "lite", "--items", "4", "--levels", "3"])
+    layout = config_from_args(args).layout
+    assert (layout.n_items, layout.n_contents, layout.n_compositions, layout.n_levels, layout.crop_size) == (
+        4, 2, 3, 3, 192)
+    assert layout.n_nodes == 4 * 4 * (1 + 3 * 3)
+    plain = config_from_args(build_parser().parse_args(["pretrain", "--images", "x", "--out", "y"]))
+    assert plain.layout == PRESETS["lite"]["layout"]
+    assert main(["pretrain", "--images", "x", "--out", "y", "--contents", "0"]) == 2
