@@ -175,7 +175,7 @@ def _cmd_pretrain_report(args: argparse.Namespace) -> int:
         plot_curves(log, target / "curves.png")
         logs.append(log)
         best = max((v for v in log.validations if v["step"] > 0), key=lambda v: v["val_srcc"], default=None)
-        line = {"run": log.name, "steps": len(log.steps), "curves": str(target / "curves.png")}
+        line = {"run": log.name, "steps": len(log.steps), "state": log.state, "curves": str(target / "curves.png")}
         if best is not None:
             line.update(best_step=best["step"], best_val_srcc=best["val_srcc"],
                         val_srcc_step0=next((v["val_srcc"] for v in log.validations if v["step"] == 0), None),

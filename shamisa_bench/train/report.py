@@ -34,6 +34,8 @@ class RunLog:
         steps: one record per optimiser step (loss terms, lr, timings).
         validations: one record per validation (``step``, ``val_srcc`` ...).
         end: the closing record (summary, export sha256s), if the run finished.
+        stops: the ``stopped`` records of each clean stop (SIGINT or SIGTERM): step,
+            signal, seconds.
     """
 
     name: str
@@ -41,6 +43,18 @@ class RunLog:
     steps: list[dict[str, Any]] = field(default_factory=list)
     validations: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
+    stops: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """How the log ends: finished, stopped after a step (and not resumed), or cut short."""
+        if self.end is not None:
+            return "finished"
+        last = self.steps[-1]["step"] + 1 if self.steps else 0
+        if self.stops and self.stops[-1].get("after_step") == last:
+            stop = self.stops[-1]
+            return f"stopped by {stop.get('signal')} after step {last} of {stop.get('total_steps')}"
+        return f"no closing record after step {last} (killed, or still running)"
 
 
 def read_run_log(run: Path) -> RunLog:
@@ -67,6 +81,8 @@ def read_run_log(run: Path) -> RunLog:
             log.headers.append(record)
         elif "summary" in record:
             log.end = record
+        elif isinstance(record.get("stopped"), dict):
+            log.stops.append(record["stopped"])
         elif "val_srcc" in record:
             log.validations.append(record)
         elif "loss" in record:
@@ -112,6 +128,7 @@ def plot_curves(log: RunLog, path: Path) -> None:
         ax.annotate(f"best {ys[best]:.3f} @ {xs[best]}", (xs[best], ys[best]), textcoords="offset points",
                     xytext=(4, 6), fontsize=8)
         ax.set_ylabel("val SRCC")
+        ax.margins(y=0.2)  # room above the best point for its label
         ax.legend(fontsize=8, loc="lower left")
         i = 1
     steps = [r["step"] for r in log.steps]
@@ -123,8 +140,8 @@ def plot_curves(log: RunLog, path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step")
-    fig.suptitle(f"pretraining run {log.name}", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(f"pretraining run {log.name} ({log.state})", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # keep the title clear of the top panel
     _save(fig, path)
 
 

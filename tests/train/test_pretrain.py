@@ -170,6 +170,9 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_a_record(images: Pa
     assert 1 <= done < 400 and stopped["signal"] == signal.Signals(signum).name and stopped["seconds"] > 0
     assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == done
     assert not (run / "export").exists()  # a stopped run has no final export
+    from shamisa_bench.train.report import read_run_log
+
+    assert read_run_log(run).state == f"stopped by {signal.Signals(signum).name} after step {done} of 400"
 
     # resumed, it reaches the weights of a run never stopped
     run_pretrain(_tiny(max_steps=done + 1, lr_period_steps=4, checkpoint_every=1000), images, run, device="cpu", num_workers=0,
@@ -529,10 +532,19 @@ def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path
     assert main(["pretrain-report", str(reference_run), str(run), "--out", str(out), "--compare", "both"]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert printed[1]["best_step"] == 2 and printed[1]["best_val_srcc"] == 0.74 and printed[1]["val_srcc_last"] == 0.72
+    assert printed[0]["state"] == "finished"
     for folder in (out / "run", out / "with-val"):
         assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "run" / "log.jsonl").read_text() == (reference_run / "log.jsonl").read_text()
     assert (out / "both.png").is_file()
+    # a run stopped cleanly says so; one cut short without a record says that instead
+    stop = json.dumps({"stopped": {"after_step": 2, "total_steps": 4, "signal": "SIGINT", "seconds": 1.0}})
+    (run / "log.jsonl").write_text("\n".join([*lines[:3], stop]) + "\n")
+    assert read_run_log(run).state == "stopped by SIGINT after step 2 of 4"
+    (run / "log.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    assert read_run_log(run).state == "no closing record after step 2 (killed, or still running)"
+    (run / "log.jsonl").write_text("\n".join([*lines[:3], stop, lines[0], *lines[3:]]) + "\n")  # resumed
+    assert read_run_log(run).state == "finished" and len(read_run_log(run).stops) == 1
     (run / "log.jsonl").write_text("{not json\n")
     assert main(["pretrain-report", str(run), "--out", str(out)]) == 2
 
