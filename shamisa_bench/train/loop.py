@@ -535,9 +535,10 @@ def _stop_requested(stop: _StopRequests, distributed: bool, dev: torch.device) -
         return stop.signum is not None
     flag = torch.tensor([0.0 if stop.signum is None else float(stop.signum)], device=dev)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item() and stop.signum is None:
-        stop.signum = int(flag.item())
-    return bool(flag.item())
+    signum = int(flag.item())  # one device sync
+    if signum and stop.signum is None:
+        stop.signum = signum
+    return bool(signum)
 
 
 def _param_checksum(net: nn.Module) -> str:
