@@ -314,6 +314,40 @@ def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     assert step0["loss"] == pytest.approx(sum(shard_losses) / 2, rel=1e-4, abs=1e-4)
 
 
+
+@pytest.mark.slow
+def test_sigterm_to_a_torchrun_job_stops_both_ranks_after_the_same_step(images: Path, tmp_path: Path) -> None:
+    """SIGTERM to torchrun's process group (a scheduler's notice): the agent forwards it, the
+    ranks agree on the step through an all-reduce, and the run stops cleanly there."""
+    run = tmp_path / "ddp-stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny",
+           "--max-steps", "400", "--lr-period-steps", "4", "--checkpoint-every", "1000", "--device", "cpu",
+           "--workers", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = run / "log.jsonl"
+    deadline = time.monotonic() + 180
+    while not (log.is_file() and '"step": 1, "loss"' in log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"torchrun exited before its second step: {proc.stderr.read().decode()[-3000:]}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=180)
+    text = stderr.decode()
+    assert proc.returncode != 0
+    assert text.count("continue with --resume") == 2, text[-3000:]  # both ranks stopped cleanly
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    stopped = [r["stopped"] for r in records if "stopped" in r]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM"
+    done = stopped[0]["after_step"]
+    assert 2 <= done < 400
+    assert [r["step"] for r in records if "loss" in r] == list(range(done))
+    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == done
+    assert not (run / "export").exists()
+
+
 def _labelled_dataset(tmp: Path) -> tuple[Path, Path]:
     """A 12-image csv dataset (MOS follows brightness) and a registry overlay naming it."""
     data = tmp / "data"
