@@ -53,8 +53,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="projector initialisation (default torch, as the reference)")
     p.add_argument("--projector-gain", type=float, default=None, help="gain of the unit_norm_input init")
     p.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm (default: off)")
-    p.add_argument("--freeze-bn", action="store_true", default=None,
-                   help="keep the encoder's BatchNorm statistics fixed (default: updated, as the reference)")
+    p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the encoder's BatchNorm statistics fixed (default: the preset's; lite and a0 "
+                        "update them, as the reference)")
     p.add_argument("--freeze-stages", type=int, default=None,
                    help="keep the encoder's first N stages fixed (stem = 1; default 0, as the reference)")
     p.add_argument("--c-var", type=float, default=None,
@@ -80,7 +81,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         help="pristine images per item, each cut at full and x0.5 scale (lite: 2)")
     layout.add_argument("--compositions", type=int, default=None, help="distortion compositions per item (lite: 3)")
     layout.add_argument("--levels", type=int, default=None, help="severities per composition (lite: 4)")
-    layout.add_argument("--crop-size", type=int, default=None, help="side of the crops in pixels (lite: 192)")
+    layout.add_argument("--crop-size", type=int, default=None, help="side of the crops in pixels (lite: 192, lite-cpu: 160)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     add_device_argument(p)

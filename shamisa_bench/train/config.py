@@ -244,6 +244,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         layout=LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=4, crop_size=192),
         checkpoint_every=25,
     ),
+    # The CPU recipe of SHAMISA-Lite: the lite layout with a 160 px crop (so the x0.5 views of
+    # 481 x 321 pristine images are not zero-padded), and the stabilisers measured in
+    # results/pretrain: a 32-wide z, 50 projector-only steps, the encoder at 0.1x a 0.015 lr
+    # and anchored to its ImageNet start, BatchNorm statistics fixed, unit-norm projector
+    # init, gradients clipped to 1. One cosine over 1,000 steps.
+    "lite-cpu": dict(
+        backbone="efficientnet_lite0",
+        init="imagenet",
+        layout=LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=4, crop_size=160),
+        max_steps=1000,
+        checkpoint_every=25,
+        lr=0.015,
+        backbone_lr_mult=0.1,
+        projector_dim=32,
+        head_warmup_steps=50,
+        c_var=300.0,
+        encoder_anchor=3.0,
+        freeze_bn=True,
+        projector_init="unit_norm_input",
+        clip_grad_norm=1.0,
+    ),
     # For tests: tiny crops, tiny layout, a random-init resnet18.
     "tiny": dict(
         backbone="resnet18",

@@ -84,12 +84,17 @@ def image_set(folders: Path | Sequence[Path], paths: Sequence[Path]) -> dict[str
     return {"count": len(paths), "sha256": digest.hexdigest()}
 
 
-def small_images(paths: Sequence[Path], crop_size: int) -> tuple[list[tuple[str, tuple[int, int]]], int]:
-    """Images with a side below ``crop_size`` (their crops are zero-padded), with their sizes,
-    and how many others have a side below ``2 * crop_size`` (their x0.5 views are padded).
+def small_images(paths: Sequence[Path], crop_size: int) -> tuple[list[tuple[str, tuple[int, int]]], int, int]:
+    """Images with a side below ``crop_size`` (their crops are zero-padded), with their sizes;
+    how many others have a side below ``2 * crop_size`` (their x0.5 views are padded); and
+    the largest crop that fills the x0.5 views of all of those (``crop_size`` if none).
+
+    Padded views are not harmless: their black band is a feature that the kNN and
+    transport branches can group crops by (results/pretrain compares a 192 px crop, whose
+    x0.5 views of 481 x 321 images are 160 px high, with a 160 px one).
 
     Only the image headers are read."""
-    small, half = [], 0
+    small, half, fit = [], 0, crop_size
     for path in paths:
         with Image.open(path) as im:
             side = min(im.size)
@@ -97,7 +102,8 @@ def small_images(paths: Sequence[Path], crop_size: int) -> tuple[list[tuple[str,
                 small.append((str(path), im.size))
             elif side < 2 * crop_size:
                 half += 1
-    return small, half
+                fit = min(fit, side // 2)
+    return small, half, fit
 
 
 class StepDataset(torch.utils.data.Dataset):

@@ -266,14 +266,14 @@ def run_pretrain(
             print(f"pretrain: skipping {len(unreadable)} unreadable image file(s), e.g. {unreadable[0][0]}: "
                   f"{unreadable[0][1]}", file=sys.stderr)
         crop = config.layout.crop_size
-        small, half = small_images(paths, crop)
+        small, half, fit = small_images(paths, crop)
         if small:
             w, h = small[0][1]
             print(f"pretrain: {len(small)} image(s) have a side below the {crop} px crop and are "
                   f"zero-padded to it, e.g. {small[0][0]} ({w}x{h})", file=sys.stderr)
         if half:
             print(f"pretrain: {half} more image(s) have a side below {2 * crop} px: their x0.5 views are "
-                  f"zero-padded to the {crop} px crop", file=sys.stderr)
+                  f"zero-padded to the {crop} px crop (--crop-size {fit} fills them all)", file=sys.stderr)
     total_steps = config.total_steps(len(paths), dist_info.world_size)
 
     torch.manual_seed(config.seed)  # the one place model init draws from

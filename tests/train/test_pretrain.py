@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -498,6 +499,7 @@ def test_unreadable_and_small_images_are_reported(tmp_path: Path, capsys: pytest
     assert "skipping 1 unreadable image file(s)" in err and "broken.jpg" in err
     assert "1 image(s) have a side below the 64 px crop" in err and "tiny.png (16x12)" in err
     assert "5 more image(s) have a side below 128 px: their x0.5 views are zero-padded" in err
+    assert "(--crop-size 40 fills them all)" in err  # the 96 x 80 images' x0.5 views are 48 x 40
 
 
 def test_resume_drops_records_of_redone_steps(tmp_path: Path) -> None:
@@ -677,3 +679,23 @@ def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> N
     plain = config_from_args(build_parser().parse_args(["pretrain", "--images", "x", "--out", "y"]))
     assert plain.layout == PRESETS["lite"]["layout"]
     assert main(["pretrain", "--images", "x", "--out", "y", "--contents", "0"]) == 2
+
+
+def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
+    """The lite-cpu preset is exactly the flags its runs in results/pretrain were given, and a
+    flag still overrides it (including switching --freeze-bn off)."""
+    from shamisa_bench.cli import build_parser
+    from shamisa_bench.train.cli import config_from_args
+
+    def config(*flags: str) -> PretrainConfig:
+        return config_from_args(build_parser().parse_args(["pretrain", "--images", "x", "--out", "y", *flags]))
+
+    recipe = config("--preset", "lite", "--max-steps", "1000", "--projector-init", "unit_norm_input",
+                    "--clip-grad-norm", "1.0", "--freeze-bn", "--projector-dim", "32", "--head-warmup-steps", "50",
+                    "--lr", "0.015", "--backbone-lr-mult", "0.1", "--c-var", "300", "--encoder-anchor", "3",
+                    "--crop-size", "160")
+    preset = config("--preset", "lite-cpu")
+    assert dataclasses.replace(preset, preset="lite") == recipe
+    assert preset.graph == "full" and preset.layout.crop_size == 160
+    assert config("--preset", "lite-cpu", "--no-freeze-bn").freeze_bn is False
+    assert config("--preset", "lite").freeze_bn is False
