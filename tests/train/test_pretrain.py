@@ -145,6 +145,16 @@ def test_sigkill_then_resume(images: Path, reference_run: Path, tmp_path: Path) 
     assert _same_state(_export_state(run), _export_state(reference_run))
 
 
+def _wait_for_step(proc: subprocess.Popen, log: Path, step: int, timeout_s: float) -> None:
+    """Wait until the run's log holds the record of ``step``; fail if the process ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.is_file() and f'"step": {step}, "loss"' in log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"pretrain ended or stalled before step {step}: {proc.stderr.read().decode()[-3000:]}")
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_after_the_step_with_a_checkpoint_and_a_record(images: Path, tmp_path: Path,
@@ -156,12 +166,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_a_record(images: Pa
     # its own process group, so the signal reaches the DataLoader worker too, as Ctrl-C does
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     log = run / "log.jsonl"
-    deadline = time.monotonic() + 120
-    while not (log.is_file() and '"step": 0, "loss"' in log.read_text()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"pretrain exited before its first step: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.02)
+    _wait_for_step(proc, log, 0, timeout_s=120)
     os.killpg(proc.pid, signum)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, stderr.decode()[-2000:]
@@ -241,7 +246,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(images: Path, tmp_path:
     run_pretrain(_tiny(max_steps=2), images, run, device="cpu", num_workers=0, progress=False)
     good = (run / "checkpoint.pt").read_bytes()
 
-    import shamisa_bench.losses as losses
+    from shamisa_bench import losses
 
     original = losses.ShamisaLoss.forward
 
@@ -289,7 +294,7 @@ def test_ddp_gloo_two_ranks(images: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "shamisa_bench", "pretrain", "--images", str(images), "--out", str(run), "--preset", "tiny",
            "--max-steps", "2", "--device", "cpu", "--workers", "0", "--no-progress"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2
@@ -328,12 +333,7 @@ def test_sigterm_to_a_torchrun_job_stops_both_ranks_after_the_same_step(images: 
            "--workers", "0", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     log = run / "log.jsonl"
-    deadline = time.monotonic() + 180
-    while not (log.is_file() and '"step": 1, "loss"' in log.read_text()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"torchrun exited before its second step: {proc.stderr.read().decode()[-3000:]}")
-        time.sleep(0.05)
+    _wait_for_step(proc, log, 1, timeout_s=180)
     os.killpg(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=180)
     text = stderr.decode()
