@@ -89,9 +89,10 @@ def small_images(paths: Sequence[Path], crop_size: int) -> tuple[list[tuple[str,
     how many others have a side below ``2 * crop_size`` (their x0.5 views are padded); and
     the largest crop that fills the x0.5 views of all of those (``crop_size`` if none).
 
-    Padded views are not harmless: their black band is a feature that the kNN and
-    transport branches can group crops by (results/pretrain compares a 192 px crop, whose
-    x0.5 views of 481 x 321 images are 160 px high, with a 160 px one).
+    Padded views may not be harmless: their black band is a feature that the kNN and
+    transport branches could group crops by (results/pretrain compares a 192 px crop, whose
+    x0.5 views of 481 x 321 images are 160 px high, with a 160 px one; it does not separate
+    the padding from the change of crop).
 
     Only the image headers are read."""
     small, half, fit = [], 0, crop_size
