@@ -69,9 +69,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "rows of a VICReg half (52 for the lite layout) so unit variance and zero covariance can meet")
     p.add_argument("--head-warmup-steps", type=int, default=None,
                    help="train only the projector and the relation graph for the first N steps (default 0)")
-    p.add_argument("--detach-graph", action="store_true",
+    p.add_argument("--detach-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="build the kNN and transport branches on detached features, so the relation graph "
-                        "reaches the encoder only through z (default: differentiable, as the reference)")
+                        "reaches the encoder only through z (default: the preset's; a0 and lite keep them "
+                        "differentiable, as the reference)")
     p.add_argument("--encoder-anchor", type=float, default=None,
                    help="pull the encoder's weights back towards their initialisation with this strength "
                         "(L2-SP: X * (w - w_init) is added to each gradient; default 0, off)")
@@ -118,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         c_cov=args.c_cov,
         projector_dim=args.projector_dim,
         head_warmup_steps=args.head_warmup_steps,
-        detach_graph=True if args.detach_graph else None,
+        detach_graph=args.detach_graph,
         encoder_anchor=args.encoder_anchor,
         channels_last=False if args.no_channels_last else None,
         layout=layout,

@@ -470,6 +470,7 @@ def run_pretrain(
                     "lr_encoder": optimizer.param_groups[0]["lr"],
                     "encoder_drift": round(_l2([p.detach() - w0 for p, w0 in anchor]) / anchor_norm, 6),
                     "branch_weights": [round(float(w), 4) for w in graph_out.branch_weights],
+                    "branch_sums": [round(float(s), 4) for s in graph_out.weight_sums],
                     "data_s": round(data_s, 4),
                     "build_s": round(build_s, 4),
                     "compute_s": round(compute_s, 4),

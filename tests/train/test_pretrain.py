@@ -77,6 +77,10 @@ def test_run_folder_contents(reference_run: Path) -> None:
         assert r["data_s"] >= 0 and r["compute_s"] > 0
         for term in ("var", "inv", "cov"):
             assert term in r
+        # the aggregator's view of the graph: 6 weights summing to 1, and each branch's
+        # coefficient-scaled weight sum (every branch of the full graph has edges)
+        assert len(r["branch_weights"]) == 6 and abs(sum(r["branch_weights"]) - 1) < 1e-3
+        assert len(r["branch_sums"]) == 6 and all(s > 0 for s in r["branch_sums"])
     export_cfg = json.loads((reference_run / "export" / "config.json").read_text())
     assert export_cfg["backbone"] == "resnet18"
     assert (reference_run / "checkpoint.pt").is_file()
@@ -698,4 +702,6 @@ def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
     assert dataclasses.replace(preset, preset="lite") == recipe
     assert preset.graph == "full" and preset.layout.crop_size == 160
     assert config("--preset", "lite-cpu", "--no-freeze-bn").freeze_bn is False
+    assert config("--preset", "lite-cpu", "--detach-graph").detach_graph is True
+    assert config("--preset", "lite-cpu", "--no-detach-graph").detach_graph is False
     assert config("--preset", "lite").freeze_bn is False
