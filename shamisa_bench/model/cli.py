@@ -6,6 +6,10 @@
   and print its summary as JSON.
 * ``model convert-export SRC --dtype float16 --out DST``: rewrite an export in another
   storage dtype (how the shipped fp16 encoder is made), keeping its provenance.
+* ``model average-exports A B ... --out DST``: one export whose weights are the mean of
+  several (stochastic weight averaging over a run's ``--export-every`` checkpoints).
+* ``model probe EXPORT... --dataset clive-dev``: the pretraining validation SRCC of each
+  export, one JSON line each (how ``pretrain --val-dataset`` chooses ``best``).
 * ``perf encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,8 @@ from shamisa_bench.cli.args import (
     add_feature_mode_argument,
     device_from_args,
 )
+from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.model.average import average_exports
 from shamisa_bench.model.backbones import (
     BACKBONES,
     build_encoder,
@@ -35,6 +42,7 @@ from shamisa_bench.model.export import (
     save_encoder_export,
 )
 from shamisa_bench.model.features import encode_two_scale
+from shamisa_bench.train.probe import ValidationProbe
 
 __all__ = ["register", "register_bench"]
 
@@ -56,6 +64,26 @@ def register(subparsers: Any) -> None:
     convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), required=True)
     convert.add_argument("--out", required=True, help="destination export folder")
     convert.set_defaults(func=_convert_export)
+
+    average = sub.add_parser("average-exports", help="one export whose weights are the mean of several exports")
+    average.add_argument("paths", nargs="+", metavar="EXPORT", help="export folders (two or more, one backbone)")
+    average.add_argument("--weights", type=float, nargs="+", default=None,
+                         help="one non-negative weight per export (default: uniform)")
+    average.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    average.add_argument("--out", required=True, help="destination export folder")
+    average.set_defaults(func=_average_exports)
+
+    probe = sub.add_parser("probe", help="validation SRCC of exports, as pretrain --val-dataset measures it")
+    probe.add_argument("paths", nargs="+", metavar="EXPORT", help="export folders")
+    probe.add_argument("--dataset", required=True, help="registered labelled dataset (e.g. clive-dev)")
+    probe.add_argument("--data-root", default=None,
+                       help="folder holding the dataset (default: $SHAMISA_BENCH_DATA or ./datasets)")
+    probe.add_argument("--split-seed", type=int, default=0,
+                       help="seed of the split whose train and val parts are measured (default 0)")
+    probe.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")
+    add_feature_mode_argument(probe, help="how features are extracted (default whole)")
+    add_device_argument(probe)
+    probe.set_defaults(func=_probe_exports)
 
 
 def register_bench(bench_subparsers: Any) -> None:
@@ -103,6 +131,41 @@ def _convert_export(args: argparse.Namespace) -> int:
     info = read_encoder_export(out)
     print(json.dumps({"export": str(out), "dtype": info.dtype, "weights_sha256": info.weights_sha256,
                       "bytes": info.weights_path.stat().st_size, "source_sha256": source.weights_sha256}, indent=2))
+    return 0
+
+
+def _average_exports(args: argparse.Namespace) -> int:
+    sources = {read_encoder_export(p).config_path.parent.resolve() for p in args.paths}
+    if Path(args.out).resolve() in sources:
+        raise ValueError(f"--out {args.out} is one of the exports being averaged; write the average elsewhere")
+    if args.weights is not None and len(args.weights) != len(args.paths):
+        raise ValueError(f"--weights gives {len(args.weights)} weights for {len(args.paths)} exports")
+    encoder, provenance = average_exports(args.paths, args.weights)
+    out = save_encoder_export(encoder, args.out, dtype=getattr(torch, args.dtype), extra={"average": provenance})
+    info = read_encoder_export(out)
+    print(json.dumps({"export": str(out), "dtype": info.dtype, "weights_sha256": info.weights_sha256,
+                      "sources": len(args.paths)}, indent=2))
+    return 0
+
+
+def _probe_exports(args: argparse.Namespace) -> int:
+    for path in args.paths:  # every export is checked before the minutes of feature extraction
+        read_encoder_export(path)
+    try:
+        probe = ValidationProbe(args.dataset, args.data_root, split_seed=args.split_seed,
+                                feature_mode=args.feature_mode, device=device_from_args(args),
+                                registry=args.registry)
+    except (OSError, ValueError, KeyError) as err:
+        raise CLIError(f"--dataset {args.dataset}: {err}") from err
+    if probe.skipped:
+        print(f"probe: skipped {len(probe.skipped)} unreadable images, e.g. {probe.skipped[0][0]}: "
+              f"{probe.skipped[0][1]}", file=sys.stderr)
+    for path in args.paths:
+        encoder = load_encoder_export(path)
+        result = probe(encoder.to(probe.device))
+        steps = (read_encoder_export(path, verify=False).config.get("extra") or {}).get("pretrain", {}).get("steps")
+        print(json.dumps({"export": str(path), "weights_sha256": encoder.weights_sha256, "step": steps,
+                          "dataset": args.dataset, "split_hash": probe.split_hash, **result.to_dict()}), flush=True)
     return 0
 
 

@@ -51,6 +51,7 @@ from shamisa_bench.model import read_encoder_export, save_encoder_export
 from shamisa_bench.model.network import PretrainNet
 from shamisa_bench.train.checkpoint import (
     best_logged_validation,
+    logged_validations,
     export_extra,
     load_resume,
     replace_export,
@@ -59,7 +60,7 @@ from shamisa_bench.train.checkpoint import (
 from shamisa_bench.train.config import CONFIG_FORMAT, PretrainConfig, PretrainError, PretrainStopped
 from shamisa_bench.train.data import StepDataset, image_set, scan_images, small_images
 
-__all__ = ["run_pretrain"]
+__all__ = ["run_pretrain", "validation_fell"]
 
 
 def _worker_init(_: int) -> None:
@@ -183,6 +184,23 @@ def _check_finite(step: int, total: Tensor, terms: dict[str, Tensor]) -> None:
         )
 
 
+def validation_fell(history: Sequence[float], drop: float, patience: int) -> bool:
+    """Whether the last ``patience`` validations all lie more than ``drop`` below the best one.
+
+    ``history`` is every validation SRCC of the run in step order, the step-0 baseline (the
+    initial encoder) first, so a run that only ever falls from its start is caught too.
+
+    Raises:
+        ValueError: ``drop`` not positive or ``patience`` below 1.
+    """
+    if not drop > 0 or patience < 1:
+        raise ValueError(f"early stop needs drop > 0 and patience >= 1, got {drop} and {patience}")
+    if len(history) <= patience:
+        return False
+    best = max(history)
+    return all(v < best - drop for v in history[-patience:])
+
+
 def run_pretrain(
     config: PretrainConfig,
     images: Path | Sequence[Path],
@@ -197,6 +215,7 @@ def run_pretrain(
     validation: Any = None,
     val_every: int | None = None,
     tune_allocator: bool = False,
+    early_stop: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) one pretraining run.
 
@@ -222,6 +241,11 @@ def run_pretrain(
             default, since it changes the allocator of the whole calling process; the
             ``pretrain`` command turns it on unless ``--no-malloc-tuning``. See
             ``shamisa_bench.distortions.allocator.tune_malloc``.
+        early_stop: ``(drop, patience)``: end the run after ``patience`` validations in a
+            row more than ``drop`` below the best one so far (the step-0 baseline counts),
+            as a finished run (checkpoint, ``export``, summary) at the step it reached.
+            ``--resume`` continues it (where the next validation, still below, ends it
+            again unless the resumed run leaves ``early_stop`` off). Needs ``validation``.
 
     Returns:
         A summary dict: steps done, final loss, export path, best validation, seconds.
@@ -245,6 +269,13 @@ def run_pretrain(
         raise PretrainError(f"export_every must be >= 1, got {export_every}")
     if (validation is not None and val_every is None) or (val_every is not None and val_every < 1):
         raise PretrainError(f"val_every must be >= 1 (and is required with validation), got {val_every}")
+    if early_stop is not None:
+        if not val_every:
+            raise PretrainError("early_stop needs a validation (--val-dataset) to watch")
+        try:
+            validation_fell([], *early_stop)
+        except ValueError as err:
+            raise PretrainError(str(err)) from err
     paths, unreadable = scan_images(images)
     n_files = len(paths) + len(unreadable)
     if len(unreadable) > config.max_unreadable_fraction * n_files:
@@ -379,13 +410,19 @@ def run_pretrain(
             )
 
     best = {"val_srcc": float("-inf"), "step": None}
+    history: list[float] = []  # every validation so far, step 0 first (rank 0)
     if resume and dist_info.is_main:
         best.update(best_logged_validation(log_path, start_step))
+        history.extend(logged_validations(log_path, start_step))
 
-    def validate(done: int) -> None:
-        """Rank 0 measures (it holds ``validation``); the other ranks wait at the barrier."""
+    def validate(done: int) -> bool:
+        """Rank 0 measures (it holds ``validation``); the other ranks wait for its verdict.
+
+        Returns whether ``early_stop`` ends the run here (the same answer on every rank).
+        """
         if not val_every:
-            return
+            return False
+        fell = torch.zeros(1, device=dev)
         if dist_info.is_main and validation is not None:
             result = validation(net.encoder)
             # Step 0 is the initialisation: logged as the baseline to beat, never kept as "best".
@@ -398,8 +435,12 @@ def run_pretrain(
             net.train()  # the probe restored the encoder's own mode; re-apply freeze_bn
             with log_path.open("a") as fh:
                 fh.write(json.dumps({"step": done, **result.to_dict(), "val_best": improved}) + "\n")
+            history.append(result.srcc)
+            if early_stop is not None and done > 0 and validation_fell(history, *early_stop):
+                fell.fill_(1.0)
         if dist_info.enabled:
-            dist.barrier()
+            dist.broadcast(fell, src=0)
+        return bool(fell)
 
     def _stop(done: int, total: int, signum: int) -> None:
         """Checkpoint the steps done, log why the run ended there, and leave the loop."""
@@ -414,6 +455,7 @@ def run_pretrain(
 
     if start_step == 0 and total_steps > 0:
         validate(0)
+    end_step = total_steps  # the step the run finishes at: total_steps, or where early_stop ends it
     last = {"loss": float("nan")}
     bar = StepProgress(total_steps, start_step, enabled=progress and dist_info.is_main)
     net.train()
@@ -484,7 +526,17 @@ def run_pretrain(
                 save_encoder_export(net.encoder, out / "exports" / f"step{step + 1:06d}",
                                     extra=export_extra(config, step + 1, images_id))
             if val_every and ((step + 1) % val_every == 0 or step + 1 == total_steps):
-                validate(step + 1)
+                if validate(step + 1) and step + 1 < total_steps:
+                    end_step = step + 1
+                    if dist_info.is_main:
+                        drop, patience = early_stop or (0.0, 0)
+                        with log_path.open("a") as fh:
+                            fh.write(json.dumps({"stopped": {
+                                "after_step": end_step, "total_steps": total_steps, "reason": "early_stop",
+                                "detail": f"the last {patience} validation(s) are more than {drop} below the "
+                                          f"best ({max(history):.6f})",
+                                "seconds": round(time.perf_counter() - t_start, 3), "at": utc_now()}}) + "\n")
+                    break
             if step + 1 < total_steps and _stop_requested(stop, dist_info.enabled, dev):
                 _stop(step + 1, total_steps, stop.signum or signal.SIGTERM)
             wait_start = time.perf_counter()
@@ -497,9 +549,9 @@ def run_pretrain(
         for buffer in net.buffers():
             dist.broadcast(buffer, src=0)
     export_dir = out / "export"
-    if dist_info.is_main and start_step < total_steps:
-        save_checkpoint(total_steps)
-        save_encoder_export(net.encoder, export_dir, extra=export_extra(config, total_steps, images_id))
+    if dist_info.is_main and start_step < end_step:
+        save_checkpoint(end_step)
+        save_encoder_export(net.encoder, export_dir, extra=export_extra(config, end_step, images_id))
     checksums = [_param_checksum(net)]
     if dist_info.enabled:
         gathered: list[Any] = [None] * dist_info.world_size
@@ -509,7 +561,9 @@ def run_pretrain(
         if len(set(checksums)) != 1:
             raise PretrainError(f"ranks ended with different weights (checksums {checksums})")
     summary = {
-        "steps": total_steps,
+        "steps": end_step,
+        "planned_steps": total_steps,
+        "early_stopped": end_step < total_steps,
         "start_step": start_step,
         "final_loss": last["loss"] if math.isfinite(last["loss"]) else None,
         "export": str(export_dir) if export_dir.is_dir() else None,
@@ -520,7 +574,7 @@ def run_pretrain(
         "world_size": dist_info.world_size,
         "rank_checksums": checksums,
     }
-    if dist_info.is_main and start_step < total_steps:
+    if dist_info.is_main and start_step < end_step:
         end = {"summary": {k: v for k, v in summary.items() if k not in ("rank", "export")},
                "export_sha256": read_encoder_export(export_dir, verify=False).weights_sha256}
         if (out / "best").exists():

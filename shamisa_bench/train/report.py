@@ -49,6 +49,9 @@ class RunLog:
     def state(self) -> str:
         """How the log ends: finished, stopped after a step (and not resumed), or cut short."""
         if self.end is not None:
+            summary = self.end.get("summary") or {}
+            if summary.get("early_stopped"):
+                return f"ended by --early-stop after step {summary.get('steps')} of {summary.get('planned_steps')}"
             return "finished"
         last = self.steps[-1]["step"] + 1 if self.steps else 0
         if self.stops and self.stops[-1].get("after_step") == last:

@@ -436,6 +436,67 @@ def test_cli_verify_export(r18: Encoder, tmp_path: Path, capsys: pytest.CaptureF
     assert "sha256" in capsys.readouterr().err
 
 
+def test_average_state_dicts_weighted_mean_and_errors() -> None:
+    from shamisa_bench.model.average import average_state_dicts
+
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 4.0], dtype=torch.float16), "n": torch.tensor(7)}
+    mean = average_state_dicts([a, b])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 3.0])) and mean["w"].dtype == torch.float32
+    assert int(mean["n"]) == 7  # integer buffers come from the last state dict
+    assert torch.equal(average_state_dicts([a, b], [3, 1])["w"], torch.tensor([1.5, 2.5]))
+    assert torch.equal(average_state_dicts([a, b], [0, 2])["w"], torch.tensor([3.0, 4.0]))
+    with pytest.raises(ValueError, match="other keys"):
+        average_state_dicts([a, {"w": a["w"]}])
+    with pytest.raises(ValueError, match="shapes"):
+        average_state_dicts([a, {"w": torch.zeros(3), "n": a["n"]}])
+    for bad in ([1.0], [-1.0, 2.0], [0.0, 0.0], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="weights"):
+            average_state_dicts([a, b], bad)
+    with pytest.raises(ValueError, match="at least one"):
+        average_state_dicts([])
+
+
+def test_cli_average_exports(r18: Encoder, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.model.average import average_exports
+
+    first = save_encoder_export(r18, tmp_path / "a", extra={"pretrain": {"steps": 50, "seed": 27}})
+    shifted = build_encoder("resnet18", "random", seed=0)
+    shifted.load_state_dict({k: v + 1 if v.is_floating_point() else v for k, v in r18.state_dict().items()})
+    second = save_encoder_export(shifted, tmp_path / "b", extra={"pretrain": {"steps": 100, "seed": 27}})
+    out = tmp_path / "avg"
+    assert cli.main(["model", "average-exports", str(first), str(second), "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    averaged = load_encoder_export(out)
+    assert printed["weights_sha256"] == averaged.weights_sha256 == read_encoder_export(out).weights_sha256
+    for key, value in r18.state_dict().items():
+        expected = value + 0.5 if value.is_floating_point() else value
+        assert torch.allclose(averaged.state_dict()[key], expected, atol=1e-6), key
+    provenance = read_encoder_export(out).config["extra"]["average"]
+    assert [s["step"] for s in provenance["sources"]] == [50, 100]
+    assert [s["weights_sha256"] for s in provenance["sources"]] == [
+        read_encoder_export(first).weights_sha256, read_encoder_export(second).weights_sha256]
+    assert provenance["weights"] == [0.5, 0.5]
+    # weighted: 3:1 towards the first export
+    encoder, provenance = average_exports([first, second], [3, 1])
+    assert torch.allclose(encoder.state_dict()["trunk.conv1.weight"],
+                          r18.state_dict()["trunk.conv1.weight"] + 0.25, atol=1e-6)
+    assert provenance["weights"] == [0.75, 0.25] and encoder.weights_sha256 is None
+
+    def fails(*argv: str, match: str) -> None:
+        assert cli.main(["model", "average-exports", *argv]) == 2
+        assert match in capsys.readouterr().err
+
+    fails(str(first), str(second), "--out", str(first), match="is one of the exports")
+    fails(str(first), str(second), "--weights", "1", "--out", str(tmp_path / "w"), match="1 weights for 2")
+    fails(str(first), "--out", str(tmp_path / "one"), match="at least two")
+    other = save_encoder_export(build_encoder("efficientnet_lite0", "random", seed=0), tmp_path / "lite")
+    fails(str(first), str(other), "--out", str(tmp_path / "mixed"), match="differs from")
+    (second / "encoder.pt").write_bytes(b"garbage")
+    fails(str(first), str(second), "--out", str(tmp_path / "bad"), match="sha256")
+    assert not (tmp_path / "w").exists() and not (tmp_path / "mixed").exists() and not (tmp_path / "bad").exists()
+
+
 # ---------------------------------------------------------------------- two-scale features
 
 

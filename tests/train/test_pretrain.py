@@ -376,6 +376,121 @@ def _labelled_dataset(tmp: Path) -> tuple[Path, Path]:
     return data, tmp / "registry"
 
 
+def test_validation_fell() -> None:
+    from shamisa_bench.train.loop import validation_fell
+
+    assert not validation_fell([0.73], 0.05, 1)  # the baseline alone
+    assert validation_fell([0.73, 0.67], 0.05, 1)  # a fall from the start counts
+    assert not validation_fell([0.73, 0.75, 0.71, 0.69], 0.05, 2)  # 0.71 is within 0.05 of 0.75
+    assert validation_fell([0.73, 0.75, 0.69, 0.60], 0.05, 2)
+    assert not validation_fell([0.73, 0.75, 0.69, 0.74, 0.60], 0.05, 2)  # not in a row
+    for drop, patience in ((0.0, 2), (-0.1, 2), (float("nan"), 2), (0.05, 0)):
+        with pytest.raises(ValueError, match="early stop"):
+            validation_fell([0.7, 0.6, 0.5], drop, patience)
+
+
+class _ScriptedProbe:
+    """A validation probe that returns given SRCCs in turn (the early stop's input)."""
+
+    dataset = "scripted"
+    split_hash = "0" * 12
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = list(values)
+
+    def __call__(self, encoder: torch.nn.Module) -> object:
+        from shamisa_bench.train.probe import ValidationResult
+
+        return ValidationResult(srcc=self.values.pop(0), alpha=1.0, n_images=10, n_divisions=3, seconds=0.0)
+
+
+def test_early_stop_ends_a_falling_run_as_a_finished_one(images: Path, tmp_path: Path) -> None:
+    from shamisa_bench.model import read_encoder_export
+    from shamisa_bench.train.report import read_run_log
+
+    run = tmp_path / "run"
+    # steps 0..4: the start, a rise, then two validations more than 0.05 below the best (0.72)
+    probe = _ScriptedProbe([0.70, 0.72, 0.60, 0.50])
+    summary = run_pretrain(_tiny(max_steps=4, checkpoint_every=4), images, run, device="cpu", num_workers=0,
+                           progress=False, validation=probe, val_every=1, early_stop=(0.05, 2))
+    assert (summary["steps"], summary["planned_steps"], summary["early_stopped"]) == (3, 4, True)
+    assert (summary["best_step"], summary["best_val_srcc"]) == (1, 0.72)
+    log = read_run_log(run)
+    assert [r["step"] for r in log.steps] == [0, 1, 2]
+    assert log.stops[-1]["reason"] == "early_stop" and log.stops[-1]["after_step"] == 3
+    assert log.state == "ended by --early-stop after step 3 of 4"
+    assert read_encoder_export(run / "export").config["extra"]["pretrain"]["steps"] == 3
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+    # --resume without the early stop runs the remaining step; the history is read from the log
+    resumed = run_pretrain(_tiny(max_steps=4, checkpoint_every=4), images, run, device="cpu", num_workers=0,
+                           progress=False, validation=_ScriptedProbe([0.55]), val_every=1, resume=True)
+    assert (resumed["steps"], resumed["early_stopped"], resumed["best_step"]) == (4, False, 1)
+    assert read_run_log(run).state == "finished"
+    # a resumed run with the early stop reads the validations before it from the log
+    again = tmp_path / "again"
+    run_pretrain(_tiny(max_steps=2, checkpoint_every=2), images, again, device="cpu", num_workers=0,
+                 progress=False, validation=_ScriptedProbe([0.70, 0.60, 0.68]), val_every=1)
+    ended = run_pretrain(_tiny(max_steps=4, checkpoint_every=2), images, again, device="cpu", num_workers=0,
+                         progress=False, validation=_ScriptedProbe([0.64, 0.63]), val_every=1, resume=True,
+                         early_stop=(0.05, 2))
+    # step 3: 0.68 breaks the row; step 4 ends the run anyway, so it is no early stop
+    assert (ended["start_step"], ended["steps"], ended["early_stopped"]) == (2, 4, False)
+    again2 = tmp_path / "again2"
+    run_pretrain(_tiny(max_steps=2, checkpoint_every=2), images, again2, device="cpu", num_workers=0,
+                 progress=False, validation=_ScriptedProbe([0.70, 0.68, 0.60]), val_every=1)
+    ended = run_pretrain(_tiny(max_steps=4, checkpoint_every=2), images, again2, device="cpu", num_workers=0,
+                         progress=False, validation=_ScriptedProbe([0.64, 0.9]), val_every=1, resume=True,
+                         early_stop=(0.05, 2))
+    assert (ended["steps"], ended["early_stopped"]) == (3, True)
+    with pytest.raises(PretrainError, match="needs a validation"):
+        run_pretrain(_tiny(max_steps=4), images, tmp_path / "x", device="cpu", num_workers=0, progress=False,
+                     early_stop=(0.05, 2))
+    with pytest.raises(PretrainError, match="early stop needs"):
+        run_pretrain(_tiny(max_steps=4), images, tmp_path / "y", device="cpu", num_workers=0, progress=False,
+                     validation=_ScriptedProbe([0.7]), val_every=1, early_stop=(0.0, 2))
+
+
+def test_cli_early_stop_needs_a_validation(images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["pretrain", "--preset", "tiny", "--images", str(images), "--out", str(tmp_path / "run"), "--no-progress",
+            "--early-stop", "0.05"]
+    assert main(argv) == 2
+    assert "--val-dataset" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_cli_model_probe_measures_exports_as_pretraining_does(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from shamisa_bench import cli
+    from shamisa_bench.harness.registry import load_registry
+    from shamisa_bench.model import build_encoder, save_encoder_export
+    from shamisa_bench.train.probe import ValidationProbe
+
+    data, overlay = _labelled_dataset(tmp_path)
+    registry = tmp_path / "full-registry"
+    shutil.copytree(load_registry().root, registry)
+    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    encoders = [build_encoder("resnet18", "random", seed=s) for s in (1, 2)]
+    exports = [save_encoder_export(e, tmp_path / f"e{i}", extra={"pretrain": {"steps": 50 * (i + 1)}})
+               for i, e in enumerate(encoders)]
+    argv = ["model", "probe", *map(str, exports), "--dataset", "bright", "--data-root", str(data),
+            "--registry", str(registry), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    probe = ValidationProbe("bright", data, registry=registry)
+    assert [x["step"] for x in lines] == [50, 100]
+    for line, encoder in zip(lines, encoders, strict=True):
+        assert line["val_srcc"] == pytest.approx(probe(encoder).srcc, abs=1e-6)
+        assert line["split_hash"] == probe.split_hash and line["val_divisions"] == 10
+    # A broken export fails before any feature is extracted, naming the file.
+    (exports[1] / "encoder.pt").write_bytes(b"garbage")
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "encoder.pt" in captured.err and "sha256" in captured.err
+    assert cli.main([*argv[:3], "--dataset", "no-such-set", "--data-root", str(data)]) == 2
+    assert "no-such-set" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_validation_selects_and_keeps_best_export(images: Path, tmp_path: Path) -> None:
     import shutil
