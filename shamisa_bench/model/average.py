@@ -21,7 +21,12 @@ from typing import Any
 import torch
 
 from shamisa_bench.model.backbones import Encoder
-from shamisa_bench.model.export import EncoderExport, ExportError, load_encoder_export, read_encoder_export
+from shamisa_bench.model.export import (
+    EncoderExport,
+    ExportError,
+    load_encoder_export,
+    read_encoder_export,
+)
 
 __all__ = ["average_exports", "average_state_dicts"]
 

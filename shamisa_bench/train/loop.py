@@ -51,13 +51,18 @@ from shamisa_bench.model import read_encoder_export, save_encoder_export
 from shamisa_bench.model.network import PretrainNet
 from shamisa_bench.train.checkpoint import (
     best_logged_validation,
-    logged_validations,
     export_extra,
     load_resume,
+    logged_validations,
     replace_export,
     truncate_log,
 )
-from shamisa_bench.train.config import CONFIG_FORMAT, PretrainConfig, PretrainError, PretrainStopped
+from shamisa_bench.train.config import (
+    CONFIG_FORMAT,
+    PretrainConfig,
+    PretrainError,
+    PretrainStopped,
+)
 from shamisa_bench.train.data import StepDataset, image_set, scan_images, small_images
 
 __all__ = ["run_pretrain", "validation_fell"]
