@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from shamisa_bench.cli.args import (
     add_feature_mode_argument,
     device_from_args,
 )
-from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.model.average import average_exports
 from shamisa_bench.model.backbones import (
     BACKBONES,
@@ -42,7 +40,7 @@ from shamisa_bench.model.export import (
     save_encoder_export,
 )
 from shamisa_bench.model.features import encode_two_scale
-from shamisa_bench.train.probe import ValidationProbe
+from shamisa_bench.train.probe import open_probe
 
 __all__ = ["register", "register_bench"]
 
@@ -151,15 +149,8 @@ def _average_exports(args: argparse.Namespace) -> int:
 def _probe_exports(args: argparse.Namespace) -> int:
     for path in args.paths:  # every export is checked before the minutes of feature extraction
         read_encoder_export(path)
-    try:
-        probe = ValidationProbe(args.dataset, args.data_root, split_seed=args.split_seed,
-                                feature_mode=args.feature_mode, device=device_from_args(args),
-                                registry=args.registry)
-    except (OSError, ValueError, KeyError) as err:
-        raise CLIError(f"--dataset {args.dataset}: {err}") from err
-    if probe.skipped:
-        print(f"probe: skipped {len(probe.skipped)} unreadable images, e.g. {probe.skipped[0][0]}: "
-              f"{probe.skipped[0][1]}", file=sys.stderr)
+    probe = open_probe(args.dataset, args.data_root, option="--dataset", split_seed=args.split_seed,
+                       feature_mode=args.feature_mode, device=device_from_args(args), registry=args.registry)
     for path in args.paths:
         encoder = load_encoder_export(path)
         result = probe(encoder.to(probe.device))

@@ -30,7 +30,7 @@ from shamisa_bench.train.config import (
     preset_config,
 )
 from shamisa_bench.train.loop import run_pretrain
-from shamisa_bench.train.probe import ValidationProbe
+from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import plot_compare, plot_curves, read_run_log
 
 __all__ = ["add_config_args", "config_from_args", "register"]
@@ -132,13 +132,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.val_dataset:
         if int(os.environ.get("RANK", "0")) == 0:
             try:
-                validation = ValidationProbe(args.val_dataset, args.data_root, split_seed=args.val_split_seed,
-                                             registry=args.registry)
-            except (OSError, ValueError, KeyError) as err:
-                raise CLIError(f"--val-dataset {args.val_dataset}: {err}") from err
-            if validation.skipped:
-                print(f"validation: skipped {len(validation.skipped)} unreadable images, e.g. "
-                      f"{validation.skipped[0][0]}: {validation.skipped[0][1]}", file=sys.stderr)
+                validation = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
+                                        split_seed=args.val_split_seed, registry=args.registry)
+            except ValueError as err:
+                raise CLIError(str(err)) from err
     val_every = args.val_every if args.val_dataset else None  # every rank waits while rank 0 measures
     early_stop = None
     if args.early_stop is not None:

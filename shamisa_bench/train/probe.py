@@ -12,6 +12,7 @@ best value in ``RUN/best``.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from shamisa_bench.harness.data.splits import make_splits
 from shamisa_bench.harness.registry import load_registry
 from shamisa_bench.iqa.head import FitConfig, extract_features, select_alpha
 
-__all__ = ["ValidationProbe", "ValidationResult"]
+__all__ = ["ValidationProbe", "ValidationResult", "open_probe"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,25 @@ class ValidationProbe:
             n_divisions=n_divisions,
             seconds=time.perf_counter() - t0,
         )
+
+
+def open_probe(dataset: str, data_root: Path | str | None, *, option: str, **kwargs: Any) -> ValidationProbe:
+    """A :class:`ValidationProbe` for a command line option, its skips reported on stderr.
+
+    Args:
+        dataset: registry name.
+        data_root: folder holding the datasets.
+        option: the option that named the dataset (e.g. ``--val-dataset``), for messages.
+        **kwargs: passed to :class:`ValidationProbe`.
+
+    Raises:
+        ValueError: the dataset is unknown, missing or unreadable; the message names ``option``.
+    """
+    try:
+        probe = ValidationProbe(dataset, data_root, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{option} {dataset}: {err}") from err
+    if probe.skipped:
+        print(f"{option} {dataset}: skipped {len(probe.skipped)} unreadable images, e.g. {probe.skipped[0][0]}: "
+              f"{probe.skipped[0][1]}", file=sys.stderr)
+    return probe

@@ -427,20 +427,18 @@ def test_early_stop_ends_a_falling_run_as_a_finished_one(images: Path, tmp_path:
     assert (resumed["steps"], resumed["early_stopped"], resumed["best_step"]) == (4, False, 1)
     assert read_run_log(run).state == "finished"
     # a resumed run with the early stop reads the validations before it from the log
-    again = tmp_path / "again"
-    run_pretrain(_tiny(max_steps=2, checkpoint_every=2), images, again, device="cpu", num_workers=0,
-                 progress=False, validation=_ScriptedProbe([0.70, 0.60, 0.68]), val_every=1)
-    ended = run_pretrain(_tiny(max_steps=4, checkpoint_every=2), images, again, device="cpu", num_workers=0,
-                         progress=False, validation=_ScriptedProbe([0.64, 0.63]), val_every=1, resume=True,
-                         early_stop=(0.05, 2))
+    def two_then_two(name: str, before: list[float], after: list[float]) -> dict[str, object]:
+        folder = tmp_path / name
+        run_pretrain(_tiny(max_steps=2, checkpoint_every=2), images, folder, device="cpu", num_workers=0,
+                     progress=False, validation=_ScriptedProbe(before), val_every=1)
+        return run_pretrain(_tiny(max_steps=4, checkpoint_every=2), images, folder, device="cpu", num_workers=0,
+                            progress=False, validation=_ScriptedProbe(after), val_every=1, resume=True,
+                            early_stop=(0.05, 2))
+
+    ended = two_then_two("broken-row", [0.70, 0.60, 0.68], [0.64, 0.63])
     # step 3: 0.68 breaks the row; step 4 ends the run anyway, so it is no early stop
     assert (ended["start_step"], ended["steps"], ended["early_stopped"]) == (2, 4, False)
-    again2 = tmp_path / "again2"
-    run_pretrain(_tiny(max_steps=2, checkpoint_every=2), images, again2, device="cpu", num_workers=0,
-                 progress=False, validation=_ScriptedProbe([0.70, 0.68, 0.60]), val_every=1)
-    ended = run_pretrain(_tiny(max_steps=4, checkpoint_every=2), images, again2, device="cpu", num_workers=0,
-                         progress=False, validation=_ScriptedProbe([0.64, 0.9]), val_every=1, resume=True,
-                         early_stop=(0.05, 2))
+    ended = two_then_two("row", [0.70, 0.68, 0.60], [0.64, 0.9])
     assert (ended["steps"], ended["early_stopped"]) == (3, True)
     with pytest.raises(PretrainError, match="needs a validation"):
         run_pretrain(_tiny(max_steps=4), images, tmp_path / "x", device="cpu", num_workers=0, progress=False,
