@@ -45,7 +45,8 @@ PROBES = {
     **{f"lite0-shamisa-{g}": ("efficientnet_lite0", "export")
        for g in ("full", "vicreg-binary", "metadata-only", "structure-only", "full-1000", "metadata-anchor-1000",
                  "vicreg-frozen-anchor-1000", "full-frozen-anchor-1000", "lite-cpu-1000",
-                 "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000")},
+                 "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000",
+                 "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa")},
 }
 SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation"}
 
