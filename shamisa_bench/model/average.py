@@ -37,7 +37,7 @@ def average_state_dicts(
     """The weighted mean of state dicts with the same keys and shapes.
 
     Args:
-        states: two or more state dicts (any floating dtypes; accumulated in float64).
+        states: one or more state dicts (any floating dtypes; accumulated in float64).
         weights: one non-negative weight per state dict, not all zero; normalised to sum
             to 1 (default: uniform).
 
@@ -45,7 +45,7 @@ def average_state_dicts(
         A float32 state dict (integer tensors copied from the last state dict).
 
     Raises:
-        ValueError: fewer than one state dict, mismatched keys, shapes or weights.
+        ValueError: no state dict, or mismatched keys, shapes or weights.
     """
     if not states:
         raise ValueError("average_state_dicts needs at least one state dict")

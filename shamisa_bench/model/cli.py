@@ -154,7 +154,8 @@ def _probe_exports(args: argparse.Namespace) -> int:
     for path in args.paths:
         encoder = load_encoder_export(path)
         result = probe(encoder.to(probe.device))
-        steps = (read_encoder_export(path, verify=False).config.get("extra") or {}).get("pretrain", {}).get("steps")
+        extra = read_encoder_export(path, verify=False).config.get("extra") or {}
+        steps = (extra.get("pretrain") or {}).get("steps")
         print(json.dumps({"export": str(path), "weights_sha256": encoder.weights_sha256, "step": steps,
                           "dataset": args.dataset, "split_hash": probe.split_hash, **result.to_dict()}), flush=True)
     return 0

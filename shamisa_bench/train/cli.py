@@ -213,7 +213,8 @@ def register(sub: Any) -> None:
     p.add_argument("--early-stop", type=float, default=None, metavar="DROP",
                    help="end the run when validation SRCC stays more than DROP below its best so far (the step-0 "
                         "baseline included) for --early-stop-patience validations in a row: the collapse of a "
-                        "run gone wrong (on lite-cpu collapses fell 0.06-0.17 below the best; no 1,000-step run dipped more than 0.043)")
+                        "run gone wrong (on lite-cpu collapses fell 0.06-0.17 below the best; no 1,000-step run "
+                        "dipped more than 0.043)")
     p.add_argument("--early-stop-patience", type=int, default=2, metavar="N",
                    help="validations in a row below the best - DROP that end the run (default 2)")
     p.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")
