@@ -97,7 +97,7 @@ def average_exports(
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two exports, got {len(paths)}")
-    infos: list[EncoderExport] = [read_encoder_export(p) for p in paths]
+    infos: list[EncoderExport] = [read_encoder_export(p, verify=False) for p in paths]  # loading verifies
     first = infos[0]
     for info in infos[1:]:
         if (info.backbone, info.init) != (first.backbone, first.init):
@@ -105,6 +105,8 @@ def average_exports(
                 f"{info.config_path}: backbone {info.backbone} (init {info.init}) differs from "
                 f"{first.config_path}: {first.backbone} (init {first.init}); only one model's exports can be averaged"
             )
+    if weights is None:
+        weights = [1.0] * len(paths)
     encoders = [load_encoder_export(p) for p in paths]
     state = average_state_dicts([e.state_dict() for e in encoders], weights)
     encoder = encoders[-1]
@@ -115,6 +117,6 @@ def average_exports(
         pretrain = (info.config.get("extra") or {}).get("pretrain") or {}
         sources.append({"weights_sha256": info.weights_sha256, "step": pretrain.get("steps"),
                         "seed": pretrain.get("seed")})
-    norm = [1.0 / len(paths)] * len(paths) if weights is None else [w / float(sum(weights)) for w in weights]
+    total = float(sum(weights))
     return encoder.eval(), {"method": "weighted mean of every floating tensor", "sources": sources,
-                            "weights": [round(w, 6) for w in norm]}
+                            "weights": [round(w / total, 6) for w in weights]}

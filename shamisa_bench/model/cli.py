@@ -133,7 +133,7 @@ def _convert_export(args: argparse.Namespace) -> int:
 
 
 def _average_exports(args: argparse.Namespace) -> int:
-    sources = {read_encoder_export(p).config_path.parent.resolve() for p in args.paths}
+    sources = {read_encoder_export(p, verify=False).config_path.parent.resolve() for p in args.paths}
     if Path(args.out).resolve() in sources:
         raise ValueError(f"--out {args.out} is one of the exports being averaged; write the average elsewhere")
     if args.weights is not None and len(args.weights) != len(args.paths):
@@ -147,15 +147,13 @@ def _average_exports(args: argparse.Namespace) -> int:
 
 
 def _probe_exports(args: argparse.Namespace) -> int:
-    for path in args.paths:  # every export is checked before the minutes of feature extraction
-        read_encoder_export(path)
+    infos = [read_encoder_export(path) for path in args.paths]  # every export checked before the extraction
     probe = open_probe(args.dataset, args.data_root, option="--dataset", split_seed=args.split_seed,
                        feature_mode=args.feature_mode, device=device_from_args(args), registry=args.registry)
-    for path in args.paths:
+    for path, info in zip(args.paths, infos, strict=True):
         encoder = load_encoder_export(path)
         result = probe(encoder.to(probe.device))
-        extra = read_encoder_export(path, verify=False).config.get("extra") or {}
-        steps = (extra.get("pretrain") or {}).get("steps")
+        steps = ((info.config.get("extra") or {}).get("pretrain") or {}).get("steps")
         print(json.dumps({"export": str(path), "weights_sha256": encoder.weights_sha256, "step": steps,
                           "dataset": args.dataset, "split_hash": probe.split_hash, **result.to_dict()}), flush=True)
     return 0

@@ -2,8 +2,8 @@
 
 * :func:`load_resume`: read and check ``config.json`` and ``checkpoint.pt`` for ``--resume``;
 * :func:`truncate_log`: drop the log records of the steps a resumed run does again;
-* :func:`best_logged_validation`: the best validation logged so far (what ``best/`` holds);
-* :func:`logged_validations`: every validation logged so far (what ``--early-stop`` reads);
+* :func:`logged_validations`: every validation logged so far (its best trained step is what
+  ``best/`` holds; ``--early-stop`` reads them all);
 * :func:`replace_export` / :func:`export_extra`: write an encoder export (``best/``) and the
   provenance it records.
 """
@@ -22,8 +22,7 @@ from shamisa_bench.common.atomic import atomic_write_text
 from shamisa_bench.model import save_encoder_export
 from shamisa_bench.train.config import PretrainConfig, PretrainError
 
-__all__ = ["best_logged_validation", "export_extra", "load_resume", "logged_validations", "replace_export",
-           "truncate_log"]
+__all__ = ["export_extra", "load_resume", "logged_validations", "replace_export", "truncate_log"]
 
 
 def load_resume(run_dir: Path, config: PretrainConfig) -> dict[str, Any]:
@@ -57,23 +56,10 @@ def load_resume(run_dir: Path, config: PretrainConfig) -> dict[str, Any]:
     return state
 
 
-def best_logged_validation(log_path: Path, upto: int) -> dict[str, Any]:
-    """The best validation logged at or before step ``upto`` (what ``out/best`` holds)."""
-    found: dict[str, Any] = {}
-    if not log_path.exists():
-        return found
-    for line in log_path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "val_srcc" in record and 0 < record["step"] <= upto and record["val_srcc"] > found.get("val_srcc", float("-inf")):
-            found = {"val_srcc": record["val_srcc"], "step": record["step"]}
-    return found
-
-
-def logged_validations(log_path: Path, upto: int) -> list[float]:
-    """The validation SRCCs logged at or before step ``upto``, in step order (step 0 included)."""
+def logged_validations(log_path: Path, upto: int) -> list[tuple[int, float]]:
+    """The ``(step, val_srcc)`` of each validation logged at or before step ``upto``, in step
+    order, step 0 (the initialisation) included: what ``--early-stop`` watches, and whose
+    best trained step is what ``best/`` holds."""
     found: dict[int, float] = {}
     if not log_path.exists():
         return []
@@ -84,7 +70,7 @@ def logged_validations(log_path: Path, upto: int) -> list[float]:
             continue
         if isinstance(record, dict) and "val_srcc" in record and 0 <= record["step"] <= upto:
             found[int(record["step"])] = float(record["val_srcc"])
-    return [found[k] for k in sorted(found)]
+    return sorted(found.items())
 
 
 def replace_export(encoder: nn.Module, target: Path, *, extra: dict[str, Any]) -> None:

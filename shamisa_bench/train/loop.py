@@ -50,7 +50,6 @@ from shamisa_bench.losses import ShamisaLoss
 from shamisa_bench.model import read_encoder_export, save_encoder_export
 from shamisa_bench.model.network import PretrainNet
 from shamisa_bench.train.checkpoint import (
-    best_logged_validation,
     export_extra,
     load_resume,
     logged_validations,
@@ -417,8 +416,12 @@ def run_pretrain(
     best = {"val_srcc": float("-inf"), "step": None}
     history: list[float] = []  # every validation so far, step 0 first (rank 0)
     if resume and dist_info.is_main:
-        best.update(best_logged_validation(log_path, start_step))
-        history.extend(logged_validations(log_path, start_step))
+        logged = logged_validations(log_path, start_step)
+        history.extend(srcc for _, srcc in logged)
+        trained = [(done, srcc) for done, srcc in logged if done > 0]  # step 0 is never "best"
+        if trained:
+            best_step, best_srcc = max(trained, key=lambda record: record[1])  # the first of equal bests
+            best.update(val_srcc=best_srcc, step=best_step)
 
     def validate(done: int) -> bool:
         """Rank 0 measures (it holds ``validation``); the other ranks wait for its verdict.
