@@ -186,22 +186,28 @@ class RelationGraph(nn.Module):
         self.register_buffer("active", active, persistent=False)
         self.register_buffer("coefs", torch.tensor(self.config.coefficients(), dtype=torch.float32), persistent=False)
 
-    def forward(self, h: Tensor, nodes: NodeMeta) -> GraphOutput:
+    def forward(self, h: Tensor, nodes: NodeMeta, *, edge_features: Tensor | None = None) -> GraphOutput:
         """Build the step's relation graph.
 
         Args:
             h: ``(N, D)`` L2-normalised encoder features (gradients flow).
             nodes: per-node metadata of the N nodes.
+            edge_features: ``(N, D)`` other features of the same crops to build the kNN
+                and transport branches on, without gradient (their transport codes come
+                from the prototypes applied to them). None (the reference) builds them on
+                ``h``. The prototype logits, P and Q the loss reads always come from ``h``.
 
         Returns:
             GraphOutput.
 
         Raises:
-            ValueError: if ``h`` is not ``(N, D)`` with ``D = feature_dim``, or ``nodes``
-                does not match.
+            ValueError: if ``h`` or ``edge_features`` is not ``(N, D)`` with
+                ``D = feature_dim``, or ``nodes`` does not match.
         """
         if h.dim() != 2 or h.shape[1] != self.feature_dim:
             raise ValueError(f"h must be (N, {self.feature_dim}), got shape {tuple(h.shape)}")
+        if edge_features is not None and edge_features.shape != h.shape:
+            raise ValueError(f"edge_features must have h's shape {tuple(h.shape)}, got {tuple(edge_features.shape)}")
         n = h.shape[0]
         if n < 2:
             raise ValueError(f"the relation graph needs at least 2 nodes, got {n}")
@@ -228,9 +234,16 @@ class RelationGraph(nn.Module):
                 branches["ref_ref"] = ref_ref_edges(nodes)
             if cfg.enable_structural:
                 branches["structural"] = structural_edges(nodes)
-            h_edges, p_edges, log_p_edges = (
-                (h.detach(), P.detach(), log_p.detach()) if cfg.detach_structure else (h, P, log_p)
-            )
+            if edge_features is not None:
+                with torch.no_grad():
+                    h_edges = edge_features.detach().float()
+                    edge_logits = self.prototypes(h_edges).float()
+                    p_edges = torch.softmax(edge_logits / cfg.temperature, dim=1)
+                    log_p_edges = torch.log_softmax(edge_logits / cfg.temperature, dim=1)
+            elif cfg.detach_structure:
+                h_edges, p_edges, log_p_edges = h.detach(), P.detach(), log_p.detach()
+            else:
+                h_edges, p_edges, log_p_edges = h, P, log_p
             if cfg.enable_knn:
                 branches["knn"] = knn_edges(h_edges, cfg.knn_k)
             if cfg.enable_transport:

@@ -9,6 +9,7 @@ its ``state_dict`` is what a pretraining checkpoint stores under ``net``.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,6 +67,13 @@ class PretrainNet(nn.Module):
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         if config.channels_last:
             self.model.encoder.to(memory_format=torch.channels_last)
+        # graph_features="initial": a frozen copy of the encoder as initialised, held in a
+        # plain list so that it is neither trained, nor synchronised by DDP, nor saved in the
+        # state dict (a resumed run rebuilds the same seeded initialisation); forward()
+        # moves it to the input's device
+        self.initial_encoder: list[nn.Module] = []
+        if config.graph_features == "initial":
+            self.initial_encoder.append(copy.deepcopy(encoder).requires_grad_(False).eval())
 
     @property
     def encoder(self) -> nn.Module:
@@ -104,4 +112,11 @@ class PretrainNet(nn.Module):
                 h_dist = encoder(x[dist_idx].contiguous(memory_format=fmt))
                 h = torch.empty((x.shape[0], h_ref.shape[1]), dtype=h_ref.dtype, device=h_ref.device)
                 h = h.index_copy(0, ref_idx, h_ref).index_copy(0, dist_idx, h_dist)
-        return self.model.projector(h), self.graph(h, nodes)
+        edge_features = None
+        if self.initial_encoder:
+            initial = self.initial_encoder[0]
+            if next(initial.parameters()).device != x.device:
+                initial.to(x.device)
+            with torch.no_grad():  # always in eval mode: BatchNorm uses its ImageNet statistics
+                edge_features = initial(x.contiguous(memory_format=fmt))
+        return self.model.projector(h), self.graph(h, nodes, edge_features=edge_features)

@@ -23,6 +23,7 @@ from shamisa_bench.cli.args import add_device_argument
 from shamisa_bench.cli.errors import CLIError
 from shamisa_bench.losses.shamisa import LossConfig
 from shamisa_bench.train.config import (
+    GRAPH_FEATURES,
     PRESETS,
     PretrainConfig,
     PretrainError,
@@ -73,6 +74,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="build the kNN and transport branches on detached features, so the relation graph "
                         "reaches the encoder only through z (default: the preset's; a0 and lite keep them "
                         "differentiable, as the reference)")
+    p.add_argument("--graph-features", choices=GRAPH_FEATURES, default=None,
+                   help="what the kNN and transport branches are built on: the encoder being trained ('online', "
+                        "the reference) or a frozen copy of its initialisation ('initial': fixed neighbours, no "
+                        "gradient through those branches; one more forward pass per step)")
     p.add_argument("--encoder-anchor", type=float, default=None,
                    help="pull the encoder's weights back towards their initialisation with this strength "
                         "(L2-SP: X * (w - w_init) is added to each gradient; default 0, off)")
@@ -120,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         projector_dim=args.projector_dim,
         head_warmup_steps=args.head_warmup_steps,
         detach_graph=args.detach_graph,
+        graph_features=args.graph_features,
         encoder_anchor=args.encoder_anchor,
         channels_last=False if args.no_channels_last else None,
         layout=layout,

@@ -17,9 +17,13 @@ from shamisa_bench.losses import LossConfig
 from shamisa_bench.model.projector import PROJECTOR_INITS
 from shamisa_bench.train.steps import LayoutSpec
 
-__all__ = ["CONFIG_FORMAT", "PRESETS", "PretrainConfig", "PretrainError", "PretrainStopped", "preset_config"]
+__all__ = [
+    "CONFIG_FORMAT", "GRAPH_FEATURES", "PRESETS", "PretrainConfig", "PretrainError", "PretrainStopped", "preset_config",
+]
 
 CONFIG_FORMAT = 1
+# what the relation graph's kNN and transport branches are built on (PretrainConfig.graph_features)
+GRAPH_FEATURES = ("online", "initial")
 
 
 class PretrainError(RuntimeError):
@@ -104,6 +108,14 @@ class PretrainConfig:
         detach_graph: build the relation graph's feature branches (kNN, transport) on
             detached features (``GraphConfig.detach_structure``), so that R_graph and the
             graph pull reach the encoder only through z. Not the reference; off.
+        graph_features: the features the kNN and transport branches are built on.
+            ``"online"`` (the reference): the encoder being trained, so the neighbours it
+            pulls together are the ones its own features choose, step after step.
+            ``"initial"``: a frozen copy of the encoder as it was initialised (the ImageNet
+            start), run in eval mode without gradient; the neighbours and affinities are
+            then a fixed function of the crops and no longer follow the encoder, and those
+            branches (with R_graph) send it no gradient. Not the reference; it costs one
+            more forward pass of the step's crops.
         encoder_anchor: strength of a pull of the encoder's weights back towards their
             initialisation (L2-SP, Li et al. 2018): each step adds
             ``encoder_anchor * (w - w_init)`` to every trainable encoder weight's gradient,
@@ -140,6 +152,7 @@ class PretrainConfig:
     projector_dim: int | None = None
     head_warmup_steps: int = 0
     detach_graph: bool = False
+    graph_features: str = "online"
     encoder_anchor: float = 0.0
 
     def __post_init__(self) -> None:
@@ -185,6 +198,8 @@ class PretrainConfig:
             raise ValueError(f"encoder_anchor must be a finite number >= 0, got {self.encoder_anchor!r}")
         if not isinstance(self.detach_graph, bool):
             raise TypeError(f"detach_graph must be a bool, got {self.detach_graph!r}")
+        if self.graph_features not in GRAPH_FEATURES:
+            raise ValueError(f"graph_features must be one of {GRAPH_FEATURES}, got {self.graph_features!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm!r}")
         if not 0 <= self.max_unreadable_fraction < 1:

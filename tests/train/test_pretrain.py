@@ -783,6 +783,54 @@ def test_detach_graph_reaches_the_relation_graph() -> None:
         _tiny(detach_graph=1)
 
 
+def test_initial_graph_features_fix_the_feature_branches_to_the_encoder_start() -> None:
+    """With graph_features="initial" the kNN and transport branches follow a frozen copy of
+    the initial encoder: the same as the online ones at the start, unchanged (and without
+    gradient) once the encoder has moved, and absent from the state dict."""
+    torch.manual_seed(0)  # the graph's init draws from the global generator, as in run_pretrain
+    online = PretrainNet(_tiny())
+    torch.manual_seed(0)
+    initial = PretrainNet(_tiny(graph_features="initial"))
+    assert online.state_dict().keys() == initial.state_dict().keys()
+    assert _same_state(online.state_dict(), initial.state_dict())  # the same seeded init
+    nodes = _tiny_nodes()
+    x = torch.rand((nodes.item.numel(), 3, 64, 64), generator=torch.Generator().manual_seed(1))
+    online.eval(), initial.eval()
+
+    def branches(net: PretrainNet):
+        _, out = net(x, nodes)
+        return out
+
+    start_online, start_initial = branches(online), branches(initial)
+    for name in ("knn", "transport"):
+        torch.testing.assert_close(start_initial.branches[name], start_online.branches[name])
+    with torch.no_grad():
+        for net in (online, initial):
+            for p in net.encoder.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    moved_online, moved_initial = branches(online), branches(initial)
+    assert not torch.equal(moved_online.branches["knn"], start_online.branches["knn"])
+    torch.testing.assert_close(moved_initial.branches["knn"], start_initial.branches["knn"])
+    torch.testing.assert_close(moved_initial.branches["transport"], start_initial.branches["transport"])
+    assert moved_online.G.requires_grad and not moved_initial.G.requires_grad
+    # the loss's own prototype scores still come from the online encoder
+    torch.testing.assert_close(moved_initial.logits, moved_online.logits)
+    assert moved_initial.logits.requires_grad
+    with pytest.raises(ValueError, match="graph_features"):
+        _tiny(graph_features="frozen")
+
+
+@pytest.mark.slow
+def test_initial_graph_features_train_and_resume_exactly(images: Path, tmp_path: Path) -> None:
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    config = _tiny(max_steps=3, lr=0.05, lr_period_steps=3, graph_features="initial")
+    run_pretrain(config, images, whole, device="cpu", num_workers=0, progress=False)
+    run_pretrain(dataclasses.replace(config, max_steps=2), images, part, device="cpu", num_workers=0, progress=False)
+    run_pretrain(config, images, part, device="cpu", num_workers=0, progress=False, resume=True)
+    assert _same_state(_export_state(part), _export_state(whole))
+    assert json.loads((whole / "config.json").read_text())["config"]["graph_features"] == "initial"
+
+
 def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> None:
     from shamisa_bench.cli import build_parser
     from shamisa_bench.train.cli import config_from_args
@@ -817,4 +865,6 @@ def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
     assert config("--preset", "lite-cpu", "--no-freeze-bn").freeze_bn is False
     assert config("--preset", "lite-cpu", "--detach-graph").detach_graph is True
     assert config("--preset", "lite-cpu", "--no-detach-graph").detach_graph is False
+    assert preset.graph_features == "online"
+    assert config("--preset", "lite-cpu", "--graph-features", "initial").graph_features == "initial"
     assert config("--preset", "lite").freeze_bn is False
