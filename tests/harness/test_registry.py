@@ -46,7 +46,8 @@ PROBES = {
        for g in ("full", "vicreg-binary", "metadata-only", "structure-only", "full-1000", "metadata-anchor-1000",
                  "vicreg-frozen-anchor-1000", "full-frozen-anchor-1000", "lite-cpu-1000",
                  "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000",
-                 "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa")},
+                 "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa", "initial-graph-lite-cpu-1000",
+                 "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500")},
 }
 SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation"}
 
