@@ -47,6 +47,7 @@ PROBES = {
                  "vicreg-frozen-anchor-1000", "full-frozen-anchor-1000", "lite-cpu-1000",
                  "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000",
                  "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa", "initial-graph-lite-cpu-1000",
+                 "initial-graph-lite-cpu-1000-swa",
                  "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500")},
 }
 SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation"}
