@@ -266,7 +266,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # results/pretrain: a 32-wide z, 50 projector-only steps, the encoder at 0.1x a 0.015 lr
     # and anchored to its ImageNet start, BatchNorm statistics fixed, unit-norm projector
     # init, gradients clipped to 1. One cosine over 1,000 steps. Seed 27 gives the shipped
-    # encoder; seed 28 collapses (results/pretrain/lite-cpu-seed28).
+    # encoder; seed 28 collapses (results/pretrain/lite-cpu-seed28), and so does seed 27 on
+    # one thread (other rounding; results/pretrain/lite-cpu-exports).
     "lite-cpu": dict(
         _LITE,
         layout=dataclasses.replace(_LITE["layout"], crop_size=160),
