@@ -816,6 +816,9 @@ def test_initial_graph_features_fix_the_feature_branches_to_the_encoder_start() 
     # the loss's own prototype scores still come from the online encoder
     torch.testing.assert_close(moved_initial.logits, moved_online.logits)
     assert moved_initial.logits.requires_grad
+    h = torch.nn.functional.normalize(torch.randn(x.shape[0], online.graph.feature_dim), dim=1)
+    with pytest.raises(ValueError, match="edge_features"):
+        online.graph(h, nodes, edge_features=h[:-1])
     with pytest.raises(ValueError, match="graph_features"):
         _tiny(graph_features="frozen")
 
