@@ -48,7 +48,8 @@ PROBES = {
                  "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000",
                  "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa", "initial-graph-lite-cpu-1000",
                  "initial-graph-lite-cpu-1000-swa",
-                 "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500")},
+                 "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500",
+                 "unanchored-lite-cpu-seed28-1000", "unanchored-lite-cpu-1000-last")},
 }
 SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation"}
 
