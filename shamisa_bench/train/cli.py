@@ -30,6 +30,7 @@ from shamisa_bench.train.config import (
     PretrainStopped,
     preset_config,
 )
+from shamisa_bench.train.diagnose import diagnose_run
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import plot_compare, plot_curves, read_run_log
@@ -197,8 +198,18 @@ def _cmd_pretrain_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
+    images = [Path(p) for p in args.images] if args.images else None
+    try:
+        result = diagnose_run(Path(args.run), images, batches=args.batches)
+    except (ValueError, PretrainError) as err:
+        raise CLIError(str(err)) from err
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add ``pretrain`` and ``pretrain-report``."""
+    """Add ``pretrain``, ``pretrain-report`` and ``pretrain-diagnose``."""
     p = sub.add_parser(
         "pretrain",
         help="self-supervised SHAMISA pretraining on a folder of pristine images",
@@ -238,3 +249,14 @@ def register(sub: Any) -> None:
     p.add_argument("--compare", default=None, metavar="NAME", help="also draw OUT/NAME.png: all validation curves")
     p.add_argument("--title", default=None, help="title of the comparison plot")
     p.set_defaults(func=_cmd_pretrain_report)
+
+    p = sub.add_parser(
+        "pretrain-diagnose",
+        help="per-term encoder gradients at a run's checkpoint: do the loss terms cancel, and is what is "
+             "left consistent from batch to batch? (JSON)",
+    )
+    p.add_argument("run", help="pretraining run folder (its checkpoint.pt is measured, nothing is written)")
+    p.add_argument("--images", nargs="+", default=None,
+                   help="the run's pristine image folders (default: those recorded in its log)")
+    p.add_argument("--batches", type=int, default=6, help="consecutive step batches to measure (default 6, >= 2)")
+    p.set_defaults(func=_cmd_pretrain_diagnose)
