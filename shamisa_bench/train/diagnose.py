@@ -97,8 +97,11 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         log_path = run / "log.jsonl"
         if log_path.is_file():
             for line in log_path.read_text().splitlines():
-                record = json.loads(line)
-                if "images" in record and "config" in record:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a killed run; headers are whole
+                if isinstance(record, dict) and "images" in record and "config" in record:
                     header = record
         if header is None:
             raise PretrainError(f"{log_path} records no image folders; pass them with --images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,17 @@ def test_bad_input_is_named(run: Path, tmp_path: Path) -> None:
         diagnose_run(tmp_path)
     with pytest.raises(PretrainError, match="no JPEG, PNG"):
         diagnose_run(run, [tmp_path], batches=2)
+
+
+def test_a_log_cut_short_still_gives_the_images(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with (copy / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 9, "loss": 1.')  # a record cut short by a kill
+    assert diagnose_run(copy, batches=2)["images"]["count"] == 6
+    (copy / "log.jsonl").write_text("")
+    with pytest.raises(PretrainError, match="records no image folders"):
+        diagnose_run(copy, batches=2)
 
 
 def test_cli_prints_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
