@@ -71,10 +71,10 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
 
     Returns:
         A JSON-ready dict: ``step``, the checkpoint's sha256, seed, images, provenance and
-        duration, ``batches`` (per batch: the weighted parts, the encoder
-        gradient norm of each and of the total, the cosines between parts) and
-        ``consistency`` (per part and the total: the mean pairwise cosine across batches,
-        ``|mean g| / mean |g|``, and the pure-noise value ``1 / sqrt(batches)``).
+        duration; ``batches`` (per batch: the weighted parts, the encoder gradient norm of
+        each and of the total, the cosines between parts); ``consistency`` (per part and
+        the total: the mean pairwise cosine across batches and ``|mean g| / mean |g|``);
+        and ``noise_mean_over_norm``, that ratio for pure noise, ``1 / sqrt(batches)``.
 
     Raises:
         ValueError: ``batches`` < 2.
