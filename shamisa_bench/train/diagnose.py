@@ -106,9 +106,7 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         if header is None:
             raise PretrainError(f"{log_path} records no image folders; pass them with --images")
         images = [Path(p) for p in header["images"]]
-    paths, _ = scan_images(list(images))
-    if not paths:
-        raise PretrainError(f"no readable images under {', '.join(str(p) for p in images)}")
+    paths, unreadable = scan_images(list(images))  # raises when none can be read
 
     torch.manual_seed(config.seed)  # the run's init: the frozen initial encoder of --graph-features initial
     net = PretrainNet(config)
@@ -154,7 +152,9 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         "step": step0,
         "checkpoint_sha256": hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest(),
         "seed": config.seed,
-        "images": {"count": len(paths), "folders": [str(p) for p in images]},
+        # skipped like pretrain skips them (so the batches are the run's), and counted here
+        "images": {"count": len(paths), "folders": [str(p) for p in images],
+                   "unreadable": len(unreadable), "unreadable_files": unreadable[:10]},
         "provenance": {**package_versions(), "git_sha": sha, "git_dirty": dirty, "at": utc_now()},
         "seconds": round(time.perf_counter() - t_start, 3),
         "n_batches": batches,

@@ -69,7 +69,14 @@ def test_a_log_cut_short_still_gives_the_images(run: Path, tmp_path: Path) -> No
     shutil.copytree(run, copy)
     with (copy / "log.jsonl").open("a") as fh:
         fh.write('{"step": 9, "loss": 1.')  # a record cut short by a kill
-    assert diagnose_run(copy, batches=2)["images"]["count"] == 6
+    result = diagnose_run(copy, batches=2)
+    assert result["images"]["count"] == 6 and result["images"]["unreadable"] == 0
+    mixed = tmp_path / "mixed"
+    shutil.copytree(result["images"]["folders"][0], mixed)
+    (mixed / "bad.jpg").write_bytes(b"not a jpeg")
+    counted = diagnose_run(copy, [mixed], batches=2)["images"]
+    assert counted["count"] == 6 and counted["unreadable"] == 1
+    assert counted["unreadable_files"][0][0].endswith("bad.jpg")
     (copy / "log.jsonl").write_text("")
     with pytest.raises(PretrainError, match="records no image folders"):
         diagnose_run(copy, batches=2)
