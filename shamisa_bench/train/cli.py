@@ -82,6 +82,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-anchor", type=float, default=None,
                    help="pull the encoder's weights back towards their initialisation with this strength "
                         "(L2-SP: X * (w - w_init) is added to each gradient; default 0, off)")
+    p.add_argument("--projector-steps", type=int, default=None, metavar="N",
+                   help="train the projector and the relation graph for the first N steps only, then hold "
+                        "them fixed so every later update is the encoder's (default: all steps, as the "
+                        "reference)")
     layout = p.add_argument_group("batch layout (default: the preset's; see LayoutSpec)")
     layout.add_argument("--items", type=int, default=None, help="items per step (lite: 2)")
     layout.add_argument("--contents", type=int, default=None,
@@ -128,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         detach_graph=args.detach_graph,
         graph_features=args.graph_features,
         encoder_anchor=args.encoder_anchor,
+        projector_steps=args.projector_steps,
         channels_last=False if args.no_channels_last else None,
         layout=layout,
     )

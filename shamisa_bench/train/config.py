@@ -154,6 +154,7 @@ class PretrainConfig:
     detach_graph: bool = False
     graph_features: str = "online"
     encoder_anchor: float = 0.0
+    projector_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -196,6 +197,12 @@ class PretrainConfig:
             or self.encoder_anchor < 0
         ):
             raise ValueError(f"encoder_anchor must be a finite number >= 0, got {self.encoder_anchor!r}")
+        if self.projector_steps is not None and (
+            not isinstance(self.projector_steps, int)
+            or isinstance(self.projector_steps, bool)
+            or self.projector_steps < 1
+        ):
+            raise ValueError(f"projector_steps must be a positive int or None, got {self.projector_steps!r}")
         if not isinstance(self.detach_graph, bool):
             raise TypeError(f"detach_graph must be a bool, got {self.detach_graph!r}")
         if self.graph_features not in GRAPH_FEATURES:

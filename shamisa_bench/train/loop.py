@@ -491,6 +491,9 @@ def run_pretrain(
                 raise PretrainError(f"non-finite loss on another rank at step {step}; the last good checkpoint is kept")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
+            if config.projector_steps is not None and step >= config.projector_steps:
+                for p in optimizer.param_groups[1]["params"]:
+                    p.grad = None  # SGD skips a parameter without gradient: no momentum, no decay
             if config.clip_grad_norm is not None or config.encoder_anchor > 0:
                 scaler.unscale_(optimizer)
             if config.clip_grad_norm is not None:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shamisa_bench.cli import main
+from shamisa_bench.cli import build_parser, main
 from shamisa_bench.model import PretrainNet
 from shamisa_bench.train import (
     PRESETS,
@@ -27,6 +27,7 @@ from shamisa_bench.train import (
     preset_config,
     run_pretrain,
 )
+from shamisa_bench.train.cli import config_from_args
 from shamisa_bench.train.loop import PARAM_GROUPS
 
 
@@ -776,6 +777,29 @@ def test_encoder_anchor_holds_the_encoder_near_its_start_and_resumes_exactly(ima
             _tiny(encoder_anchor=bad)
 
 
+@pytest.mark.slow
+def test_projector_steps_hold_the_projector_and_graph_fixed_after_n_steps(images: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_pretrain(_tiny(max_steps=1, lr=0.05, lr_period_steps=2), images, one, device="cpu", num_workers=0,
+                 progress=False)
+    run_pretrain(_tiny(max_steps=2, lr=0.05, lr_period_steps=2, projector_steps=1), images, two, device="cpu",
+                 num_workers=0, progress=False)
+    after_one = torch.load(one / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    after_two = torch.load(two / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    heads = [k for k in after_one if not k.startswith("model.encoder.")]
+    encoder = [k for k in after_one if k.startswith("model.encoder.") and "running" not in k and "num_batches" not in k]
+    assert any(k.startswith("model.projector.") for k in heads) and any(k.startswith("graph.") for k in heads)
+    # step 1 updated the projector and the graph; step 2 left them exactly as they were
+    assert all(torch.equal(after_one[k], after_two[k]) for k in heads)
+    assert any(not torch.equal(after_one[k], after_two[k]) for k in encoder)
+    cli = config_from_args(build_parser().parse_args(
+        ["pretrain", "--images", "x", "--out", "y", "--preset", "tiny", "--projector-steps", "5"]))
+    assert cli.projector_steps == 5 and _tiny().projector_steps is None
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="projector_steps"):
+            _tiny(projector_steps=bad)
+
+
 def test_detach_graph_reaches_the_relation_graph() -> None:
     assert PretrainNet(_tiny(detach_graph=True)).graph.config.detach_structure is True
     assert PretrainNet(_tiny()).graph.config.detach_structure is False
@@ -835,8 +859,6 @@ def test_initial_graph_features_train_and_resume_exactly(images: Path, tmp_path:
 
 
 def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> None:
-    from shamisa_bench.cli import build_parser
-    from shamisa_bench.train.cli import config_from_args
 
     args = build_parser().parse_args(
         ["pretrain", "--images", "x", "--out", "y", "--preset", "lite", "--items", "4", "--levels", "3"])
@@ -852,8 +874,6 @@ def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> N
 def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
     """The lite-cpu preset is exactly the flags its runs in results/pretrain were given, and a
     flag still overrides it (including switching --freeze-bn off)."""
-    from shamisa_bench.cli import build_parser
-    from shamisa_bench.train.cli import config_from_args
 
     def config(*flags: str) -> PretrainConfig:
         return config_from_args(build_parser().parse_args(["pretrain", "--images", "x", "--out", "y", *flags]))
