@@ -8,6 +8,11 @@ weighted loss term with respect to the encoder's trainable parameters and report
   ``|mean g| / mean |g|``. For gradients of equal norm that are pure batch noise, the ratio
   is ``1 / sqrt(n)`` over ``n`` batches and the mean cosine 0; a consistent direction (one
   that training can follow) lifts both.
+* for the total, the same mean pairwise cosine between averages of ``k`` consecutive
+  batches (``k`` = 1, 2, 4, ... up to half of them): what accumulating ``k`` batches per
+  step would give. If a share ``rho`` of each batch gradient's energy is a direction
+  common to all batches and the rest independent noise, the k-batch cosine is about
+  ``k rho / (1 + (k - 1) rho)``.
 
 Nothing is written and no weight changes.
 """
@@ -74,7 +79,8 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         duration; ``batches`` (per batch: the weighted parts, the encoder gradient norm of
         each and of the total, the cosines between parts); ``consistency`` (per part and
         the total: the mean pairwise cosine across batches and ``|mean g| / mean |g|``);
-        and ``noise_mean_over_norm``, that ratio for pure noise, ``1 / sqrt(batches)``.
+        ``noise_mean_over_norm``, that ratio for pure noise, ``1 / sqrt(batches)``; and
+        ``total_averaged``, the total's mean pairwise cosine between k-batch averages.
 
     Raises:
         ValueError: ``batches`` < 2.
@@ -147,6 +153,16 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
             "mean_pairwise_cos": round(sum(pair) / len(pair), 4) if pair else None,
             "mean_over_norm": round(float(torch.stack(vecs).mean(0).norm()) / mean_norm, 4) if mean_norm else None,
         }
+    totals = [g["total"] for g in grads]
+    averaged = []
+    k = 1
+    while 2 * k <= batches:
+        means = [torch.stack(totals[i:i + k]).mean(0) for i in range(0, batches - k + 1, k)]
+        pair = [_cos(means[i], means[j]) for i in range(len(means)) for j in range(i + 1, len(means))]
+        pair = [c for c in pair if c is not None]
+        averaged.append({"k": k, "groups": len(means),
+                         "mean_pairwise_cos": round(sum(pair) / len(pair), 4) if pair else None})
+        k *= 2
     return {
         "run": run.name,
         "step": step0,
@@ -160,5 +176,6 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         "n_batches": batches,
         "noise_mean_over_norm": round(1.0 / math.sqrt(batches), 4),
         "consistency": consistency,
+        "total_averaged": averaged,
         "batches": per_batch,
     }

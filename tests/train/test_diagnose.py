@@ -49,6 +49,16 @@ def test_parts_sum_to_the_loss_and_the_run_is_left_untouched(run: Path) -> None:
     assert -1.0 <= total["mean_pairwise_cos"] <= 1.0 and 0.0 < total["mean_over_norm"] <= 1.0
 
 
+def test_averaged_batches_follow_the_accumulation_ladder(run: Path) -> None:
+    result = diagnose_run(run, batches=5)
+    ladder = result["total_averaged"]
+    # k doubles up to half the batches; the last partial group is dropped
+    assert [(a["k"], a["groups"]) for a in ladder] == [(1, 5), (2, 2)]
+    # single batches are the total's own pairwise consistency
+    assert ladder[0]["mean_pairwise_cos"] == result["consistency"]["total"]["mean_pairwise_cos"]
+    assert all(-1.0 <= a["mean_pairwise_cos"] <= 1.0 for a in ladder)
+
+
 def test_same_run_same_figures(run: Path) -> None:
     a, b = diagnose_run(run, batches=2), diagnose_run(run, batches=2)
     assert a["checkpoint_sha256"] == b["checkpoint_sha256"] and a["seed"] == b["seed"]
