@@ -33,7 +33,8 @@ class RunLog:
         headers: the header line of each start or resume (command, config, provenance).
         steps: one record per optimiser step (loss terms, lr, timings).
         validations: one record per validation (``step``, ``val_srcc`` ...).
-        end: the closing record (summary, export sha256s), if the run finished.
+        end: the closing record (summary, export sha256s), if the run finished (and was
+            not resumed afterwards to run longer).
         stops: the ``stopped`` records of each clean stop (SIGINT or SIGTERM): step,
             signal, seconds.
     """
@@ -82,6 +83,7 @@ def read_run_log(run: Path) -> RunLog:
             raise ValueError(f"{path}, line {number}: not a JSON object")
         if "command" in record:
             log.headers.append(record)
+            log.end = None  # a resume reopens the run, even one that had finished a shorter plan
         elif "summary" in record:
             log.end = record
         elif isinstance(record.get("stopped"), dict):

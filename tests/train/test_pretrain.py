@@ -699,6 +699,11 @@ def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path
     assert read_run_log(run).state == "no closing record after step 2 (killed, or still running)"
     (run / "log.jsonl").write_text("\n".join([*lines[:3], stop, lines[0], *lines[3:]]) + "\n")  # resumed
     assert read_run_log(run).state == "finished" and len(read_run_log(run).stops) == 1
+    # a finished run extended with --resume --max-steps and stopped again is not finished
+    extra = json.dumps({**json.loads(lines[1]), "step": 4})
+    later = json.dumps({"stopped": {"after_step": 5, "total_steps": 6, "signal": "SIGTERM", "seconds": 1.0}})
+    (run / "log.jsonl").write_text("\n".join([*lines, lines[0], extra, later]) + "\n")
+    assert read_run_log(run).state == "stopped by SIGTERM after step 5 of 6"
     (run / "log.jsonl").write_text("{not json\n")
     assert main(["pretrain-report", str(run), "--out", str(out)]) == 2
 
