@@ -759,23 +759,23 @@ def _drifts(run: Path) -> list[float]:
     return [r["encoder_drift"] for r in records if "encoder_drift" in r]
 
 
+def _run_tiny(images: Path, out: Path, *, resume: bool = False, **overrides: object) -> None:
+    run_pretrain(_tiny(**overrides), images, out, device="cpu", num_workers=0, progress=False, resume=resume)
+
+
 @pytest.mark.slow
 def test_encoder_anchor_holds_the_encoder_near_its_start_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
     free, held = tmp_path / "free", tmp_path / "held"
-    run_pretrain(_tiny(max_steps=3, lr=0.05, lr_period_steps=3), images, free, device="cpu", num_workers=0,
-                 progress=False)
-    run_pretrain(_tiny(max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, held, device="cpu",
-                 num_workers=0, progress=False)
+    _run_tiny(images, free, max_steps=3, lr=0.05, lr_period_steps=3)
+    _run_tiny(images, held, max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3)
     d_free, d_held = _drifts(free), _drifts(held)
     assert len(d_free) == len(d_held) == 3 and d_free[0] > 0
     assert d_held[0] == pytest.approx(d_free[0], rel=1e-4)  # at the first step w == w_init: no pull yet
     assert d_held[-1] < 0.9 * d_free[-1]
     # the anchor is the seeded initialisation, so a resumed run pulls towards the same weights
     part = tmp_path / "part"
-    run_pretrain(_tiny(max_steps=2, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, part, device="cpu",
-                 num_workers=0, progress=False)
-    run_pretrain(_tiny(max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3), images, part, device="cpu",
-                 num_workers=0, progress=False, resume=True)
+    _run_tiny(images, part, max_steps=2, lr=0.05, encoder_anchor=10.0, lr_period_steps=3)
+    _run_tiny(images, part, resume=True, max_steps=3, lr=0.05, encoder_anchor=10.0, lr_period_steps=3)
     assert _same_state(_export_state(part), _export_state(held))
     for bad in (-1.0, float("nan"), True):
         with pytest.raises(ValueError, match="encoder_anchor"):
@@ -785,10 +785,8 @@ def test_encoder_anchor_holds_the_encoder_near_its_start_and_resumes_exactly(ima
 @pytest.mark.slow
 def test_projector_steps_hold_the_projector_and_graph_fixed_after_n_steps(images: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
-    run_pretrain(_tiny(max_steps=1, lr=0.05, lr_period_steps=2), images, one, device="cpu", num_workers=0,
-                 progress=False)
-    run_pretrain(_tiny(max_steps=2, lr=0.05, lr_period_steps=2, projector_steps=1), images, two, device="cpu",
-                 num_workers=0, progress=False)
+    _run_tiny(images, one, max_steps=1, lr=0.05, lr_period_steps=2)
+    _run_tiny(images, two, max_steps=2, lr=0.05, lr_period_steps=2, projector_steps=1)
     after_one = torch.load(one / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
     after_two = torch.load(two / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
     heads = [k for k in after_one if not k.startswith("model.encoder.")]
