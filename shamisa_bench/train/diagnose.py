@@ -66,6 +66,13 @@ def _cos(a: Tensor, b: Tensor) -> float | None:
     return round(float(a @ b) / (na * nb), 4)
 
 
+def _mean_pairwise_cos(vecs: list[Tensor]) -> float | None:
+    """Mean cosine over all pairs of ``vecs`` (pairs with a zero vector left out)."""
+    pair = [_cos(vecs[i], vecs[j]) for i in range(len(vecs)) for j in range(i + 1, len(vecs))]
+    pair = [c for c in pair if c is not None]
+    return round(sum(pair) / len(pair), 4) if pair else None
+
+
 def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
     """Gradient diagnosis at ``run/checkpoint.pt`` on the run's next ``batches`` step batches.
 
@@ -146,11 +153,9 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
     consistency = {}
     for name in (*PARTS, "total"):
         vecs = [g[name] for g in grads]
-        pair = [_cos(vecs[i], vecs[j]) for i in range(batches) for j in range(i + 1, batches)]
-        pair = [c for c in pair if c is not None]
         mean_norm = sum(float(v.norm()) for v in vecs) / batches
         consistency[name] = {
-            "mean_pairwise_cos": round(sum(pair) / len(pair), 4) if pair else None,
+            "mean_pairwise_cos": _mean_pairwise_cos(vecs),
             "mean_over_norm": round(float(torch.stack(vecs).mean(0).norm()) / mean_norm, 4) if mean_norm else None,
         }
     totals = [g["total"] for g in grads]
@@ -158,10 +163,7 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
     k = 1
     while 2 * k <= batches:
         means = [torch.stack(totals[i:i + k]).mean(0) for i in range(0, batches - k + 1, k)]
-        pair = [_cos(means[i], means[j]) for i in range(len(means)) for j in range(i + 1, len(means))]
-        pair = [c for c in pair if c is not None]
-        averaged.append({"k": k, "groups": len(means),
-                         "mean_pairwise_cos": round(sum(pair) / len(pair), 4) if pair else None})
+        averaged.append({"k": k, "groups": len(means), "mean_pairwise_cos": _mean_pairwise_cos(means)})
         k *= 2
     return {
         "run": run.name,

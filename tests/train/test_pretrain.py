@@ -862,7 +862,6 @@ def test_initial_graph_features_train_and_resume_exactly(images: Path, tmp_path:
 
 
 def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> None:
-
     args = build_parser().parse_args(
         ["pretrain", "--images", "x", "--out", "y", "--preset", "lite", "--items", "4", "--levels", "3"])
     layout = config_from_args(args).layout
@@ -877,7 +876,6 @@ def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> N
 def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
     """The lite-cpu preset is exactly the flags its runs in results/pretrain were given, and a
     flag still overrides it (including switching --freeze-bn off)."""
-
     def config(*flags: str) -> PretrainConfig:
         return config_from_args(build_parser().parse_args(["pretrain", "--images", "x", "--out", "y", *flags]))
 
