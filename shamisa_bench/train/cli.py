@@ -30,7 +30,7 @@ from shamisa_bench.train.config import (
     PretrainStopped,
     preset_config,
 )
-from shamisa_bench.train.diagnose import diagnose_run
+from shamisa_bench.train.diagnose import diagnose_run, line_search_run
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import plot_compare, plot_curves, read_run_log
@@ -203,10 +203,28 @@ def _cmd_pretrain_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rel_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--line-search {text!r}: expected comma-separated numbers, e.g. 1e-4,3e-4") from None
+
+
 def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
     images = [Path(p) for p in args.images] if args.images else None
     try:
-        result = diagnose_run(Path(args.run), images, batches=args.batches)
+        if args.line_search is None:
+            result = diagnose_run(Path(args.run), images, batches=args.batches)
+        else:
+            rels = _rel_list(args.line_search)
+            if args.val_dataset is None:
+                raise ValueError("--line-search needs --val-dataset (the probe that measures each step)")
+            probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
+                               split_seed=args.val_split_seed, registry=args.registry)
+            result = line_search_run(Path(args.run), probe, images, batches=args.batches, rels=rels,
+                                     noise_directions=args.noise_directions, seed=args.seed)
+            result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
+                                    "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
     except (ValueError, PretrainError) as err:
         raise CLIError(str(err)) from err
     print(json.dumps(result, indent=2))
@@ -263,5 +281,17 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="pretraining run folder (its checkpoint.pt is measured, nothing is written)")
     p.add_argument("--images", nargs="+", default=None,
                    help="the run's pristine image folders (default: those recorded in its log)")
-    p.add_argument("--batches", type=int, default=6, help="consecutive step batches to measure (default 6, >= 2)")
+    p.add_argument("--batches", type=int, default=6,
+                   help="consecutive step batches to measure (default 6, >= 2; >= 4 with --line-search)")
+    p.add_argument("--line-search", default=None, metavar="R[,R...]",
+                   help="instead: step the encoder by R x |w| along the mean gradient's descent direction and along "
+                        "random noise controls, and give the validation SRCC of each (e.g. 1e-4,3e-4,1e-3)")
+    p.add_argument("--noise-directions", type=int, default=2,
+                   help="noise controls of --line-search: half differences of random halves of the batches (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the controls' random halves (default 0)")
+    p.add_argument("--val-dataset", default=None, help="registered labelled dataset whose split-0 train/val parts "
+                                                       "measure each --line-search step (e.g. clive-dev)")
+    p.add_argument("--data-root", default=None, help="folder holding --val-dataset")
+    p.add_argument("--val-split-seed", type=int, default=0, help="seed of the validation split (default 0)")
+    p.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")
     p.set_defaults(func=_cmd_pretrain_diagnose)

@@ -23,7 +23,8 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,29 +74,49 @@ def _mean_pairwise_cos(vecs: list[Tensor]) -> float | None:
     return round(sum(pair) / len(pair), 4) if pair else None
 
 
-def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
-    """Gradient diagnosis at ``run/checkpoint.pt`` on the run's next ``batches`` step batches.
+@dataclass
+class _OpenedRun:
+    """A run's checkpoint, loaded for measurement: the network in train mode, encoder unfrozen."""
 
-    Args:
-        run: a pretraining run folder (``config.json``, ``checkpoint.pt``, ``log.jsonl``).
-        images: the pristine folders; default: those recorded in the run's log.
-        batches: consecutive step batches to measure (>= 2).
+    run: Path
+    config: PretrainConfig
+    step: int
+    net: PretrainNet
+    params: list[Tensor]  # the encoder's trainable parameters
+    paths: list[Path]
+    unreadable: list[tuple[str, str]]
+    images: list[Path]
 
-    Returns:
-        A JSON-ready dict: ``step``, the checkpoint's sha256, seed, images, provenance and
-        duration; ``batches`` (per batch: the weighted parts, the encoder gradient norm of
-        each and of the total, the cosines between parts); ``consistency`` (per part and
-        the total: the mean pairwise cosine across batches and ``|mean g| / mean |g|``);
-        ``noise_mean_over_norm``, that ratio for pure noise, ``1 / sqrt(batches)``; and
-        ``total_averaged``, the total's mean pairwise cosine between k-batch averages.
+    def step_totals(self, batches: int) -> list[Tensor]:
+        """The flat encoder gradient of the total loss on each of the run's next ``batches`` step batches."""
+        loss_fn = ShamisaLoss(self.config.loss_config())
+        dataset = StepDataset(self.paths, self.config.layout, seed=self.config.seed, start=self.step,
+                              stop=self.step + batches)
+        totals = []
+        for step in range(self.step, self.step + batches):
+            batch = dataset.build(step)
+            z, graph_out = self.net(batch.crops, batch.nodes)
+            totals.append(_flat_grad(loss_fn(z, graph_out).total, self.params))
+            del z, graph_out
+        return totals
 
-    Raises:
-        ValueError: ``batches`` < 2.
-        PretrainError: not a readable run folder, or its images cannot be found.
-    """
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 2:
-        raise ValueError(f"batches must be an int >= 2, got {batches!r}")
-    t_start = time.perf_counter()
+    def header(self, t_start: float) -> dict[str, Any]:
+        """The provenance every diagnosis reports: run, step, checkpoint, seed, images, versions, duration."""
+        sha, dirty = git_state()
+        return {
+            "run": self.run.name,
+            "step": self.step,
+            "checkpoint_sha256": hashlib.sha256((self.run / "checkpoint.pt").read_bytes()).hexdigest(),
+            "seed": self.config.seed,
+            # skipped like pretrain skips them (so the batches are the run's), and counted here
+            "images": {"count": len(self.paths), "folders": [str(p) for p in self.images],
+                       "unreadable": len(self.unreadable), "unreadable_files": self.unreadable[:10]},
+            "provenance": {**package_versions(), "git_sha": sha, "git_dirty": dirty, "at": utc_now()},
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+
+
+def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     run = Path(run)
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
@@ -127,9 +148,36 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
     net.train()
     net.encoder_fixed = False
     params = [p for p in net.encoder.parameters() if p.requires_grad]
+    return _OpenedRun(run, config, int(state["step"]), net, params, paths, unreadable, list(images))
+
+
+def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
+    """Gradient diagnosis at ``run/checkpoint.pt`` on the run's next ``batches`` step batches.
+
+    Args:
+        run: a pretraining run folder (``config.json``, ``checkpoint.pt``, ``log.jsonl``).
+        images: the pristine folders; default: those recorded in the run's log.
+        batches: consecutive step batches to measure (>= 2).
+
+    Returns:
+        A JSON-ready dict: ``step``, the checkpoint's sha256, seed, images, provenance and
+        duration; ``batches`` (per batch: the weighted parts, the encoder gradient norm of
+        each and of the total, the cosines between parts); ``consistency`` (per part and
+        the total: the mean pairwise cosine across batches and ``|mean g| / mean |g|``);
+        ``noise_mean_over_norm``, that ratio for pure noise, ``1 / sqrt(batches)``; and
+        ``total_averaged``, the total's mean pairwise cosine between k-batch averages.
+
+    Raises:
+        ValueError: ``batches`` < 2.
+        PretrainError: not a readable run folder, or its images cannot be found.
+    """
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 2:
+        raise ValueError(f"batches must be an int >= 2, got {batches!r}")
+    t_start = time.perf_counter()
+    opened = _open_run(run, images)
+    config, net, params, step0 = opened.config, opened.net, opened.params, opened.step
     loss_fn = ShamisaLoss(config.loss_config())
-    step0 = int(state["step"])
-    dataset = StepDataset(paths, config.layout, seed=config.seed, start=step0, stop=step0 + batches)
+    dataset = StepDataset(opened.paths, config.layout, seed=config.seed, start=step0, stop=step0 + batches)
 
     per_batch, grads = [], []
     for step in range(step0, step0 + batches):
@@ -149,7 +197,6 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         })
         del z, graph_out, out, parts
 
-    sha, dirty = git_state()
     consistency = {}
     for name in (*PARTS, "total"):
         vecs = [g[name] for g in grads]
@@ -166,18 +213,143 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         averaged.append({"k": k, "groups": len(means), "mean_pairwise_cos": _mean_pairwise_cos(means)})
         k *= 2
     return {
-        "run": run.name,
-        "step": step0,
-        "checkpoint_sha256": hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest(),
-        "seed": config.seed,
-        # skipped like pretrain skips them (so the batches are the run's), and counted here
-        "images": {"count": len(paths), "folders": [str(p) for p in images],
-                   "unreadable": len(unreadable), "unreadable_files": unreadable[:10]},
-        "provenance": {**package_versions(), "git_sha": sha, "git_dirty": dirty, "at": utc_now()},
-        "seconds": round(time.perf_counter() - t_start, 3),
+        **opened.header(t_start),
         "n_batches": batches,
         "noise_mean_over_norm": round(1.0 / math.sqrt(batches), 4),
         "consistency": consistency,
         "total_averaged": averaged,
         "batches": per_batch,
+    }
+
+
+def _check_line_search(batches: int, rels: Sequence[float], noise_directions: int) -> list[float]:
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 4:
+        raise ValueError(f"batches must be an int >= 4 (two halves of at least 2), got {batches!r}")
+    if isinstance(noise_directions, bool) or not isinstance(noise_directions, int) or noise_directions < 1:
+        raise ValueError(f"noise_directions must be an int >= 1 (the control), got {noise_directions!r}")
+    rels = list(rels)
+    if not rels or any(isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0
+                       for r in rels):
+        raise ValueError(f"rels must be one or more finite lengths > 0 (relative to |w|), got {rels!r}")
+    return [float(r) for r in rels]
+
+
+def line_search_run(
+    run: Path,
+    probe: Callable[[torch.nn.Module], Any],
+    images: Sequence[Path] | None = None,
+    *,
+    batches: int = 48,
+    rels: Sequence[float] = (1e-4, 3e-4, 1e-3),
+    noise_directions: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Does the objective's common encoder direction raise validation more than noise does?
+
+    At ``run/checkpoint.pt`` this averages the total loss's encoder gradient over the run's
+    next ``batches`` step batches, and moves the encoder's weights ``w`` by ``r |w|`` (for
+    each ``r`` in ``rels``) along the descent direction of that mean, then along each of
+    ``noise_directions`` controls: half the difference between the means of two random
+    halves of the same batches (a direction with the batch noise's structure and none of
+    the common part). ``probe`` measures each, and the base weights first.
+
+    The mean gradient's energy is its common part's plus ``1/batches`` of the noise's; the
+    controls' energy estimates the latter, so ``rho`` (the common share of one batch
+    gradient's energy, as in :func:`diagnose_run`'s ladder) and the common share of the
+    mean are reported too.
+
+    Args:
+        run: a pretraining run folder.
+        probe: called with the encoder (e.g. a
+            :class:`~shamisa_bench.train.probe.ValidationProbe`); returns an object with
+            ``srcc`` (and optionally ``alpha``).
+        images: the pristine folders; default: those recorded in the run's log.
+        batches: consecutive step batches to average (>= 4).
+        rels: step lengths relative to the norm of the encoder's trainable weights.
+        noise_directions: random half splits measured as controls (>= 1).
+        seed: seed of the ``torch.Generator`` that draws the half splits.
+
+    Returns:
+        A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
+        mean, of each control and of a batch; ``rho``; ``common_share_of_mean``); ``base``;
+        ``steps`` (per ``r``: the descent's and each control's validation, the controls'
+        mean, and descent minus that mean). The weights are restored and nothing is written.
+
+    Raises:
+        ValueError: bad ``batches``, ``rels`` or ``noise_directions``.
+        PretrainError: not a readable run folder, or its images cannot be found.
+    """
+    rels = _check_line_search(batches, rels, noise_directions)
+    t_start = time.perf_counter()
+    opened = _open_run(run, images)
+    encoder = opened.net.encoder
+    saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
+    totals = torch.stack(opened.step_totals(batches))
+    encoder.load_state_dict(saved)  # a forward in train mode may have moved unfrozen BN statistics
+
+    mean = totals.mean(0)
+    gen = torch.Generator().manual_seed(seed)
+    half = batches // 2
+    controls = []
+    for _ in range(noise_directions):
+        perm = torch.randperm(batches, generator=gen)
+        controls.append((totals[perm[:half]].mean(0) - totals[perm[half:2 * half]].mean(0)) / 2)
+    noise_energy = float(torch.stack([c.norm() ** 2 for c in controls]).mean())
+    mean_energy = float(mean.norm() ** 2)
+    common_energy = max(0.0, mean_energy - noise_energy)
+    batch_energy = float((totals.norm(dim=1) ** 2).mean())
+
+    w0 = torch.cat([p.detach().flatten() for p in opened.params])
+    w_norm = float(w0.norm())
+
+    def place(delta: Tensor | None) -> None:
+        with torch.no_grad():
+            offset = 0
+            for p in opened.params:
+                n = p.numel()
+                w = w0[offset:offset + n] if delta is None else w0[offset:offset + n] + delta[offset:offset + n]
+                p.copy_(w.view_as(p))
+                offset += n
+
+    def measure(delta: Tensor | None) -> dict[str, float]:
+        place(delta)
+        result = probe(encoder)
+        out = {"srcc": round(float(result.srcc), 6)}
+        if getattr(result, "alpha", None) is not None:
+            out["alpha"] = result.alpha
+        return out
+
+    directions = [-mean / mean.norm()] + [c / c.norm() for c in controls]
+    try:
+        base = measure(None)
+        steps = []
+        for r in rels:
+            seen = [measure(d * (r * w_norm)) for d in directions]
+            noise = [s["srcc"] for s in seen[1:]]
+            noise_mean = sum(noise) / len(noise)
+            steps.append({
+                "rel": r,
+                "descent": seen[0]["srcc"],
+                "noise": noise,
+                "noise_mean": round(noise_mean, 6),
+                "descent_minus_noise_mean": round(seen[0]["srcc"] - noise_mean, 6),
+                "descent_minus_base": round(seen[0]["srcc"] - base["srcc"], 6),
+            })
+    finally:
+        place(None)  # the weights as they were
+    return {
+        **opened.header(t_start),
+        "n_batches": batches,
+        "noise_directions": noise_directions,
+        "split_seed": seed,
+        "weight_norm": round(w_norm, 4),
+        "gradient": {
+            "mean_norm": round(math.sqrt(mean_energy), 4),
+            "control_norms": [round(float(c.norm()), 4) for c in controls],
+            "batch_norm_rms": round(math.sqrt(batch_energy), 4),
+            "rho": round(common_energy / batch_energy, 4) if batch_energy else None,
+            "common_share_of_mean": round(math.sqrt(common_energy / mean_energy), 4) if mean_energy else None,
+        },
+        "base": base,
+        "steps": steps,
     }

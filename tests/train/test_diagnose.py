@@ -7,14 +7,17 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from shamisa_bench.cli import main
 from shamisa_bench.train import PretrainError, preset_config, run_pretrain
-from shamisa_bench.train.diagnose import PARTS, diagnose_run
+from shamisa_bench.train.diagnose import PARTS, _open_run, diagnose_run, line_search_run
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +100,99 @@ def test_cli_prints_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     assert set(out["consistency"]) == {*PARTS, "total"}
     assert main(["pretrain-diagnose", str(run), "--batches", "1"]) != 0
+
+
+class _WeightProbe:
+    """A stand-in for the validation probe: keeps the encoder and its trainable weights at each call."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+        self.encoder: torch.nn.Module | None = None
+
+    def __call__(self, encoder: torch.nn.Module) -> SimpleNamespace:
+        self.encoder = encoder
+        w = torch.cat([p.detach().flatten() for p in encoder.parameters() if p.requires_grad]).clone()
+        self.seen.append(w)
+        return SimpleNamespace(srcc=self.read(w), alpha=1.0)
+
+    @staticmethod
+    def read(w: torch.Tensor) -> float:
+        return float(w[::7].sum() / w.norm())  # a fixed linear read of the weights, not saturated
+
+
+def test_line_search_steps_along_the_mean_descent_and_restores_the_weights(run: Path) -> None:
+    before = _digest(run)
+    probe = _WeightProbe()
+    result = line_search_run(run, probe, batches=4, rels=[1e-3, 1e-2], noise_directions=3)
+    assert _digest(run) == before
+    assert len(probe.seen) == 1 + 2 * (1 + 3)  # the base, then the descent and 3 controls at each length
+    w0 = probe.seen[0]
+    assert result["weight_norm"] == pytest.approx(float(w0.norm()), rel=1e-4)
+    # The same batches' gradients, taken here independently of the search.
+    opened = _open_run(run, None)
+    mean = torch.stack(opened.step_totals(4)).mean(0)
+    assert result["gradient"]["mean_norm"] == pytest.approx(float(mean.norm()), rel=1e-4)
+    deltas = [w - w0 for w in probe.seen[1:]]
+    for i, rel in enumerate([1e-3, 1e-2]):
+        group = deltas[4 * i:4 * i + 4]
+        for d in group:
+            assert float(d.norm()) == pytest.approx(rel * float(w0.norm()), rel=1e-3)
+        d, m = group[0].double(), -mean.double()  # w - w0 carries float32 rounding: the cosine is near, not at, 1
+        assert float(d @ m) / float(d.norm() * m.norm()) > 0.995
+        # the controls are not the descent, and not each other
+        for d in group[1:]:
+            assert abs(float(d @ group[0]) / float(d.norm() * group[0].norm())) < 0.99
+        assert float((group[1] - group[2]).norm()) > 0
+        step = result["steps"][i]
+        assert step["rel"] == rel and len(step["noise"]) == 3
+        assert step["noise_mean"] == pytest.approx(sum(step["noise"]) / 3, abs=1e-6)
+        assert step["descent_minus_noise_mean"] == pytest.approx(step["descent"] - step["noise_mean"], abs=1e-6)
+    assert result["base"]["srcc"] == pytest.approx(_WeightProbe.read(w0), abs=1e-6)
+    # The encoder is left with its own weights (and its BatchNorm statistics).
+    after = torch.cat([p.detach().flatten() for p in probe.encoder.parameters() if p.requires_grad])
+    assert torch.equal(after, w0)
+    g = result["gradient"]
+    assert 0.0 <= g["rho"] <= 1.0 and 0.0 <= g["common_share_of_mean"] <= 1.0 and len(g["control_norms"]) == 3
+
+
+def test_line_search_controls_follow_the_seed(run: Path) -> None:
+    def figures(seed: int) -> list[dict[str, Any]]:
+        return line_search_run(run, _WeightProbe(), batches=4, rels=[1e-2], noise_directions=2, seed=seed)["steps"]
+
+    first = figures(5)
+    assert figures(5) == first
+    assert figures(6)[0]["noise"] != first[0]["noise"]
+
+
+def test_line_search_bad_input_is_named(run: Path) -> None:
+    probe = _WeightProbe()
+    with pytest.raises(ValueError, match="batches"):
+        line_search_run(run, probe, batches=3)
+    for rels in ([], [0.0], [-1e-3], [float("nan")], ["1e-3"]):
+        with pytest.raises(ValueError, match="rels"):
+            line_search_run(run, probe, batches=4, rels=rels)
+    with pytest.raises(ValueError, match="noise_directions"):
+        line_search_run(run, probe, batches=4, noise_directions=0)
+    assert probe.seen == []  # nothing was measured
+
+
+def test_cli_line_search_measures_with_the_validation_probe(run: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.harness.registry import load_registry
+
+    from .test_pretrain import _labelled_dataset
+
+    data, overlay = _labelled_dataset(tmp_path)
+    registry = tmp_path / "full-registry"
+    shutil.copytree(load_registry().root, registry)
+    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    argv = ["pretrain-diagnose", str(run), "--batches", "4", "--line-search", "1e-3", "--noise-directions", "1"]
+    assert main(argv) == 2
+    assert "--val-dataset" in capsys.readouterr().err
+    assert main([*argv[:-3], "1e-3,x", "--val-dataset", "bright"]) == 2
+    assert "comma-separated" in capsys.readouterr().err
+    assert main([*argv, "--val-dataset", "bright", "--data-root", str(data), "--registry", str(registry)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["validation"]["dataset"] == "bright" and out["validation"]["skipped"] == 0
+    assert -1.0 <= out["base"]["srcc"] <= 1.0 and [s["rel"] for s in out["steps"]] == [1e-3]
+    assert out["checkpoint_sha256"] == hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
