@@ -222,7 +222,8 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
                                split_seed=args.val_split_seed, registry=args.registry)
             result = line_search_run(Path(args.run), probe, images, batches=args.batches, rels=rels,
-                                     noise_directions=args.noise_directions, seed=args.seed)
+                                     noise_directions=args.noise_directions, seed=args.seed,
+                                     report=lambda line: print(f"line search: {line}", file=sys.stderr, flush=True))
             result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
                                     "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
     except (ValueError, PretrainError) as err:

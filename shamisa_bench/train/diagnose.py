@@ -243,6 +243,7 @@ def line_search_run(
     rels: Sequence[float] = (1e-4, 3e-4, 1e-3),
     noise_directions: int = 2,
     seed: int = 0,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Does the objective's common encoder direction raise validation more than noise does?
 
@@ -268,6 +269,8 @@ def line_search_run(
         rels: step lengths relative to the norm of the encoder's trainable weights.
         noise_directions: random half splits measured as controls (>= 1).
         seed: seed of the ``torch.Generator`` that draws the half splits.
+        report: called with a line of progress after the gradients and after each
+            measurement (a search takes minutes per measurement on a CPU).
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
@@ -286,6 +289,8 @@ def line_search_run(
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
     totals = torch.stack(opened.step_totals(batches))
     encoder.load_state_dict(saved)  # a forward in train mode may have moved unfrozen BN statistics
+    say = report if report is not None else (lambda line: None)
+    say(f"{batches} batch gradients in {time.perf_counter() - t_start:.0f} s")
 
     mean = totals.mean(0)
     gen = torch.Generator().manual_seed(seed)
@@ -311,20 +316,22 @@ def line_search_run(
                 p.copy_(w.view_as(p))
                 offset += n
 
-    def measure(delta: Tensor | None) -> dict[str, float]:
+    def measure(delta: Tensor | None, label: str) -> dict[str, float]:
         place(delta)
         result = probe(encoder)
         out = {"srcc": round(float(result.srcc), 6)}
+        say(f"{label}: srcc {out['srcc']:.4f}")
         if getattr(result, "alpha", None) is not None:
             out["alpha"] = result.alpha
         return out
 
     directions = [-mean / mean.norm()] + [c / c.norm() for c in controls]
     try:
-        base = measure(None)
+        base = measure(None, "base")
         steps = []
         for r in rels:
-            seen = [measure(d * (r * w_norm)) for d in directions]
+            seen = [measure(d * (r * w_norm), f"{'descent' if i == 0 else f'noise {i}'} at {r:g}")
+                    for i, d in enumerate(directions)]
             noise = [s["srcc"] for s in seen[1:]]
             noise_mean = sum(noise) / len(noise)
             steps.append({

@@ -192,7 +192,12 @@ def test_cli_line_search_measures_with_the_validation_probe(run: Path, tmp_path:
     assert main([*argv[:-3], "1e-3,x", "--val-dataset", "bright"]) == 2
     assert "comma-separated" in capsys.readouterr().err
     assert main([*argv, "--val-dataset", "bright", "--data-root", str(data), "--registry", str(registry)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    # progress on stderr: the gradients, then each of the 3 measurements
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("line search: 4 batch gradients in ")
+    assert [line.split(": ")[1] for line in lines[1:]] == ["base", "descent at 0.001", "noise 1 at 0.001"]
     assert out["validation"]["dataset"] == "bright" and out["validation"]["skipped"] == 0
     assert -1.0 <= out["base"]["srcc"] <= 1.0 and [s["rel"] for s in out["steps"]] == [1e-3]
     assert out["checkpoint_sha256"] == hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
