@@ -86,6 +86,7 @@ class _OpenedRun:
     paths: list[Path]
     unreadable: list[tuple[str, str]]
     images: list[Path]
+    git: tuple[str | None, bool | None]  # (sha, dirty) when the run was opened: the code that measures
 
     def step_totals(self, batches: int) -> list[Tensor]:
         """The flat encoder gradient of the total loss on each of the run's next ``batches`` step batches."""
@@ -102,7 +103,7 @@ class _OpenedRun:
 
     def header(self, t_start: float) -> dict[str, Any]:
         """The provenance every diagnosis reports: run, step, checkpoint, seed, images, versions, duration."""
-        sha, dirty = git_state()
+        sha, dirty = self.git
         return {
             "run": self.run.name,
             "step": self.step,
@@ -117,6 +118,7 @@ class _OpenedRun:
 
 
 def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
+    git = git_state()
     run = Path(run)
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
@@ -148,7 +150,7 @@ def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     net.train()
     net.encoder_fixed = False
     params = [p for p in net.encoder.parameters() if p.requires_grad]
-    return _OpenedRun(run, config, int(state["step"]), net, params, paths, unreadable, list(images))
+    return _OpenedRun(run, config, int(state["step"]), net, params, paths, unreadable, list(images), git)
 
 
 def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
