@@ -223,7 +223,8 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
                                split_seed=args.val_split_seed, registry=args.registry)
             result = line_search_run(Path(args.run), probe, images, batches=args.batches, rels=rels,
                                      noise_directions=args.noise_directions, seed=args.seed,
-                                     report=lambda line: print(f"line search: {line}", file=sys.stderr, flush=True))
+                                     report=lambda line: print(f"line search: {line}", file=sys.stderr, flush=True),
+                                     export_dir=Path(args.export_dir) if args.export_dir else None)
             result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
                                     "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
     except (ValueError, PretrainError) as err:
@@ -290,6 +291,9 @@ def register(sub: Any) -> None:
     p.add_argument("--noise-directions", type=int, default=2,
                    help="noise controls of --line-search: half differences of random halves of the batches (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the controls' random halves (default 0)")
+    p.add_argument("--export-dir", default=None,
+                   help="also write every encoder --line-search measures there (base, descent-R, noiseK-R), so that "
+                        "a point can be scored on the full protocol as a control")
     p.add_argument("--val-dataset", default=None, help="registered labelled dataset whose split-0 train/val parts "
                                                        "measure each --line-search step (e.g. clive-dev)")
     p.add_argument("--data-root", default=None, help="folder holding --val-dataset")

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..common.provenance import git_state, package_versions, utc_now
 from ..losses.shamisa import ShamisaLoss
+from ..model.export import save_encoder_export
 from ..model.network import PretrainNet
 from .checkpoint import load_resume
 from .config import PretrainConfig, PretrainError
@@ -246,6 +247,7 @@ def line_search_run(
     noise_directions: int = 2,
     seed: int = 0,
     report: Callable[[str], None] | None = None,
+    export_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Does the objective's common encoder direction raise validation more than noise does?
 
@@ -273,6 +275,10 @@ def line_search_run(
         seed: seed of the ``torch.Generator`` that draws the half splits.
         report: called with a line of progress after the gradients and after each
             measurement (a search takes minutes per measurement on a CPU).
+        export_dir: when given, every measured encoder is also written there as an
+            encoder export (``base``, ``descent-R``, ``noiseK-R``; fp32), its provenance
+            and validation under ``extra.line_search``: so that a point can be scored
+            on the full protocol (``shamisa-bench run``) as a control.
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
@@ -322,6 +328,11 @@ def line_search_run(
         place(delta)
         result = probe(encoder)
         out = {"srcc": round(float(result.srcc), 6)}
+        if export_dir is not None:
+            name = label.replace(" at ", "-").replace(" ", "")
+            save_encoder_export(encoder, Path(export_dir) / name, extra={"line_search": {
+                **{k: v for k, v in opened.header(t_start).items() if k not in ("images", "seconds")},
+                "point": name, "n_batches": batches, "split_seed": seed, "val_srcc": out["srcc"]}})
         say(f"{label}: srcc {out['srcc']:.4f}")
         if getattr(result, "alpha", None) is not None:
             out["alpha"] = result.alpha
@@ -332,7 +343,7 @@ def line_search_run(
         base = measure(None, "base")
         steps = []
         for r in rels:
-            seen = [measure(d * (r * w_norm), f"{'descent' if i == 0 else f'noise {i}'} at {r:g}")
+            seen = [measure(d * (r * w_norm), f"{'descent' if i == 0 else f'noise{i}'} at {r:g}")
                     for i, d in enumerate(directions)]
             noise = [s["srcc"] for s in seen[1:]]
             noise_mean = sum(noise) / len(noise)

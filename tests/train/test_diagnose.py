@@ -197,7 +197,23 @@ def test_cli_line_search_measures_with_the_validation_probe(run: Path, tmp_path:
     # progress on stderr: the gradients, then each of the 3 measurements
     lines = captured.err.splitlines()
     assert lines[0].startswith("line search: 4 batch gradients in ")
-    assert [line.split(": ")[1] for line in lines[1:]] == ["base", "descent at 0.001", "noise 1 at 0.001"]
+    assert [line.split(": ")[1] for line in lines[1:]] == ["base", "descent at 0.001", "noise1 at 0.001"]
     assert out["validation"]["dataset"] == "bright" and out["validation"]["skipped"] == 0
     assert -1.0 <= out["base"]["srcc"] <= 1.0 and [s["rel"] for s in out["steps"]] == [1e-3]
     assert out["checkpoint_sha256"] == hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
+
+
+def test_line_search_exports_every_measured_encoder(run: Path, tmp_path: Path) -> None:
+    from shamisa_bench.model import load_encoder_export, read_encoder_export
+
+    probe = _WeightProbe()
+    result = line_search_run(run, probe, batches=4, rels=[1e-2], noise_directions=1, export_dir=tmp_path / "ex")
+    names = ["base", "descent-0.01", "noise1-0.01"]
+    assert sorted(p.name for p in (tmp_path / "ex").iterdir()) == sorted(names)
+    values = [result["base"]["srcc"], result["steps"][0]["descent"], result["steps"][0]["noise"][0]]
+    for name, seen, value in zip(names, probe.seen, values, strict=True):
+        encoder = load_encoder_export(tmp_path / "ex" / name)
+        assert torch.equal(torch.cat([p.detach().flatten() for p in encoder.parameters()]), seen)
+        extra = read_encoder_export(tmp_path / "ex" / name).config["extra"]["line_search"]
+        assert (extra["point"], extra["val_srcc"], extra["step"]) == (name, value, result["step"])
+        assert extra["checkpoint_sha256"] == result["checkpoint_sha256"]
