@@ -33,7 +33,13 @@ from shamisa_bench.train.config import (
 from shamisa_bench.train.diagnose import diagnose_run, line_search_run
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
-from shamisa_bench.train.report import plot_compare, plot_curves, read_run_log
+from shamisa_bench.train.report import (
+    plot_compare,
+    plot_curves,
+    plot_line_search,
+    read_line_search,
+    read_run_log,
+)
 
 __all__ = ["add_config_args", "config_from_args", "register"]
 
@@ -176,6 +182,16 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if not args.runs and not args.line_search:
+        raise CLIError("give run folders, --line-search files, or both")
+    if args.line_search:
+        try:
+            searches = [read_line_search(Path(f)) for f in args.line_search]
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+        name = args.line_search_name
+        plot_line_search(searches, out / f"{name}.png", args.title or "validation along the objective's mean gradient")
+        print(json.dumps({"line_search": str(out / f"{name}.png"), "from": list(args.line_search)}))
     logs = []
     for run in args.runs:
         run = Path(run)
@@ -269,10 +285,13 @@ def register(sub: Any) -> None:
         "pretrain-report",
         help="copy pretraining runs' config and log and draw their curves (PNG), for results/pretrain/",
     )
-    p.add_argument("runs", nargs="+", help="pretraining run folders")
+    p.add_argument("runs", nargs="*", help="pretraining run folders")
     p.add_argument("--out", default="results/pretrain", help="where each run's folder goes (default results/pretrain)")
     p.add_argument("--compare", default=None, metavar="NAME", help="also draw OUT/NAME.png: all validation curves")
     p.add_argument("--title", default=None, help="title of the comparison plot")
+    p.add_argument("--line-search", nargs="+", default=None, metavar="JSON",
+                   help="pretrain-diagnose --line-search results to draw on one plot, OUT/--line-search-name.png")
+    p.add_argument("--line-search-name", default="line-search", help="file name of that plot (default line-search)")
     p.set_defaults(func=_cmd_pretrain_report)
 
     p = sub.add_parser(

@@ -18,7 +18,7 @@ from typing import Any
 
 from shamisa_bench.common.atomic import atomic_write_bytes
 
-__all__ = ["RunLog", "plot_compare", "plot_curves", "read_run_log"]
+__all__ = ["RunLog", "plot_compare", "plot_curves", "plot_line_search", "read_line_search", "read_run_log"]
 
 #: Loss terms drawn, with their coefficient in the total (``ShamisaLoss``'s defaults).
 _TERMS = (("var", "L_var"), ("cov", "L_cov"), ("graph_pull", "graph pull"), ("r_graph", "R_graph"), ("ot", "L_ot"))
@@ -163,6 +163,47 @@ def plot_compare(logs: list[RunLog], path: Path, title: str) -> None:
     ax.set_ylabel("val SRCC")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def read_line_search(path: Path) -> dict[str, Any]:
+    """A ``pretrain-diagnose --line-search`` result read back.
+
+    Raises:
+        ValueError: not readable JSON, or not a line-search result; the message names the file.
+    """
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable JSON file ({err})") from err
+    if not isinstance(result, dict) or not all(k in result for k in ("run", "step", "base", "steps")):
+        raise ValueError(f"{path}: not a pretrain-diagnose --line-search result (no run, step, base and steps)")
+    return result
+
+
+def plot_line_search(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Validation SRCC against the step length: the descent, each noise control and the base, per result."""
+    fig, axes = _figure(1)
+    fig.set_size_inches(8, 5)  # the controls spread widely
+    ax = axes[0]
+    for i, result in enumerate(results):
+        colour = f"C{i % 10}"
+        label = f"{result['run']} @ step {result['step']}"
+        rels = [s["rel"] for s in result["steps"]]
+        ax.plot(rels, [s["descent"] for s in result["steps"]], marker="o", color=colour,
+                label=f"{label}: descent")
+        for j, s in enumerate(result["steps"]):
+            ax.scatter([s["rel"]] * len(s["noise"]), s["noise"], marker="x", color=colour, s=22,
+                       label=f"{label}: noise controls" if j == 0 else None)
+        ax.axhline(result["base"]["srcc"], color=colour, lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("step length |dw| / |w|")
+    ax.set_ylabel("val SRCC (dashed: no step)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)

@@ -217,3 +217,19 @@ def test_line_search_exports_every_measured_encoder(run: Path, tmp_path: Path) -
         extra = read_encoder_export(tmp_path / "ex" / name).config["extra"]["line_search"]
         assert (extra["point"], extra["val_srcc"], extra["step"]) == (name, value, result["step"])
         assert extra["checkpoint_sha256"] == result["checkpoint_sha256"]
+
+
+def test_pretrain_report_draws_line_search_results(run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    result = line_search_run(run, _WeightProbe(), batches=4, rels=[1e-3, 1e-2], noise_directions=2)
+    (tmp_path / "a.json").write_text(json.dumps(result))
+    out = tmp_path / "out"
+    argv = ["pretrain-report", "--line-search", str(tmp_path / "a.json"), "--out", str(out)]
+    assert main([*argv, "--line-search-name", "ls"]) == 0
+    assert json.loads(capsys.readouterr().out)["line_search"] == str(out / "ls.png")
+    assert (out / "ls.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "b.json").write_text(json.dumps({"run": "x"}))
+    assert main([*argv, str(tmp_path / "b.json")]) == 2
+    assert "b.json" in capsys.readouterr().err
+    assert main(["pretrain-report", "--out", str(out)]) == 2
+    assert "run folders" in capsys.readouterr().err
