@@ -240,7 +240,8 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             result = line_search_run(Path(args.run), probe, images, batches=args.batches, rels=rels,
                                      noise_directions=args.noise_directions, seed=args.seed,
                                      report=lambda line: print(f"line search: {line}", file=sys.stderr, flush=True),
-                                     export_dir=Path(args.export_dir) if args.export_dir else None)
+                                     export_dir=Path(args.export_dir) if args.export_dir else None,
+                                     skip_batches=args.skip_batches)
             result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
                                     "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
     except (ValueError, PretrainError) as err:
@@ -310,6 +311,8 @@ def register(sub: Any) -> None:
     p.add_argument("--noise-directions", type=int, default=2,
                    help="noise controls of --line-search: half differences of random halves of the batches (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the controls' random halves (default 0)")
+    p.add_argument("--skip-batches", type=int, default=0, metavar="N",
+                   help="--line-search averages the batches of steps STEP+N onwards, not the run's next ones (default 0)")
     p.add_argument("--export-dir", default=None,
                    help="also write every encoder --line-search measures there (base, descent-R, noiseK-R), so that "
                         "a point can be scored on the full protocol as a control")

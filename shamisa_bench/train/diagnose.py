@@ -89,13 +89,17 @@ class _OpenedRun:
     images: list[Path]
     git: tuple[str | None, bool | None]  # (sha, dirty) when the run was opened: the code that measures
 
-    def step_totals(self, batches: int) -> list[Tensor]:
-        """The flat encoder gradient of the total loss on each of the run's next ``batches`` step batches."""
+    def step_totals(self, batches: int, skip: int = 0) -> list[Tensor]:
+        """The flat encoder gradient of the total loss on each of ``batches`` step batches of the run.
+
+        The batches are those of steps ``step + skip`` onwards (``skip`` = 0: the run's next ones).
+        """
         loss_fn = ShamisaLoss(self.config.loss_config())
-        dataset = StepDataset(self.paths, self.config.layout, seed=self.config.seed, start=self.step,
-                              stop=self.step + batches)
+        first = self.step + skip
+        dataset = StepDataset(self.paths, self.config.layout, seed=self.config.seed, start=first,
+                              stop=first + batches)
         totals = []
-        for step in range(self.step, self.step + batches):
+        for step in range(first, first + batches):
             batch = dataset.build(step)
             z, graph_out = self.net(batch.crops, batch.nodes)
             totals.append(_flat_grad(loss_fn(z, graph_out).total, self.params))
@@ -248,6 +252,7 @@ def line_search_run(
     seed: int = 0,
     report: Callable[[str], None] | None = None,
     export_dir: Path | None = None,
+    skip_batches: int = 0,
 ) -> dict[str, Any]:
     """Does the objective's common encoder direction raise validation more than noise does?
 
@@ -279,6 +284,8 @@ def line_search_run(
             encoder export (``base``, ``descent-R``, ``noiseK-R``; fp32), its provenance
             and validation under ``extra.line_search``: so that a point can be scored
             on the full protocol (``shamisa-bench run``) as a control.
+        skip_batches: average the batches of steps ``step + skip_batches`` onwards instead
+            of the run's next ones (another sample of the same objective at the same weights).
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
@@ -291,11 +298,13 @@ def line_search_run(
         PretrainError: not a readable run folder, or its images cannot be found.
     """
     rels = _check_line_search(batches, rels, noise_directions)
+    if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
+        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
     t_start = time.perf_counter()
     opened = _open_run(run, images)
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
-    totals = torch.stack(opened.step_totals(batches))
+    totals = torch.stack(opened.step_totals(batches, skip_batches))
     encoder.load_state_dict(saved)  # a forward in train mode may have moved unfrozen BN statistics
     say = report if report is not None else (lambda line: None)
     say(f"{batches} batch gradients in {time.perf_counter() - t_start:.0f} s")
@@ -332,7 +341,8 @@ def line_search_run(
             name = label.replace(" at ", "-").replace(" ", "")
             save_encoder_export(encoder, Path(export_dir) / name, extra={"line_search": {
                 **{k: v for k, v in opened.header(t_start).items() if k not in ("images", "seconds")},
-                "point": name, "n_batches": batches, "split_seed": seed, "val_srcc": out["srcc"]}})
+                "point": name, "n_batches": batches, "first_batch_step": opened.step + skip_batches,
+                "split_seed": seed, "val_srcc": out["srcc"]}})
         say(f"{label}: srcc {out['srcc']:.4f}")
         if getattr(result, "alpha", None) is not None:
             out["alpha"] = result.alpha
@@ -360,6 +370,7 @@ def line_search_run(
     return {
         **opened.header(t_start),
         "n_batches": batches,
+        "first_batch_step": opened.step + skip_batches,
         "noise_directions": noise_directions,
         "split_seed": seed,
         "weight_norm": round(w_norm, 4),

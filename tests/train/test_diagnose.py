@@ -162,6 +162,13 @@ def test_line_search_controls_follow_the_seed(run: Path) -> None:
     first = figures(5)
     assert figures(5) == first
     assert figures(6)[0]["noise"] != first[0]["noise"]
+    # other batches, the same weights: another sample of the mean gradient
+    later = line_search_run(run, _WeightProbe(), batches=4, rels=[1e-2], noise_directions=2, seed=5, skip_batches=4)
+    assert later["first_batch_step"] == later["step"] + 4 and later["base"] == line_search_run(
+        run, _WeightProbe(), batches=4, rels=[1e-2], noise_directions=2, seed=5)["base"]
+    assert later["steps"][0]["descent"] != first[0]["descent"]
+    with pytest.raises(ValueError, match="skip_batches"):
+        line_search_run(run, _WeightProbe(), batches=4, skip_batches=-1)
 
 
 def test_line_search_bad_input_is_named(run: Path) -> None:
