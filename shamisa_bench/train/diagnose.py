@@ -291,10 +291,12 @@ def line_search_run(
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
         mean, of each control and of a batch; ``rho``; ``common_share_of_mean``); ``base``;
         ``steps`` (per ``r``: the descent's and each control's validation, the controls'
-        mean, and descent minus that mean). The weights are restored and nothing is written.
+        mean, and descent minus that mean); ``split_seed``, the seed of the random halves.
+        The weights are restored, and nothing is written outside ``export_dir``.
 
     Raises:
-        ValueError: bad ``batches``, ``rels`` or ``noise_directions``.
+        ValueError: bad ``batches``, ``rels``, ``noise_directions`` or ``skip_batches``; or
+            a zero mean gradient or control (an encoder with nothing to train).
         PretrainError: not a readable run folder, or its images cannot be found.
     """
     rels = _check_line_search(batches, rels, noise_directions)
@@ -302,6 +304,9 @@ def line_search_run(
         raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
     t_start = time.perf_counter()
     opened = _open_run(run, images)
+    if not opened.params:
+        raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
+                         "there is no direction to search")
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
     totals = torch.stack(opened.step_totals(batches, skip_batches))
@@ -348,6 +353,9 @@ def line_search_run(
             out["alpha"] = result.alpha
         return out
 
+    if float(mean.norm()) == 0.0 or any(float(c.norm()) == 0.0 for c in controls):
+        raise ValueError(f"{opened.run}: the encoder's mean gradient or a noise control is zero at step "
+                         f"{opened.step}; there is no direction to search")
     directions = [-mean / mean.norm()] + [c / c.norm() for c in controls]
     try:
         base = measure(None, "base")

@@ -183,6 +183,21 @@ def test_line_search_bad_input_is_named(run: Path) -> None:
     assert probe.seen == []  # nothing was measured
 
 
+def test_line_search_needs_something_to_move(tmp_path: Path) -> None:
+    images = tmp_path / "pristine"
+    images.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(4):
+        Image.fromarray((rng.random((80, 96, 3)) * 255).astype(np.uint8)).save(images / f"im{i}.png")
+    frozen = tmp_path / "frozen"
+    run_pretrain(preset_config("tiny", max_steps=1, freeze_stages=5), images, frozen, device="cpu", num_workers=0,
+                 progress=False)
+    probe = _WeightProbe()
+    with pytest.raises(ValueError, match="no trainable weights"):
+        line_search_run(frozen, probe, batches=4)
+    assert probe.seen == []
+
+
 def test_cli_line_search_measures_with_the_validation_probe(run: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from shamisa_bench.harness.registry import load_registry
