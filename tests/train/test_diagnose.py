@@ -107,10 +107,12 @@ class _WeightProbe:
 
     def __init__(self) -> None:
         self.seen: list[torch.Tensor] = []
+        self.running: list[dict[str, torch.Tensor]] = []  # BatchNorm running statistics
         self.encoder: torch.nn.Module | None = None
 
     def __call__(self, encoder: torch.nn.Module) -> SimpleNamespace:
         self.encoder = encoder
+        self.running.append({k: v.clone() for k, v in encoder.state_dict().items() if "running" in k})
         w = torch.cat([p.detach().flatten() for p in encoder.parameters() if p.requires_grad]).clone()
         self.seen.append(w)
         return SimpleNamespace(srcc=self.read(w), alpha=1.0)
@@ -130,6 +132,7 @@ def test_line_search_steps_along_the_mean_descent_and_restores_the_weights(run: 
     assert result["weight_norm"] == pytest.approx(float(w0.norm()), rel=1e-4)
     # The same batches' gradients, taken here independently of the search.
     opened = _open_run(run, None)
+    checkpoint = {k: v.clone() for k, v in opened.net.encoder.state_dict().items() if "running" in k}
     mean = torch.stack(opened.step_totals(4)).mean(0)
     assert result["gradient"]["mean_norm"] == pytest.approx(float(mean.norm()), rel=1e-4)
     deltas = [w - w0 for w in probe.seen[1:]]
@@ -148,9 +151,13 @@ def test_line_search_steps_along_the_mean_descent_and_restores_the_weights(run: 
         assert step["noise_mean"] == pytest.approx(sum(step["noise"]) / 3, abs=1e-6)
         assert step["descent_minus_noise_mean"] == pytest.approx(step["descent"] - step["noise_mean"], abs=1e-6)
     assert result["base"]["srcc"] == pytest.approx(_WeightProbe.read(w0), abs=1e-6)
-    # The encoder is left with its own weights (and its BatchNorm statistics).
+    # The encoder is left with its own weights.
     after = torch.cat([p.detach().flatten() for p in probe.encoder.parameters() if p.requires_grad])
     assert torch.equal(after, w0)
+    # Every point is measured with the checkpoint's BatchNorm statistics, although the tiny
+    # preset updates them in train mode (the gradients' forward passes would have moved them).
+    assert not opened.config.freeze_bn
+    assert checkpoint and all(torch.equal(r[k], v) for r in probe.running for k, v in checkpoint.items())
     g = result["gradient"]
     assert 0.0 <= g["rho"] <= 1.0 and 0.0 <= g["common_share_of_mean"] <= 1.0 and len(g["control_norms"]) == 3
 
