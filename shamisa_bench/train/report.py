@@ -159,10 +159,15 @@ def plot_compare(logs: list[RunLog], path: Path, title: str) -> None:
             # the colour cycle has 10 colours: the next 10 runs reuse them, dashed
             ax.plot([v["step"] for v in log.validations], [v["val_srcc"] for v in log.validations], marker="o",
                     ms=3, ls="-" if i % 20 < 10 else "--", label=log.name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("val SRCC")
+    _finish_single(fig, ax, path, title, xlabel="step", ylabel="val SRCC", legend_size=8)
+
+
+def _finish_single(fig: Any, ax: Any, path: Path, title: str, *, xlabel: str, ylabel: str, legend_size: int) -> None:
+    """Labels, grid, legend and title of a one-panel plot, then the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
@@ -200,10 +205,5 @@ def plot_line_search(results: list[dict[str, Any]], path: Path, title: str) -> N
                        label=f"{label}: noise controls" if j == 0 else None)
         ax.axhline(result["base"]["srcc"], color=colour, lw=0.8, ls="--")
     ax.set_xscale("log")
-    ax.set_xlabel("step length |dw| / |w|")
-    ax.set_ylabel("val SRCC (dashed: no step)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
+    _finish_single(fig, ax, path, title, xlabel="step length |dw| / |w|", ylabel="val SRCC (dashed: no step)",
+                   legend_size=7)
