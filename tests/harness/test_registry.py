@@ -44,7 +44,8 @@ PROBES = {
     "shamisa-lite": ("efficientnet_lite0", "export"),
     **{f"lite0-imagenet-{c}": ("efficientnet_lite0", "export")
        for c in ("objective-step-s27", "noise-step-s27-1", "noise-step-s27-2", "objective-step-s28", "noise-step-s28-2",
-                 "objective-step-s29", "noise-step-s29-1", "objective-step-s27-b", "noise-step-s27-b1")},
+                 "objective-step-s29", "noise-step-s29-1", "objective-step-s27-b", "noise-step-s27-b1",
+                 "noise-step-s28-h1", "noise-step-s28-h2", "noise-step-s28-h3", "noise-step-s28-h4")},
     **{f"lite0-shamisa-{g}": ("efficientnet_lite0", "export")
        for g in ("full", "vicreg-binary", "metadata-only", "structure-only", "full-1000", "metadata-anchor-1000",
                  "vicreg-frozen-anchor-1000", "full-frozen-anchor-1000", "lite-cpu-1000",
