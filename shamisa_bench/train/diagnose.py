@@ -88,6 +88,7 @@ class _OpenedRun:
     unreadable: list[tuple[str, str]]
     images: list[Path]
     git: tuple[str | None, bool | None]  # (sha, dirty) when the run was opened: the code that measures
+    checkpoint_sha256: str  # hashed once, when the run was opened
 
     def step_totals(self, batches: int, skip: int = 0) -> list[Tensor]:
         """The flat encoder gradient of the total loss on each of ``batches`` step batches of the run.
@@ -112,7 +113,7 @@ class _OpenedRun:
         return {
             "run": self.run.name,
             "step": self.step,
-            "checkpoint_sha256": hashlib.sha256((self.run / "checkpoint.pt").read_bytes()).hexdigest(),
+            "checkpoint_sha256": self.checkpoint_sha256,
             "seed": self.config.seed,
             # skipped like pretrain skips them (so the batches are the run's), and counted here
             "images": {"count": len(self.paths), "folders": [str(p) for p in self.images],
@@ -155,7 +156,8 @@ def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     net.train()
     net.encoder_fixed = False
     params = [p for p in net.encoder.parameters() if p.requires_grad]
-    return _OpenedRun(run, config, int(state["step"]), net, params, paths, unreadable, list(images), git)
+    sha256 = hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
+    return _OpenedRun(run, config, int(state["step"]), net, params, paths, unreadable, list(images), git, sha256)
 
 
 def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
@@ -321,15 +323,20 @@ def line_search_run(
     for _ in range(noise_directions):
         perm = torch.randperm(batches, generator=gen)
         controls.append((totals[perm[:half]].mean(0) - totals[perm[half:2 * half]].mean(0)) / 2)
+    if float(mean.norm()) == 0.0 or any(float(c.norm()) == 0.0 for c in controls):
+        raise ValueError(f"{opened.run}: the encoder's mean gradient or a noise control is zero at step "
+                         f"{opened.step}; there is no direction to search")
     noise_energy = float(torch.stack([c.norm() ** 2 for c in controls]).mean())
     mean_energy = float(mean.norm() ** 2)
     common_energy = max(0.0, mean_energy - noise_energy)
     batch_energy = float((totals.norm(dim=1) ** 2).mean())
 
-    w0 = torch.cat([p.detach().flatten() for p in opened.params])
+    w0 = torch.cat([p.detach().flatten() for p in opened.params])  # not parameters_to_vector: it cannot view channels-last weights
     w_norm = float(w0.norm())
 
     def place(delta: Tensor | None) -> None:
+        # copied in place, not vector_to_parameters: that rebinds each weight to a contiguous
+        # view and would drop the encoder's channels-last format
         with torch.no_grad():
             offset = 0
             for p in opened.params:
@@ -338,6 +345,8 @@ def line_search_run(
                 p.copy_(w.view_as(p))
                 offset += n
 
+    ident = {k: v for k, v in opened.header(t_start).items() if k not in ("images", "seconds")}
+
     def measure(delta: Tensor | None, label: str) -> dict[str, float]:
         place(delta)
         result = probe(encoder)
@@ -345,7 +354,7 @@ def line_search_run(
         if export_dir is not None:
             name = label.replace(" at ", "-").replace(" ", "")
             save_encoder_export(encoder, Path(export_dir) / name, extra={"line_search": {
-                **{k: v for k, v in opened.header(t_start).items() if k not in ("images", "seconds")},
+                **ident,
                 "point": name, "n_batches": batches, "first_batch_step": opened.step + skip_batches,
                 "split_seed": seed, "val_srcc": out["srcc"]}})
         say(f"{label}: srcc {out['srcc']:.4f}")
@@ -353,9 +362,6 @@ def line_search_run(
             out["alpha"] = result.alpha
         return out
 
-    if float(mean.norm()) == 0.0 or any(float(c.norm()) == 0.0 for c in controls):
-        raise ValueError(f"{opened.run}: the encoder's mean gradient or a noise control is zero at step "
-                         f"{opened.step}; there is no direction to search")
     directions = [-mean / mean.norm()] + [c / c.norm() for c in controls]
     try:
         base = measure(None, "base")
