@@ -30,7 +30,7 @@ from shamisa_bench.train.config import (
     PretrainStopped,
     preset_config,
 )
-from shamisa_bench.train.diagnose import diagnose_run, line_search_run
+from shamisa_bench.train.diagnose import alignment_run, diagnose_run, line_search_run
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import (
@@ -229,7 +229,22 @@ def _rel_list(text: str) -> list[float]:
 def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
     images = [Path(p) for p in args.images] if args.images else None
     try:
-        if args.line_search is None:
+        if args.line_search is not None and args.alignment:
+            raise ValueError("--line-search and --alignment are two measurements: give one")
+        if args.parts and not args.alignment:
+            raise ValueError("--parts goes with --alignment")
+        if args.alignment:
+            if args.val_dataset is None:
+                raise ValueError("--alignment needs --val-dataset (the labels whose gradient is compared)")
+            probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
+                               split_seed=args.val_split_seed, registry=args.registry)
+            result = alignment_run(Path(args.run), probe, images, batches=args.batches,
+                                   noise_directions=args.noise_directions, seed=args.seed, parts=args.parts,
+                                   skip_batches=args.skip_batches,
+                                   report=lambda line: print(f"alignment: {line}", file=sys.stderr, flush=True))
+            result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
+                                    "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
+        elif args.line_search is None:
             result = diagnose_run(Path(args.run), images, batches=args.batches)
         else:
             rels = _rel_list(args.line_search)
@@ -304,20 +319,29 @@ def register(sub: Any) -> None:
     p.add_argument("--images", nargs="+", default=None,
                    help="the run's pristine image folders (default: those recorded in its log)")
     p.add_argument("--batches", type=int, default=6,
-                   help="consecutive step batches to measure (default 6, >= 2; >= 4 with --line-search)")
+                   help="consecutive step batches to measure (default 6, >= 2; >= 4 with --line-search or --alignment)")
     p.add_argument("--line-search", default=None, metavar="R[,R...]",
                    help="instead: step the encoder by R x |w| along the mean gradient's descent direction and along "
                         "random noise controls, and give the validation SRCC of each (e.g. 1e-4,3e-4,1e-3)")
+    p.add_argument("--alignment", action="store_true",
+                   help="instead: the cosine of each batch's and of the mean's encoder gradient with the gradient "
+                        "of --val-dataset's labelled error (ridge head held fixed), against noise controls")
+    p.add_argument("--parts", action="store_true",
+                   help="--alignment also for each weighted loss part (var, cov, pull, ot, r_graph)")
     p.add_argument("--noise-directions", type=int, default=2,
-                   help="noise controls of --line-search: half differences of random halves of the batches (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the controls' random halves (default 0)")
+                   help="noise controls of --line-search or --alignment: half differences of random halves of the "
+                        "batches (default 2)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the controls' random halves and of --alignment's halves of the labelled images (default 0)")
     p.add_argument("--skip-batches", type=int, default=0, metavar="N",
-                   help="--line-search averages the batches of steps STEP+N onwards, not the run's next ones (default 0)")
+                   help="--line-search and --alignment take the batches of steps STEP+N onwards, not the run's next ones "
+                        "(default 0)")
     p.add_argument("--export-dir", default=None,
                    help="also write every encoder --line-search measures there (base, descent-R, noiseK-R), so that "
                         "a point can be scored on the full protocol as a control")
-    p.add_argument("--val-dataset", default=None, help="registered labelled dataset whose split-0 train/val parts "
-                                                       "measure each --line-search step (e.g. clive-dev)")
+    p.add_argument("--val-dataset", default=None,
+                   help="registered labelled dataset whose split-0 train/val parts measure each --line-search step, "
+                        "or whose labels --alignment compares with (e.g. clive-dev)")
     p.add_argument("--data-root", default=None, help="folder holding --val-dataset")
     p.add_argument("--val-split-seed", type=int, default=0, help="seed of the validation split (default 0)")
     p.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")

@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,12 @@ def _flat_grad(value: Tensor, params: list[Tensor]) -> Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params, strict=True)])
 
 
-def _cos(a: Tensor, b: Tensor) -> float | None:
+def _cos(a: Tensor, b: Tensor, digits: int = 4) -> float | None:
+    a, b = a.double(), b.double()  # a float32 dot product over millions of weights is off by ~1e-3
     na, nb = float(a.norm()), float(b.norm())
     if na == 0.0 or nb == 0.0:
         return None
-    return round(float(a @ b) / (na * nb), 4)
+    return round(float(a @ b) / (na * nb), digits)
 
 
 def _mean_pairwise_cos(vecs: list[Tensor]) -> float | None:
@@ -90,22 +91,31 @@ class _OpenedRun:
     git: tuple[str | None, bool | None]  # (sha, dirty) when the run was opened: the code that measures
     checkpoint_sha256: str  # hashed once, when the run was opened
 
-    def step_totals(self, batches: int, skip: int = 0) -> list[Tensor]:
-        """The flat encoder gradient of the total loss on each of ``batches`` step batches of the run.
+    def step_gradients(self, batches: int, skip: int = 0, *, parts: bool = False) -> Iterator[dict[str, Tensor]]:
+        """The flat encoder gradient of the total loss (and of each weighted part) on each step batch.
 
-        The batches are those of steps ``step + skip`` onwards (``skip`` = 0: the run's next ones).
+        Yields one dict per batch, ``{"total": g}`` and, with ``parts``, one entry per name of
+        :data:`PARTS`. The batches are those of steps ``step + skip`` onwards (``skip`` = 0:
+        the run's next ones).
         """
         loss_fn = ShamisaLoss(self.config.loss_config())
         first = self.step + skip
         dataset = StepDataset(self.paths, self.config.layout, seed=self.config.seed, start=first,
                               stop=first + batches)
-        totals = []
         for step in range(first, first + batches):
             batch = dataset.build(step)
             z, graph_out = self.net(batch.crops, batch.nodes)
-            totals.append(_flat_grad(loss_fn(z, graph_out).total, self.params))
-            del z, graph_out
-        return totals
+            out = loss_fn(z, graph_out)
+            grads = {"total": _flat_grad(out.total, self.params)}
+            if parts:
+                grads.update({name: _flat_grad(value, self.params)
+                              for name, value in _weighted_parts(self.config, out.terms).items()})
+            del z, graph_out, out
+            yield grads
+
+    def step_totals(self, batches: int, skip: int = 0) -> list[Tensor]:
+        """The flat encoder gradient of the total loss on each of ``batches`` step batches of the run."""
+        return [g["total"] for g in self.step_gradients(batches, skip)]
 
     def header(self, t_start: float) -> dict[str, Any]:
         """The provenance every diagnosis reports: run, step, checkpoint, seed, images, versions, duration."""
@@ -231,6 +241,21 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
     }
 
 
+def _noise_controls(totals: Tensor, count: int, seed: int) -> list[Tensor]:
+    """``count`` directions with the batch noise's structure and none of the common part.
+
+    Each is half the difference between the means of two random halves of the batches
+    ``totals`` (B, P); the halves are drawn by a ``torch.Generator`` seeded with ``seed``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    half = totals.shape[0] // 2
+    controls = []
+    for _ in range(count):
+        perm = torch.randperm(totals.shape[0], generator=gen)
+        controls.append((totals[perm[:half]].mean(0) - totals[perm[half:2 * half]].mean(0)) / 2)
+    return controls
+
+
 def _check_line_search(batches: int, rels: Sequence[float], noise_directions: int) -> list[float]:
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 4:
         raise ValueError(f"batches must be an int >= 4 (two halves of at least 2), got {batches!r}")
@@ -317,12 +342,7 @@ def line_search_run(
     say(f"{batches} batch gradients in {time.perf_counter() - t_start:.0f} s")
 
     mean = totals.mean(0)
-    gen = torch.Generator().manual_seed(seed)
-    half = batches // 2
-    controls = []
-    for _ in range(noise_directions):
-        perm = torch.randperm(batches, generator=gen)
-        controls.append((totals[perm[:half]].mean(0) - totals[perm[half:2 * half]].mean(0)) / 2)
+    controls = _noise_controls(totals, noise_directions, seed)
     if float(mean.norm()) == 0.0 or any(float(c.norm()) == 0.0 for c in controls):
         raise ValueError(f"{opened.run}: the encoder's mean gradient or a noise control is zero at step "
                          f"{opened.step}; there is no direction to search")
@@ -397,4 +417,124 @@ def line_search_run(
         },
         "base": base,
         "steps": steps,
+    }
+
+
+def alignment_run(
+    run: Path,
+    probe: Any,
+    images: Sequence[Path] | None = None,
+    *,
+    batches: int = 48,
+    noise_directions: int = 20,
+    seed: int = 0,
+    parts: bool = False,
+    skip_batches: int = 0,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Does a step down the objective also step down the labels' error? Cosines with the supervised gradient.
+
+    At ``run/checkpoint.pt`` this takes the supervised gradient ``s`` of the probe's own
+    squared error (:meth:`~shamisa_bench.train.probe.ValidationProbe.supervised_gradient`:
+    the ridge head fit on the probe's labelled images and held fixed), and the objective's
+    encoder gradient ``g_b`` on each of the run's next ``batches`` step batches. A positive
+    cosine means that descending the objective also descends the labels' error.
+
+    Unlike a line search, which reads the probe's SRCC at a moved encoder (and moves of
+    1e-4 of the weights' norm in any direction change it by about +-0.02), a cosine is
+    first-order and measured once. It is judged against two nulls:
+
+    * the batches: the cosine of each ``g_b`` with ``s``, their mean and standard error
+      (``t`` = mean / standard error; the batches are independent draws of the objective);
+    * the noise controls of :func:`line_search_run` (half differences of random halves of
+      the batches, ``noise_directions`` of them): where the mean gradient's cosine falls
+      among theirs. The controls carry the batch noise of the mean and none of its common part.
+
+    The supervised gradient's two halves (disjoint random halves of the labelled images)
+    give its own reliability: their cosine, and the objective's cosine with each.
+
+    Args:
+        run: a pretraining run folder.
+        probe: a :class:`~shamisa_bench.train.probe.ValidationProbe`.
+        images: the pristine folders; default: those recorded in the run's log.
+        batches: consecutive step batches (>= 4).
+        noise_directions: noise controls (>= 1).
+        seed: seed of the controls' halves and of the labelled images' halves.
+        parts: also the cosines of each weighted loss part (:data:`PARTS`): which term
+            points where (about five times the compute).
+        skip_batches: start ``skip_batches`` steps after the checkpoint's.
+        report: called with a line of progress.
+
+    Returns:
+        A JSON-ready dict: the provenance of :func:`diagnose_run`; ``supervised`` (alpha, rmse,
+        images, norm, the cosine of its halves); ``alignment`` per measured gradient (the
+        total, and the parts when asked): ``cos_mean``, ``cos_mean_halves``,
+        ``batch_cos`` (mean, standard error, t), and for the total ``controls_cos`` and the
+        share of controls whose cosine is at least the mean's.
+
+    Raises:
+        ValueError: bad ``batches``, ``noise_directions`` or ``skip_batches``; or a zero
+            supervised gradient or mean gradient.
+        PretrainError: not a readable run folder, or its images cannot be found.
+    """
+    _check_line_search(batches, [1.0], noise_directions)
+    if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
+        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
+    say = report if report is not None else (lambda line: None)
+    t_start = time.perf_counter()
+    opened = _open_run(run, images)
+    if not opened.params:
+        raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
+                         "there is no direction to compare")
+    encoder = opened.net.encoder
+    saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
+    sup = probe.supervised_gradient(encoder, opened.params, seed=seed)
+    if float(sup.mean.norm()) == 0.0:
+        raise ValueError(f"{opened.run}: the supervised gradient is zero; there is nothing to compare with")
+    say(f"supervised gradient over {sup.n_images} images in {time.perf_counter() - t_start:.0f} s")
+
+    totals, sums, batch_cos = [], {}, {}
+    for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts)):
+        totals.append(grads["total"])
+        for name, g in grads.items():
+            sums[name] = sums.get(name, 0) + g
+            batch_cos.setdefault(name, []).append(_cos(g, sup.mean, 9) or 0.0)  # a zero gradient: 0
+        say(f"batch {i + 1}/{batches}: cos(total, supervised) {batch_cos['total'][-1]:+.4f}")
+    encoder.load_state_dict(saved)  # a forward in train mode may have moved unfrozen BN statistics
+    stacked = torch.stack(totals)
+    del totals
+    controls = _noise_controls(stacked, noise_directions, seed)
+
+    alignment = {}
+    for name, total in sums.items():
+        mean = total / batches
+        if float(mean.norm()) == 0.0:
+            raise ValueError(f"{opened.run}: the mean gradient of {name!r} is zero at step {opened.step}")
+        values = torch.tensor(batch_cos[name], dtype=torch.float64)
+        se = float(values.std(unbiased=True)) / math.sqrt(batches)
+        entry = {
+            "cos_mean": _cos(mean, sup.mean, 6),
+            "cos_mean_halves": [_cos(mean, h, 6) for h in sup.halves],
+            "batch_cos": {"mean": round(float(values.mean()), 6), "se": round(se, 6),
+                          "t": round(float(values.mean()) / se, 3) if se else None,
+                          "min": round(float(values.min()), 6), "max": round(float(values.max()), 6)},
+        }
+        if name == "total":
+            control_cos = [_cos(c, sup.mean, 6) for c in controls]
+            entry["controls_cos"] = control_cos
+            entry["controls_at_least_mean"] = round(
+                sum(1 for c in control_cos if c is not None and c >= entry["cos_mean"]) / len(control_cos), 4)
+        alignment[name] = entry
+    return {
+        **opened.header(t_start),
+        "n_batches": batches,
+        "first_batch_step": opened.step + skip_batches,
+        "noise_directions": noise_directions,
+        "split_seed": seed,
+        "supervised": {
+            "alpha": sup.alpha, "rmse": round(sup.rmse, 4), "n_images": sup.n_images,
+            "norm": round(float(sup.mean.norm()), 6),
+            "halves_cos": _cos(*sup.halves, digits=6),
+        },
+        "alignment": alignment,
     }

@@ -25,9 +25,15 @@ from shamisa_bench.common.imageio import ImageReadError, load_image
 from shamisa_bench.harness.data import load_dataset
 from shamisa_bench.harness.data.splits import make_splits
 from shamisa_bench.harness.registry import load_registry
-from shamisa_bench.iqa.head import FitConfig, extract_features, select_alpha
+from shamisa_bench.iqa.head import (
+    FitConfig,
+    extract_features,
+    head_features,
+    select_alpha,
+)
+from shamisa_bench.iqa.ridge import fit_ridge
 
-__all__ = ["ValidationProbe", "ValidationResult", "open_probe"]
+__all__ = ["SupervisedGradient", "ValidationProbe", "ValidationResult", "open_probe"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,26 @@ class ValidationResult:
             "val_divisions": self.n_divisions,
             "val_s": round(self.seconds, 3),
         }
+
+
+@dataclass(frozen=True)
+class SupervisedGradient:
+    """The encoder gradient of the probe's own squared error: the direction labels ask for.
+
+    Attributes:
+        mean: flat gradient, over all the probe's images, of ``0.5 (head(f(x)) - mos)^2``
+            with respect to the given parameters, the ridge head held fixed.
+        halves: the same over two disjoint random halves of the images.
+        alpha: the head's ridge alpha (chosen as the probe chooses it).
+        rmse: the head's root mean squared error on the images (in MOS units).
+        n_images: images used.
+    """
+
+    mean: torch.Tensor
+    halves: tuple[torch.Tensor, torch.Tensor]
+    alpha: float
+    rmse: float
+    n_images: int
 
 
 class ValidationProbe:
@@ -139,6 +165,58 @@ class ValidationProbe:
             n_images=len(self._images),
             n_divisions=n_divisions,
             seconds=time.perf_counter() - t0,
+        )
+
+
+    def supervised_gradient(
+        self, encoder: torch.nn.Module, params: list[torch.Tensor], *, seed: int = 0
+    ) -> SupervisedGradient:
+        """The gradient the labels ask of ``params``: the probe's squared error, its head held fixed.
+
+        The ridge head is fit on every image of the probe, its alpha chosen as :meth:`__call__`
+        chooses it; then each image's ``0.5 (prediction - mos)^2`` is differentiated through
+        the encoder (in eval mode, as features are extracted) with respect to ``params``.
+        The halves are drawn by a ``torch.Generator`` seeded with ``seed``. These are the
+        labels of the split's train and val parts: a direction to compare other directions
+        with, not one to train on.
+
+        Raises:
+            ValueError: ``params`` is empty.
+        """
+        if not params:
+            raise ValueError("no parameters to differentiate")
+        device = self.device if self.device is not None else next(encoder.parameters()).device
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            feats = extract_features(
+                encoder, (im.float() / 255 for im in self._images), feature_mode=self.feature_mode, device=device
+            ).astype(np.float64)
+            _, alpha, _, _ = select_alpha(feats, self._mos, self._fit, self._groups)
+            n, k, dim = feats.shape
+            fit = fit_ridge(feats.reshape(-1, dim), np.repeat(self._mos, k), alpha)
+            weight = torch.as_tensor(fit.weight, dtype=torch.float32, device=device)
+            pred = feats.reshape(-1, dim) @ fit.weight + fit.bias
+            rmse = float(np.sqrt(np.mean((pred.reshape(n, k).mean(axis=1) - self._mos) ** 2)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+            half_of = torch.zeros(n, dtype=torch.long)
+            half_of[order[n // 2:]] = 1
+            sums = [torch.zeros(sum(p.numel() for p in params)) for _ in range(2)]
+            for i, image in enumerate(self._images):
+                out = head_features(encoder, (image.float() / 255).to(device), self.feature_mode)
+                residual = (out.float() @ weight).mean() + fit.bias - float(self._mos[i])
+                grads = torch.autograd.grad(0.5 * residual**2, params, allow_unused=True)
+                sums[int(half_of[i])] += torch.cat([(g if g is not None else torch.zeros_like(p)).flatten().cpu()
+                                                    for g, p in zip(grads, params, strict=True)])
+        finally:
+            encoder.train(was_training)
+        counts = [int((half_of == h).sum()) for h in (0, 1)]
+        return SupervisedGradient(
+            mean=(sums[0] + sums[1]) / n,
+            halves=(sums[0] / counts[0], sums[1] / counts[1]),
+            alpha=alpha,
+            rmse=rmse,
+            n_images=n,
         )
 
 

@@ -17,7 +17,13 @@ from PIL import Image
 
 from shamisa_bench.cli import main
 from shamisa_bench.train import PretrainError, preset_config, run_pretrain
-from shamisa_bench.train.diagnose import PARTS, _open_run, diagnose_run, line_search_run
+from shamisa_bench.train.diagnose import (
+    PARTS,
+    _open_run,
+    alignment_run,
+    diagnose_run,
+    line_search_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +268,148 @@ def test_pretrain_report_draws_line_search_results(run: Path, tmp_path: Path,
     assert "b.json" in capsys.readouterr().err
     assert main(["pretrain-report", "--out", str(out)]) == 2
     assert "run folders" in capsys.readouterr().err
+
+
+class _DirectionProbe:
+    """A stand-in for the validation probe whose supervised gradient is a fixed direction."""
+
+    def __init__(self, mean: torch.Tensor, halves: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.mean, self.halves = mean, halves
+        self.calls = 0
+
+    def supervised_gradient(self, encoder: torch.nn.Module, params: list[torch.Tensor], *, seed: int = 0) -> Any:
+        from shamisa_bench.train.probe import SupervisedGradient
+
+        self.calls += 1
+        assert sum(p.numel() for p in params) == self.mean.numel()
+        return SupervisedGradient(mean=self.mean, halves=self.halves, alpha=1.0, rmse=0.5, n_images=10)
+
+
+def _unit_cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float(a @ b) / float(a.norm() * b.norm())
+
+
+def test_alignment_measures_cosines_with_the_supervised_direction(run: Path) -> None:
+    before = _digest(run)
+    opened = _open_run(run, None)
+    batch_grads = opened.step_totals(4)
+    mean = torch.stack(batch_grads).mean(0)
+    checkpoint = {k: v.clone() for k, v in opened.net.encoder.state_dict().items()}
+    # a supervised direction half along the mean gradient, half along a random one
+    noise = torch.randn(mean.numel(), generator=torch.Generator().manual_seed(5))
+    target = mean / mean.norm() + noise / noise.norm()
+    probe = _DirectionProbe(target, (mean, -mean))
+    result = alignment_run(run, probe, batches=4, noise_directions=3, parts=True)
+    assert _digest(run) == before and probe.calls == 1
+    total = result["alignment"]["total"]
+    assert total["cos_mean"] == pytest.approx(_unit_cos(mean, target), abs=1e-5)
+    assert total["cos_mean"] > 0.5  # the construction: cos 1/sqrt(2) up to the noise's overlap
+    assert total["cos_mean_halves"] == pytest.approx([1.0, -1.0], abs=1e-5)
+    cosines = [_unit_cos(g, target) for g in batch_grads]
+    assert total["batch_cos"]["mean"] == pytest.approx(sum(cosines) / 4, abs=1e-5)
+    assert total["batch_cos"]["min"] == pytest.approx(min(cosines), abs=1e-5)
+    se = float(torch.tensor(cosines, dtype=torch.float64).std()) / 2
+    assert total["batch_cos"]["se"] == pytest.approx(se, abs=1e-5)
+    assert len(total["controls_cos"]) == 3
+    assert total["controls_at_least_mean"] == sum(c >= total["cos_mean"] for c in total["controls_cos"]) / 3
+    assert set(result["alignment"]) == {"total", *PARTS}
+    assert result["supervised"]["halves_cos"] == pytest.approx(-1.0, abs=1e-5)
+    # the encoder is left as the checkpoint holds it, BatchNorm statistics included
+    encoder_state = opened.net.encoder.state_dict()
+    assert all(torch.equal(encoder_state[k], v) for k, v in checkpoint.items())
+    assert (result["step"], result["n_batches"], result["first_batch_step"]) == (2, 4, 2)
+
+
+def test_alignment_bad_input_is_named(run: Path, tmp_path: Path) -> None:
+    probe = _DirectionProbe(torch.zeros(1), (torch.zeros(1), torch.zeros(1)))
+    with pytest.raises(ValueError, match="batches"):
+        alignment_run(run, probe, batches=3)
+    with pytest.raises(ValueError, match="noise_directions"):
+        alignment_run(run, probe, batches=4, noise_directions=0)
+    with pytest.raises(ValueError, match="skip_batches"):
+        alignment_run(run, probe, batches=4, skip_batches=-1)
+    assert probe.calls == 0
+    opened = _open_run(run, None)
+    size = sum(p.numel() for p in opened.params)
+    zero = _DirectionProbe(torch.zeros(size), (torch.zeros(size), torch.zeros(size)))
+    with pytest.raises(ValueError, match="supervised gradient is zero"):
+        alignment_run(run, zero, batches=4)
+
+
+def test_supervised_gradient_is_the_derivative_of_the_refit_ridge_error(run: Path, tmp_path: Path) -> None:
+    """By the envelope theorem, the gradient with the head held fixed is that of the ridge optimum.
+
+    J(w) = min over the head of sum (pred - mos)^2 + alpha |head|^2 at the chosen alpha;
+    dJ/dw = 2 n x the probe's gradient of mean 0.5 (pred - mos)^2. Checked by central
+    differences along the gradient and along a direction at 53 degrees to it, refitting the head each time.
+    """
+    from shamisa_bench.harness.registry import load_registry
+    from shamisa_bench.iqa.head import extract_features
+    from shamisa_bench.iqa.ridge import fit_ridge
+    from shamisa_bench.train.probe import ValidationProbe
+
+    from .test_pretrain import _labelled_dataset
+
+    data, overlay = _labelled_dataset(tmp_path)
+    registry = tmp_path / "full-registry"
+    shutil.copytree(load_registry().root, registry)
+    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    probe = ValidationProbe("bright", data, registry=registry, n_divisions=3)
+    opened = _open_run(run, None)
+    encoder = opened.net.encoder
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    sup = probe.supervised_gradient(encoder, params, seed=1)
+    n = sup.n_images
+    assert n == len(probe._images) and sup.rmse > 0
+    assert torch.allclose(sup.mean, (sup.halves[0] * (n // 2) + sup.halves[1] * (n - n // 2)) / n,
+                          rtol=1e-5, atol=1e-4)
+    assert _unit_cos(sup.halves[0], sup.halves[1]) < 1.0 - 1e-6  # two different sets of images
+    w0 = [p.detach().clone() for p in params]
+
+    def optimum(direction: torch.Tensor, eps: float) -> float:
+        with torch.no_grad():
+            offset = 0
+            for p, w in zip(params, w0, strict=True):
+                p.copy_(w + eps * direction[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+        encoder.eval()
+        feats = extract_features(encoder, (im.float() / 255 for im in probe._images)).astype(np.float64)[:, 0]
+        fit = fit_ridge(feats, probe._mos, sup.alpha)
+        return float(((feats @ fit.weight + fit.bias - probe._mos) ** 2).sum() + sup.alpha * (fit.weight ** 2).sum())
+
+    unit = sup.mean.double() / sup.mean.double().norm()
+    random = torch.randn(sup.mean.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    random -= (random @ unit) * unit
+    for direction in (unit, 0.6 * unit + 0.8 * random / random.norm()):  # the second: 0.6 of the slope
+        eps = 1e-4
+        numeric = (optimum(direction, eps) - optimum(direction, -eps)) / (2 * eps)
+        assert numeric == pytest.approx(2 * n * float(sup.mean.double() @ direction), rel=2e-2)
+
+
+def test_cli_alignment_compares_with_the_validation_labels(run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.harness.registry import load_registry
+
+    from .test_pretrain import _labelled_dataset
+
+    data, overlay = _labelled_dataset(tmp_path)
+    registry = tmp_path / "full-registry"
+    shutil.copytree(load_registry().root, registry)
+    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    argv = ["pretrain-diagnose", str(run), "--batches", "4", "--alignment", "--noise-directions", "2"]
+    where = ["--val-dataset", "bright", "--data-root", str(data), "--registry", str(registry)]
+    for extra, message in (([], "--val-dataset"), (["--line-search", "1e-3", *where], "give one")):
+        assert main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["pretrain-diagnose", str(run), "--parts"]) == 2
+    assert "--parts goes with --alignment" in capsys.readouterr().err
+    assert main([*argv, *where]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("alignment: supervised gradient over ") and len(lines) == 1 + 4
+    assert out["validation"]["dataset"] == "bright" and out["supervised"]["n_images"] >= 5
+    assert set(out["alignment"]) == {"total"} and len(out["alignment"]["total"]["controls_cos"]) == 2
+    assert -1.0 <= out["alignment"]["total"]["cos_mean"] <= 1.0
+    assert out["checkpoint_sha256"] == hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
