@@ -231,8 +231,8 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
     try:
         if args.line_search is not None and args.alignment:
             raise ValueError("--line-search and --alignment are two measurements: give one")
-        if args.parts and not args.alignment:
-            raise ValueError("--parts goes with --alignment")
+        if (args.parts or args.severity) and not args.alignment:
+            raise ValueError("--parts and --severity go with --alignment")
         if args.alignment:
             if args.val_dataset is None:
                 raise ValueError("--alignment needs --val-dataset (the labels whose gradient is compared)")
@@ -240,6 +240,7 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
                                split_seed=args.val_split_seed, registry=args.registry)
             result = alignment_run(Path(args.run), probe, images, batches=args.batches,
                                    noise_directions=args.noise_directions, seed=args.seed, parts=args.parts,
+                                   severity=args.severity,
                                    skip_batches=args.skip_batches,
                                    report=lambda line: print(f"alignment: {line}", file=sys.stderr, flush=True))
             result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
@@ -328,6 +329,9 @@ def register(sub: Any) -> None:
                         "of --val-dataset's labelled error (ridge head held fixed), against noise controls")
     p.add_argument("--parts", action="store_true",
                    help="--alignment also for each weighted loss part (var, cov, pull, ot, r_graph)")
+    p.add_argument("--severity", action="store_true",
+                   help="--alignment also for a ridge read-out of each distorted crop's severity within its "
+                        "composition group (the direction a severity-ranking objective would take)")
     p.add_argument("--noise-directions", type=int, default=2,
                    help="noise controls of --line-search or --alignment: half differences of random halves of the "
                         "batches (default 2)")

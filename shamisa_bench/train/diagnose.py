@@ -76,6 +76,46 @@ def _mean_pairwise_cos(vecs: list[Tensor]) -> float | None:
     return round(sum(pair) / len(pair), 4) if pair else None
 
 
+def severity_gradient(net: PretrainNet, batch: Any, params: list[Tensor]) -> Tensor:
+    """The encoder gradient of a ridge read-out of each distorted crop's severity, the read-out held fixed.
+
+    Inside a composition group the crops differ only in the varying factor, so its severity
+    index is what their features should tell apart. The distorted crops' features ``h`` and
+    severities are centred within their groups (item, view, composition); a ridge
+    ``u`` (alpha = the mean eigenvalue of the centred features' Gram matrix) is fit from
+    one to the other on the detached features, and the gradient of ``0.5 mean (u . h_c - s_c)^2``
+    is taken through the encoder (in the net's mode; the reference crops are not used). Like
+    the supervised gradient of the probe, it is the first-order change of the refit read-out's
+    error: the direction in which a severity-ranking objective would move the encoder.
+
+    Raises:
+        ValueError: the step has no composition group with two different severities.
+    """
+    nodes = batch.nodes
+    dist = torch.nonzero(~nodes.is_ref).flatten()
+    h = net.model.encoder(batch.crops[dist].contiguous(memory_format=net.memory_format)).float()
+    key = torch.stack([nodes.item[dist], nodes.view[dist], nodes.comp[dist]], dim=1)
+    _, group = torch.unique(key, dim=0, return_inverse=True)
+    n_groups = int(group.max()) + 1
+    counts = torch.bincount(group, minlength=n_groups).to(h.dtype)
+
+    def centre(x: Tensor) -> Tensor:
+        sums = torch.zeros((n_groups, *x.shape[1:]), dtype=x.dtype, device=x.device).index_add(0, group, x)
+        return x - (sums / counts.view(-1, *[1] * (x.dim() - 1)))[group]
+
+    hc = centre(h)
+    sev = centre(nodes.var_severity[dist].to(h.dtype))
+    if float(sev.abs().max()) == 0.0:
+        raise ValueError("no composition group of the step has two different severities")
+    with torch.no_grad():
+        x = hc.double()
+        gram = x @ x.T  # (n, n): the dual form, n distorted crops << feature width
+        alpha = float(torch.diagonal(gram).sum()) / gram.shape[0]
+        u = x.T @ torch.linalg.solve(gram + alpha * torch.eye(gram.shape[0], dtype=x.dtype), sev.double())
+    residual = hc @ u.to(h.dtype) - sev
+    return _flat_grad(0.5 * (residual**2).mean(), params)
+
+
 @dataclass
 class _OpenedRun:
     """A run's checkpoint, loaded for measurement: the network in train mode, encoder unfrozen."""
@@ -91,12 +131,13 @@ class _OpenedRun:
     git: tuple[str | None, bool | None]  # (sha, dirty) when the run was opened: the code that measures
     checkpoint_sha256: str  # hashed once, when the run was opened
 
-    def step_gradients(self, batches: int, skip: int = 0, *, parts: bool = False) -> Iterator[dict[str, Tensor]]:
+    def step_gradients(self, batches: int, skip: int = 0, *, parts: bool = False,
+                       severity: bool = False) -> Iterator[dict[str, Tensor]]:
         """The flat encoder gradient of the total loss (and of each weighted part) on each step batch.
 
         Yields one dict per batch, ``{"total": g}`` and, with ``parts``, one entry per name of
-        :data:`PARTS`. The batches are those of steps ``step + skip`` onwards (``skip`` = 0:
-        the run's next ones).
+        :data:`PARTS`; with ``severity``, also ``"severity"``: see :func:`severity_gradient`.
+        The batches are those of steps ``step + skip`` onwards (``skip`` = 0: the run's next ones).
         """
         loss_fn = ShamisaLoss(self.config.loss_config())
         first = self.step + skip
@@ -111,6 +152,8 @@ class _OpenedRun:
                 grads.update({name: _flat_grad(value, self.params)
                               for name, value in _weighted_parts(self.config, out.terms).items()})
             del z, graph_out, out
+            if severity:
+                grads["severity"] = severity_gradient(self.net, batch, self.params)
             yield grads
 
     def step_totals(self, batches: int, skip: int = 0) -> list[Tensor]:
@@ -429,6 +472,7 @@ def alignment_run(
     noise_directions: int = 20,
     seed: int = 0,
     parts: bool = False,
+    severity: bool = False,
     skip_batches: int = 0,
     report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -462,19 +506,22 @@ def alignment_run(
         seed: seed of the controls' halves and of the labelled images' halves.
         parts: also the cosines of each weighted loss part (:data:`PARTS`): which term
             points where (about five times the compute).
+        severity: also the cosines of :func:`severity_gradient` (the direction of a
+            severity read-out on the same batches): would such an objective point better?
         skip_batches: start ``skip_batches`` steps after the checkpoint's.
         report: called with a line of progress.
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``supervised`` (alpha, rmse,
         images, norm, the cosine of its halves); ``alignment`` per measured gradient (the
-        total, and the parts when asked): ``cos_mean``, ``cos_mean_halves``,
+        total, and the parts and severity when asked): ``cos_mean``, ``cos_mean_halves``,
         ``batch_cos`` (mean, standard error, t), and for the total ``controls_cos`` and the
-        share of controls whose cosine is at least the mean's.
+        share of controls whose cosine is at least the mean's; None for a part whose
+        gradient is zero (a part the graph does not have).
 
     Raises:
         ValueError: bad ``batches``, ``noise_directions`` or ``skip_batches``; or a zero
-            supervised gradient or mean gradient.
+            supervised gradient or mean gradient of the total.
         PretrainError: not a readable run folder, or its images cannot be found.
     """
     _check_line_search(batches, [1.0], noise_directions)
@@ -494,7 +541,7 @@ def alignment_run(
     say(f"supervised gradient over {sup.n_images} images in {time.perf_counter() - t_start:.0f} s")
 
     totals, sums, batch_cos = [], {}, {}
-    for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts)):
+    for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts, severity=severity)):
         totals.append(grads["total"])
         for name, g in grads.items():
             sums[name] = sums.get(name, 0) + g
@@ -509,7 +556,10 @@ def alignment_run(
     for name, total in sums.items():
         mean = total / batches
         if float(mean.norm()) == 0.0:
-            raise ValueError(f"{opened.run}: the mean gradient of {name!r} is zero at step {opened.step}")
+            if name == "total":
+                raise ValueError(f"{opened.run}: the objective's mean gradient is zero at step {opened.step}")
+            alignment[name] = None  # a part that does not reach the encoder (e.g. ot without transport)
+            continue
         values = torch.tensor(batch_cos[name], dtype=torch.float64)
         se = float(values.std(unbiased=True)) / math.sqrt(batches)
         entry = {

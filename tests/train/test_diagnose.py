@@ -300,7 +300,7 @@ def test_alignment_measures_cosines_with_the_supervised_direction(run: Path) -> 
     noise = torch.randn(mean.numel(), generator=torch.Generator().manual_seed(5))
     target = mean / mean.norm() + noise / noise.norm()
     probe = _DirectionProbe(target, (mean, -mean))
-    result = alignment_run(run, probe, batches=4, noise_directions=3, parts=True)
+    result = alignment_run(run, probe, batches=4, noise_directions=3, parts=True, severity=True)
     assert _digest(run) == before and probe.calls == 1
     total = result["alignment"]["total"]
     assert total["cos_mean"] == pytest.approx(_unit_cos(mean, target), abs=1e-5)
@@ -313,7 +313,7 @@ def test_alignment_measures_cosines_with_the_supervised_direction(run: Path) -> 
     assert total["batch_cos"]["se"] == pytest.approx(se, abs=1e-5)
     assert len(total["controls_cos"]) == 3
     assert total["controls_at_least_mean"] == sum(c >= total["cos_mean"] for c in total["controls_cos"]) / 3
-    assert set(result["alignment"]) == {"total", *PARTS}
+    assert set(result["alignment"]) == {"total", *PARTS, "severity"}
     assert result["supervised"]["halves_cos"] == pytest.approx(-1.0, abs=1e-5)
     # the encoder is left as the checkpoint holds it, BatchNorm statistics included
     encoder_state = opened.net.encoder.state_dict()
@@ -403,7 +403,7 @@ def test_cli_alignment_compares_with_the_validation_labels(run: Path, tmp_path: 
         assert main([*argv, *extra]) == 2
         assert message in capsys.readouterr().err
     assert main(["pretrain-diagnose", str(run), "--parts"]) == 2
-    assert "--parts goes with --alignment" in capsys.readouterr().err
+    assert "--parts and --severity go with --alignment" in capsys.readouterr().err
     assert main([*argv, *where]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
@@ -413,3 +413,70 @@ def test_cli_alignment_compares_with_the_validation_labels(run: Path, tmp_path: 
     assert set(out["alignment"]) == {"total"} and len(out["alignment"]["total"]["controls_cos"]) == 2
     assert -1.0 <= out["alignment"]["total"]["cos_mean"] <= 1.0
     assert out["checkpoint_sha256"] == hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
+
+
+def test_severity_gradient_is_the_derivative_of_the_refit_severity_readout(run: Path) -> None:
+    """Envelope theorem again: the gradient with the read-out fixed is that of its refit optimum.
+
+    J(w) = min over u of sum (u . h_c - s_c)^2 + alpha |u|^2, the features and severities
+    centred within composition groups and alpha held at its value at the base weights.
+    """
+    from shamisa_bench.train.data import StepDataset
+    from shamisa_bench.train.diagnose import severity_gradient
+
+    opened = _open_run(run, None)
+    net, params = opened.net, opened.params
+    net.eval()  # BatchNorm on running statistics: the same crops give the same features
+    batch = StepDataset(opened.paths, opened.config.layout, seed=opened.config.seed, start=2, stop=3).build(2)
+    g = severity_gradient(net, batch, params).double()
+    assert float(g.norm()) > 0
+    nodes = batch.nodes
+    dist = torch.nonzero(~nodes.is_ref).flatten().numpy()
+    keys = np.stack([nodes.item.numpy()[dist], nodes.view.numpy()[dist], nodes.comp.numpy()[dist]], axis=1)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        means = np.stack([x[group == k].mean(axis=0) for k in range(group.max() + 1)])
+        return x - means[group]
+
+    sev = centred(nodes.var_severity.numpy()[dist].astype(np.float64))
+    assert np.abs(sev).max() > 0  # groups with different severities: a signal to read
+    w0 = [p.detach().clone() for p in params]
+
+    def features(direction: torch.Tensor, eps: float) -> np.ndarray:
+        with torch.no_grad():
+            offset = 0
+            for p, w in zip(params, w0, strict=True):
+                p.copy_(w + eps * direction[offset:offset + p.numel()].view_as(p).float())
+                offset += p.numel()
+            return centred(net.model.encoder(batch.crops[dist]).double().numpy())
+
+    base = features(g, 0.0)
+    alpha = float((base**2).sum()) / base.shape[0]
+
+    def optimum(direction: torch.Tensor, eps: float) -> float:
+        x = features(direction, eps)
+        u = x.T @ np.linalg.solve(x @ x.T + alpha * np.eye(x.shape[0]), sev)
+        return float(((x @ u - sev) ** 2).sum() + alpha * (u**2).sum())
+
+    unit = g / g.norm()
+    eps = 1e-4
+    numeric = (optimum(unit, eps) - optimum(unit, -eps)) / (2 * eps)
+    assert numeric == pytest.approx(2 * len(dist) * float(g @ unit), rel=3e-2)
+
+
+def test_alignment_reports_a_part_the_graph_lacks_as_none(tmp_path: Path) -> None:
+    images = tmp_path / "pristine"
+    images.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        Image.fromarray((rng.random((80, 96, 3)) * 255).astype(np.uint8)).save(images / f"im{i}.png")
+    binary = tmp_path / "binary"
+    run_pretrain(preset_config("tiny", max_steps=1, graph="vicreg_binary"), images, binary, device="cpu",
+                 num_workers=0, progress=False)
+    size = sum(p.numel() for p in _open_run(binary, None).params)
+    direction = torch.randn(size, generator=torch.Generator().manual_seed(6))
+    result = alignment_run(binary, _DirectionProbe(direction, (direction, direction)), batches=4, parts=True)
+    assert result["alignment"]["ot"] is None  # no transport branch: its term never reaches the encoder
+    assert result["alignment"]["total"]["cos_mean"] is not None
