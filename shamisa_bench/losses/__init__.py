@@ -1,7 +1,8 @@
-"""SHAMISA loss VICReg terms, graph-weighted invariance, R_graph, L_ot."""
+"""SHAMISA loss VICReg terms, graph-weighted invariance, R_graph, L_ot; a severity read-out (diagnostics)."""
 
 from __future__ import annotations
 
+from shamisa_bench.losses.severity import severity_readout_loss
 from shamisa_bench.losses.shamisa import TERMS, LossConfig, LossOutput, ShamisaLoss
 from shamisa_bench.losses.terms import (
     covariance_loss,
@@ -22,6 +23,7 @@ __all__ = [
     "graph_invariance_loss",
     "graph_regulariser",
     "ot_loss",
+    "severity_readout_loss",
     "split_halves",
     "variance_loss",
     "vicreg_halves",

@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 
 from ..common.provenance import git_state, package_versions, utc_now
+from ..graphs.nodes import NodeMeta
+from ..losses.severity import severity_readout_loss
 from ..losses.shamisa import ShamisaLoss
 from ..model.export import save_encoder_export
 from ..model.network import PretrainNet
@@ -77,43 +79,21 @@ def _mean_pairwise_cos(vecs: list[Tensor]) -> float | None:
 
 
 def severity_gradient(net: PretrainNet, batch: Any, params: list[Tensor]) -> Tensor:
-    """The encoder gradient of a ridge read-out of each distorted crop's severity, the read-out held fixed.
+    """The encoder gradient of :func:`~shamisa_bench.losses.severity.severity_readout_loss` on a step batch.
 
-    Inside a composition group the crops differ only in the varying factor, so its severity
-    index is what their features should tell apart. The distorted crops' features ``h`` and
-    severities are centred within their groups (item, view, composition); a ridge
-    ``u`` (alpha = the mean eigenvalue of the centred features' Gram matrix) is fit from
-    one to the other on the detached features, and the gradient of ``0.5 mean (u . h_c - s_c)^2``
-    is taken through the encoder (in the net's mode; the reference crops are not used). Like
-    the supervised gradient of the probe, it is the first-order change of the refit read-out's
-    error: the direction in which a severity-ranking objective would move the encoder.
+    The distorted crops go through the encoder in the net's mode (the reference crops are
+    not used). Like the supervised gradient of the probe, it is the first-order change of a
+    refit read-out's error: the direction in which a severity-ranking objective would move
+    the encoder.
 
     Raises:
         ValueError: the step has no composition group with two different severities.
     """
     nodes = batch.nodes
     dist = torch.nonzero(~nodes.is_ref).flatten()
-    h = net.model.encoder(batch.crops[dist].contiguous(memory_format=net.memory_format)).float()
-    key = torch.stack([nodes.item[dist], nodes.view[dist], nodes.comp[dist]], dim=1)
-    _, group = torch.unique(key, dim=0, return_inverse=True)
-    n_groups = int(group.max()) + 1
-    counts = torch.bincount(group, minlength=n_groups).to(h.dtype)
-
-    def centre(x: Tensor) -> Tensor:
-        sums = torch.zeros((n_groups, *x.shape[1:]), dtype=x.dtype, device=x.device).index_add(0, group, x)
-        return x - (sums / counts.view(-1, *[1] * (x.dim() - 1)))[group]
-
-    hc = centre(h)
-    sev = centre(nodes.var_severity[dist].to(h.dtype))
-    if float(sev.abs().max()) == 0.0:
-        raise ValueError("no composition group of the step has two different severities")
-    with torch.no_grad():
-        x = hc.double()
-        gram = x @ x.T  # (n, n): the dual form, n distorted crops << feature width
-        alpha = float(torch.diagonal(gram).sum()) / gram.shape[0]
-        u = x.T @ torch.linalg.solve(gram + alpha * torch.eye(gram.shape[0], dtype=x.dtype), sev.double())
-    residual = hc @ u.to(h.dtype) - sev
-    return _flat_grad(0.5 * (residual**2).mean(), params)
+    h = net.model.encoder(batch.crops[dist].contiguous(memory_format=net.memory_format))
+    sub = NodeMeta(**{k: getattr(nodes, k)[dist] for k in NodeMeta.__dataclass_fields__})
+    return _flat_grad(severity_readout_loss(h, sub), params)
 
 
 @dataclass
