@@ -105,6 +105,7 @@ class _OpenedRun:
     step: int
     net: PretrainNet
     params: list[Tensor]  # the encoder's trainable parameters
+    names: list[str]  # their names, in the same order
     paths: list[Path]
     unreadable: list[tuple[str, str]]
     images: list[Path]
@@ -188,9 +189,10 @@ def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     net.load_state_dict(state["net"])
     net.train()
     net.encoder_fixed = False
-    params = [p for p in net.encoder.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in net.encoder.named_parameters() if p.requires_grad]
+    params, names = [p for _, p in named], [n for n, _ in named]
     sha256 = hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
-    return _OpenedRun(run, config, int(state["step"]), net, params, paths, unreadable, list(images), git, sha256)
+    return _OpenedRun(run, config, int(state["step"]), net, params, names, paths, unreadable, list(images), git, sha256)
 
 
 def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
@@ -277,6 +279,28 @@ def _noise_controls(totals: Tensor, count: int, seed: int) -> list[Tensor]:
         perm = torch.randperm(totals.shape[0], generator=gen)
         controls.append((totals[perm[:half]].mean(0) - totals[perm[half:2 * half]].mean(0)) / 2)
     return controls
+
+
+def _stage(name: str) -> str:
+    """The stage a parameter belongs to: its module under the encoder's wrapper, a block stage by index.
+
+    ``trunk.blocks.3.1.conv_dw.weight`` -> ``blocks.3``; ``trunk.conv_head.weight`` ->
+    ``conv_head``; ``trunk.layer2.0.conv1.weight`` -> ``layer2``.
+    """
+    parts = name.split(".")[1:-1] or name.split(".")[:1]
+    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
+        return f"blocks.{parts[1]}"
+    return parts[0]
+
+
+def _stage_slices(names: Sequence[str], params: Sequence[Tensor]) -> dict[str, list[slice]]:
+    """Where each stage's weights lie in the flat vector of ``params``, stages in order of appearance."""
+    out: dict[str, list[slice]] = {}
+    offset = 0
+    for name, p in zip(names, params, strict=True):
+        out.setdefault(_stage(name), []).append(slice(offset, offset + p.numel()))
+        offset += p.numel()
+    return out
 
 
 def _check_line_search(batches: int, rels: Sequence[float], noise_directions: int) -> list[float]:
@@ -443,6 +467,38 @@ def line_search_run(
     }
 
 
+def _share_at_least(values: Sequence[float | None], threshold: float | None) -> float | None:
+    kept = [v for v in values if v is not None]
+    if threshold is None or not kept:
+        return None
+    return round(sum(1 for v in kept if v >= threshold) / len(kept), 4)
+
+
+def _alignment_by_stage(stages: dict[str, list[slice]], mean: Tensor, batches: Tensor, controls: list[Tensor],
+                        target: Tensor) -> dict[str, dict[str, Any]]:
+    """The total's alignment restricted to each stage's weights: which part of the encoder points where."""
+    out = {}
+    for stage, slices in stages.items():
+        def part(v: Tensor, slices: list[slice] = slices) -> Tensor:
+            return torch.cat([v[..., s] for s in slices], dim=-1)
+
+        t_part = part(target)
+        cos_mean = _cos(part(mean), t_part, 6)
+        per_batch = [c for c in (_cos(b, t_part, 9) for b in part(batches)) if c is not None]
+        control_cos = [_cos(part(c), t_part, 6) for c in controls]
+        values = torch.tensor(per_batch, dtype=torch.float64)
+        se = float(values.std(unbiased=True)) / math.sqrt(len(per_batch)) if len(per_batch) > 1 else 0.0
+        out[stage] = {
+            "weights": sum(s.stop - s.start for s in slices),
+            "cos_mean": cos_mean,
+            "batch_t": round(float(values.mean()) / se, 3) if se else None,
+            "controls_range": [min(c for c in control_cos if c is not None), max(c for c in control_cos if c is not None)]
+            if any(c is not None for c in control_cos) else None,
+            "controls_at_least_mean": _share_at_least(control_cos, cos_mean),
+        }
+    return out
+
+
 def alignment_run(
     run: Path,
     probe: Any,
@@ -495,9 +551,10 @@ def alignment_run(
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``supervised`` (alpha, rmse,
         images, norm, the cosine of its halves); ``alignment`` per measured gradient (the
         total, and the parts and severity when asked): ``cos_mean``, ``cos_mean_halves``,
-        ``batch_cos`` (mean, standard error, t), and for the total ``controls_cos`` and the
-        share of controls whose cosine is at least the mean's; None for a part whose
-        gradient is zero (a part the graph does not have).
+        ``batch_cos`` (mean, standard error, t), and for the total ``controls_cos``, the
+        share of controls whose cosine is at least the mean's, and ``by_stage``: the same
+        restricted to each stage's weights (stem, each block stage, head); None for a part
+        whose gradient is zero (a part the graph does not have).
 
     Raises:
         ValueError: bad ``batches``, ``noise_directions`` or ``skip_batches``; or a zero
@@ -531,6 +588,7 @@ def alignment_run(
     stacked = torch.stack(totals)
     del totals
     controls = _noise_controls(stacked, noise_directions, seed)
+    stages = _stage_slices(opened.names, opened.params)
 
     alignment = {}
     for name, total in sums.items():
@@ -552,8 +610,8 @@ def alignment_run(
         if name == "total":
             control_cos = [_cos(c, sup.mean, 6) for c in controls]
             entry["controls_cos"] = control_cos
-            entry["controls_at_least_mean"] = round(
-                sum(1 for c in control_cos if c is not None and c >= entry["cos_mean"]) / len(control_cos), 4)
+            entry["controls_at_least_mean"] = _share_at_least(control_cos, entry["cos_mean"])
+            entry["by_stage"] = _alignment_by_stage(stages, mean, stacked, controls, sup.mean)
         alignment[name] = entry
     return {
         **opened.header(t_start),

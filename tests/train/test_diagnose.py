@@ -20,6 +20,7 @@ from shamisa_bench.train import PretrainError, preset_config, run_pretrain
 from shamisa_bench.train.diagnose import (
     PARTS,
     _open_run,
+    _stage,
     alignment_run,
     diagnose_run,
     line_search_run,
@@ -314,6 +315,20 @@ def test_alignment_measures_cosines_with_the_supervised_direction(run: Path) -> 
     assert len(total["controls_cos"]) == 3
     assert total["controls_at_least_mean"] == sum(c >= total["cos_mean"] for c in total["controls_cos"]) / 3
     assert set(result["alignment"]) == {"total", *PARTS, "severity"}
+    # by stage: the same cosine restricted to each stage's weights, which together are all of them
+    stages = total["by_stage"]
+    assert sum(v["weights"] for v in stages.values()) == mean.numel() and len(stages) >= 2
+    offset, seen = 0, {}
+    for name, p in zip(opened.names, opened.params, strict=True):
+        seen.setdefault(_stage(name), []).append(slice(offset, offset + p.numel()))
+        offset += p.numel()
+    for stage, slices in seen.items():
+        def part(v: torch.Tensor, slices: list[slice] = slices) -> torch.Tensor:
+            return torch.cat([v[s] for s in slices])
+
+        assert stages[stage]["cos_mean"] == pytest.approx(_unit_cos(part(mean), part(target)), abs=1e-5)
+        lo, hi = stages[stage]["controls_range"]
+        assert lo <= hi
     assert result["supervised"]["halves_cos"] == pytest.approx(-1.0, abs=1e-5)
     # the encoder is left as the checkpoint holds it, BatchNorm statistics included
     encoder_state = opened.net.encoder.state_dict()
@@ -480,3 +495,10 @@ def test_alignment_reports_a_part_the_graph_lacks_as_none(tmp_path: Path) -> Non
     result = alignment_run(binary, _DirectionProbe(direction, (direction, direction)), batches=4, parts=True)
     assert result["alignment"]["ot"] is None  # no transport branch: its term never reaches the encoder
     assert result["alignment"]["total"]["cos_mean"] is not None
+
+
+def test_stage_names() -> None:
+    assert _stage("trunk.blocks.3.1.conv_dw.weight") == "blocks.3"
+    assert _stage("trunk.conv_head.weight") == "conv_head"
+    assert _stage("trunk.layer2.0.conv1.weight") == "layer2"
+    assert _stage("weight") == "weight"
