@@ -40,6 +40,13 @@ def encoder_stages(encoder: nn.Module) -> list[list[nn.Module]]:
     raise ValueError(f"cannot tell the stages of a {type(trunk).__name__} trunk")
 
 
+def _after_stages(encoder: nn.Module, stages: list[list[nn.Module]]) -> list[nn.Module]:
+    """The trunk's layers with weights that no stage holds (EfficientNet: ``conv_head``, ``bn2``)."""
+    in_stages = {id(p) for stage in stages for m in stage for p in m.parameters()}
+    return [m for m in encoder.trunk.children()
+            if any(True for _ in m.parameters()) and not any(id(p) in in_stages for p in m.parameters())]
+
+
 class PretrainNet(nn.Module):
     """The trainable whole: encoder + projector + relation graph (prototypes, aggregator).
 
@@ -62,6 +69,12 @@ class PretrainNet(nn.Module):
             raise ValueError(f"freeze_stages={config.freeze_stages} but the {config.backbone} encoder has {len(stages)} stages")
         # a plain list, not a ModuleList: these modules are already registered in the encoder
         self.frozen: list[nn.Module] = [m for stage in stages[: config.freeze_stages] for m in stage]
+        if config.train_stages is not None:
+            if config.train_stages > len(stages):
+                raise ValueError(f"train_stages={config.train_stages} but the {config.backbone} encoder has "
+                                 f"{len(stages)} stages")
+            self.frozen += [m for stage in stages[config.train_stages:] for m in stage]
+            self.frozen += _after_stages(self.model.encoder, stages)
         for module in self.frozen:
             module.requires_grad_(False)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

@@ -66,6 +66,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "update them, as the reference)")
     p.add_argument("--freeze-stages", type=int, default=None,
                    help="keep the encoder's first N stages fixed (stem = 1; default 0, as the reference)")
+    p.add_argument("--train-stages", type=int, default=None, metavar="N",
+                   help="train the encoder's stages up to the Nth only (1 = the stem alone); the later stages and "
+                        "the layers after them stay fixed (default: all train, as the reference)")
     p.add_argument("--c-var", type=float, default=None,
                    help=f"coefficient of L_var (default: the reference's {LossConfig.c_var})")
     p.add_argument("--c-inv", type=float, default=None,
@@ -130,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         clip_grad_norm=args.clip_grad_norm,
         freeze_bn=args.freeze_bn,
         freeze_stages=args.freeze_stages,
+        train_stages=args.train_stages,
         c_var=args.c_var,
         c_inv=args.c_inv,
         c_cov=args.c_cov,

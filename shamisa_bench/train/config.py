@@ -84,6 +84,11 @@ class PretrainConfig:
         freeze_stages: keep the encoder's first N stages fixed (weights and BatchNorm
             statistics): the stem counts as stage 1, then each block stage (ResNet: layer1-4;
             EfficientNet-Lite0: blocks 0-6). 0 (the reference) trains everything.
+        train_stages: train the encoder's stages up to the Nth only (counted as for
+            ``freeze_stages``, so 1 = the stem alone); the later stages and the layers after
+            the last stage (EfficientNet: ``conv_head``, ``bn2``) are held fixed, weights and
+            BatchNorm statistics. None (the reference) trains them all. With
+            ``freeze_stages`` the trained stages are ``freeze_stages + 1 .. train_stages``.
         c_var, c_inv, c_cov: loss coefficients replacing the reference's (the defaults of
             :class:`~shamisa_bench.losses.shamisa.LossConfig`) when set; None keeps them.
         channels_last: run the encoder in channels-last memory format (about 2-3x faster
@@ -155,6 +160,7 @@ class PretrainConfig:
     graph_features: str = "online"
     encoder_anchor: float = 0.0
     projector_steps: int | None = None
+    train_stages: int | None = None
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -180,6 +186,12 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be a number >= 0 or None, got {value!r}")
         if not isinstance(self.freeze_stages, int) or isinstance(self.freeze_stages, bool) or self.freeze_stages < 0:
             raise ValueError(f"freeze_stages must be an int >= 0, got {self.freeze_stages!r}")
+        if self.train_stages is not None and (
+            not isinstance(self.train_stages, int) or isinstance(self.train_stages, bool)
+            or self.train_stages <= self.freeze_stages
+        ):
+            raise ValueError(f"train_stages must be None or an int > freeze_stages ({self.freeze_stages}): "
+                             f"got {self.train_stages!r}, which would leave no stage to train")
         if self.projector_dim is not None and (
             not isinstance(self.projector_dim, int) or isinstance(self.projector_dim, bool) or self.projector_dim < 1
         ):

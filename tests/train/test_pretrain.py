@@ -661,6 +661,27 @@ def test_freeze_stages_fixes_weights_and_batchnorm_of_the_first_stages() -> None
         PretrainNet(_tiny(freeze_stages=6))
 
 
+def test_train_stages_trains_the_first_stages_only() -> None:
+    torch.manual_seed(0)
+    net = PretrainNet(_tiny(backbone="efficientnet_lite0", init="random", train_stages=1)).train()
+    trunk = net.encoder.trunk
+    trainable = {n.split(".")[1] for n, p in net.encoder.named_parameters() if p.requires_grad}
+    assert trainable == {"conv_stem", "bn1"}  # the stem alone: blocks, conv_head and bn2 are held
+    assert trunk.bn1.training and not trunk.bn2.training and not trunk.blocks[0][0].bn1.training
+    before = trunk.bn2.running_mean.clone()
+    net(torch.rand(40, 3, 64, 64), _tiny_nodes())
+    assert torch.equal(trunk.bn2.running_mean, before)
+    # a window: stages 2-3 (blocks 0 and 1) with freeze_stages
+    net = PretrainNet(_tiny(backbone="efficientnet_lite0", init="random", freeze_stages=1, train_stages=3))
+    assert {".".join(n.split(".")[1:3]) for n, p in net.encoder.named_parameters() if p.requires_grad} == {
+        "blocks.0", "blocks.1"}
+    with pytest.raises(ValueError, match="stages"):
+        PretrainNet(_tiny(train_stages=6))  # the tiny ResNet has 5
+    for bad in (0, 2, True, 1.5):
+        with pytest.raises(ValueError, match="train_stages"):
+            _tiny(freeze_stages=2, train_stages=bad)
+
+
 def _tiny_nodes():
     from shamisa_bench.train.steps import build_node_meta
 
