@@ -243,7 +243,8 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
                                split_seed=args.val_split_seed, registry=args.registry)
             result = alignment_run(Path(args.run), probe, images, batches=args.batches,
-                                   noise_directions=args.noise_directions, seed=args.seed, parts=args.parts,
+                                   noise_directions=20 if args.noise_directions is None else args.noise_directions,
+                                   seed=args.seed, parts=args.parts,
                                    severity=args.severity,
                                    skip_batches=args.skip_batches,
                                    report=lambda line: print(f"alignment: {line}", file=sys.stderr, flush=True))
@@ -258,7 +259,8 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
                                split_seed=args.val_split_seed, registry=args.registry)
             result = line_search_run(Path(args.run), probe, images, batches=args.batches, rels=rels,
-                                     noise_directions=args.noise_directions, seed=args.seed,
+                                     noise_directions=2 if args.noise_directions is None else args.noise_directions,
+                                     seed=args.seed,
                                      report=lambda line: print(f"line search: {line}", file=sys.stderr, flush=True),
                                      export_dir=Path(args.export_dir) if args.export_dir else None,
                                      skip_batches=args.skip_batches)
@@ -336,9 +338,9 @@ def register(sub: Any) -> None:
     p.add_argument("--severity", action="store_true",
                    help="--alignment also for a ridge read-out of each distorted crop's severity within its "
                         "composition group (the direction a severity-ranking objective would take)")
-    p.add_argument("--noise-directions", type=int, default=2,
+    p.add_argument("--noise-directions", type=int, default=None,
                    help="noise controls of --line-search or --alignment: half differences of random halves of the "
-                        "batches (default 2)")
+                        "batches (default 2 for --line-search, where each costs a probe per length; 20 for --alignment)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the controls' random halves and of --alignment's halves of the labelled images (default 0)")
     p.add_argument("--skip-batches", type=int, default=0, metavar="N",

@@ -15,6 +15,11 @@ weighted loss term with respect to the encoder's trainable parameters and report
   ``k rho / (1 + (k - 1) rho)``.
 
 Nothing is written and no weight changes.
+
+:func:`line_search_run` moves the encoder along the total's mean gradient and along noise
+controls and reads a validation probe at each point; :func:`alignment_run` asks the same
+question to first order: the cosine of the objective's gradient with the gradient of the
+probe's labelled error.
 """
 
 from __future__ import annotations
@@ -303,11 +308,17 @@ def _stage_slices(names: Sequence[str], params: Sequence[Tensor]) -> dict[str, l
     return out
 
 
-def _check_line_search(batches: int, rels: Sequence[float], noise_directions: int) -> list[float]:
+def _check_counts(batches: int, noise_directions: int, skip_batches: int) -> None:
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 4:
         raise ValueError(f"batches must be an int >= 4 (two halves of at least 2), got {batches!r}")
     if isinstance(noise_directions, bool) or not isinstance(noise_directions, int) or noise_directions < 1:
         raise ValueError(f"noise_directions must be an int >= 1 (the control), got {noise_directions!r}")
+    if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
+        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
+
+
+def _check_line_search(batches: int, rels: Sequence[float], noise_directions: int, skip_batches: int) -> list[float]:
+    _check_counts(batches, noise_directions, skip_batches)
     rels = list(rels)
     if not rels or any(isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0
                        for r in rels):
@@ -373,9 +384,7 @@ def line_search_run(
             a zero mean gradient or control (an encoder with nothing to train).
         PretrainError: not a readable run folder, or its images cannot be found.
     """
-    rels = _check_line_search(batches, rels, noise_directions)
-    if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
-        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
+    rels = _check_line_search(batches, rels, noise_directions, skip_batches)
     t_start = time.perf_counter()
     opened = _open_run(run, images)
     if not opened.params:
@@ -561,9 +570,7 @@ def alignment_run(
             supervised gradient or mean gradient of the total.
         PretrainError: not a readable run folder, or its images cannot be found.
     """
-    _check_line_search(batches, [1.0], noise_directions)
-    if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
-        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
+    _check_counts(batches, noise_directions, skip_batches)
     say = report if report is not None else (lambda line: None)
     t_start = time.perf_counter()
     opened = _open_run(run, images)
