@@ -200,6 +200,15 @@ def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     return _OpenedRun(run, config, int(state["step"]), net, params, names, paths, unreadable, list(images), git, sha256)
 
 
+def _open_trainable(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
+    """:func:`_open_run`, refusing an encoder with nothing to train (no direction to measure)."""
+    opened = _open_run(run, images)
+    if not opened.params:
+        raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
+                         "there is no direction to measure")
+    return opened
+
+
 def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: int = 6) -> dict[str, Any]:
     """Gradient diagnosis at ``run/checkpoint.pt`` on the run's next ``batches`` step batches.
 
@@ -386,10 +395,7 @@ def line_search_run(
     """
     rels = _check_line_search(batches, rels, noise_directions, skip_batches)
     t_start = time.perf_counter()
-    opened = _open_run(run, images)
-    if not opened.params:
-        raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
-                         "there is no direction to search")
+    opened = _open_trainable(run, images)
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
     totals = torch.stack(opened.step_totals(batches, skip_batches))
@@ -573,10 +579,7 @@ def alignment_run(
     _check_counts(batches, noise_directions, skip_batches)
     say = report if report is not None else (lambda line: None)
     t_start = time.perf_counter()
-    opened = _open_run(run, images)
-    if not opened.params:
-        raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
-                         "there is no direction to compare")
+    opened = _open_trainable(run, images)
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
     sup = probe.supervised_gradient(encoder, opened.params, seed=seed)

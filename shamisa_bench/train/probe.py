@@ -144,16 +144,21 @@ class ValidationProbe:
         self._groups = groups
         self._fit = FitConfig(n_splits=n_divisions, val_fraction=val_fraction, seed=split_seed)
 
+    def _device(self, encoder: torch.nn.Module) -> torch.device:
+        return self.device if self.device is not None else next(encoder.parameters()).device
+
+    def _features(self, encoder: torch.nn.Module) -> np.ndarray:
+        """The probe images' two-scale features (the encoder already in eval mode)."""
+        return extract_features(encoder, (im.float() / 255 for im in self._images), feature_mode=self.feature_mode,
+                                device=self._device(encoder))
+
     def __call__(self, encoder: torch.nn.Module) -> ValidationResult:
         """Measures ``encoder`` (left in the train/eval mode it came in)."""
         t0 = time.perf_counter()
-        device = self.device if self.device is not None else next(encoder.parameters()).device
         was_training = encoder.training
         encoder.eval()
         try:
-            feats = extract_features(
-                encoder, (im.float() / 255 for im in self._images), feature_mode=self.feature_mode, device=device
-            )
+            feats = self._features(encoder)
         finally:
             encoder.train(was_training)
         index, alpha, medians, n_divisions = select_alpha(
@@ -185,13 +190,11 @@ class ValidationProbe:
         """
         if not params:
             raise ValueError("no parameters to differentiate")
-        device = self.device if self.device is not None else next(encoder.parameters()).device
+        device = self._device(encoder)
         was_training = encoder.training
         encoder.eval()
         try:
-            feats = extract_features(
-                encoder, (im.float() / 255 for im in self._images), feature_mode=self.feature_mode, device=device
-            ).astype(np.float64)
+            feats = self._features(encoder).astype(np.float64)
             _, alpha, _, _ = select_alpha(feats, self._mos, self._fit, self._groups)
             n, k, dim = feats.shape
             fit = fit_ridge(feats.reshape(-1, dim), np.repeat(self._mos, k), alpha)

@@ -109,6 +109,19 @@ def test_cli_prints_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pretrain-diagnose", str(run), "--batches", "1"]) != 0
 
 
+def _bright_registry(tmp_path: Path) -> tuple[Path, Path]:
+    """A generated labelled dataset (``bright``) and a copy of the shipped registry that names it."""
+    from shamisa_bench.harness.registry import load_registry
+
+    from .test_pretrain import _labelled_dataset
+
+    data, overlay = _labelled_dataset(tmp_path)
+    registry = tmp_path / "full-registry"
+    shutil.copytree(load_registry().root, registry)
+    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    return data, registry
+
+
 class _WeightProbe:
     """A stand-in for the validation probe: keeps the encoder and its trainable weights at each call."""
 
@@ -214,14 +227,7 @@ def test_line_search_needs_something_to_move(tmp_path: Path) -> None:
 
 def test_cli_line_search_measures_with_the_validation_probe(run: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from shamisa_bench.harness.registry import load_registry
-
-    from .test_pretrain import _labelled_dataset
-
-    data, overlay = _labelled_dataset(tmp_path)
-    registry = tmp_path / "full-registry"
-    shutil.copytree(load_registry().root, registry)
-    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    data, registry = _bright_registry(tmp_path)
     argv = ["pretrain-diagnose", str(run), "--batches", "4", "--line-search", "1e-3", "--noise-directions", "1"]
     assert main(argv) == 2
     assert "--val-dataset" in capsys.readouterr().err
@@ -359,17 +365,11 @@ def test_supervised_gradient_is_the_derivative_of_the_refit_ridge_error(run: Pat
     dJ/dw = 2 n x the probe's gradient of mean 0.5 (pred - mos)^2. Checked by central
     differences along the gradient and along a direction at 53 degrees to it, refitting the head each time.
     """
-    from shamisa_bench.harness.registry import load_registry
     from shamisa_bench.iqa.head import extract_features
     from shamisa_bench.iqa.ridge import fit_ridge
     from shamisa_bench.train.probe import ValidationProbe
 
-    from .test_pretrain import _labelled_dataset
-
-    data, overlay = _labelled_dataset(tmp_path)
-    registry = tmp_path / "full-registry"
-    shutil.copytree(load_registry().root, registry)
-    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    data, registry = _bright_registry(tmp_path)
     probe = ValidationProbe("bright", data, registry=registry, n_divisions=3)
     opened = _open_run(run, None)
     encoder = opened.net.encoder
@@ -404,14 +404,7 @@ def test_supervised_gradient_is_the_derivative_of_the_refit_ridge_error(run: Pat
 
 def test_cli_alignment_compares_with_the_validation_labels(run: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from shamisa_bench.harness.registry import load_registry
-
-    from .test_pretrain import _labelled_dataset
-
-    data, overlay = _labelled_dataset(tmp_path)
-    registry = tmp_path / "full-registry"
-    shutil.copytree(load_registry().root, registry)
-    shutil.copy(overlay / "datasets" / "bright.yaml", registry / "datasets" / "bright.yaml")
+    data, registry = _bright_registry(tmp_path)
     argv = ["pretrain-diagnose", str(run), "--batches", "4", "--alignment", "--noise-directions", "2"]
     where = ["--val-dataset", "bright", "--data-root", str(data), "--registry", str(registry)]
     for extra, message in (([], "--val-dataset"), (["--line-search", "1e-3", *where], "give one")):
