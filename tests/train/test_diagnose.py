@@ -210,15 +210,20 @@ def test_line_search_bad_input_is_named(run: Path) -> None:
     assert probe.seen == []  # nothing was measured
 
 
-def test_line_search_needs_something_to_move(tmp_path: Path) -> None:
-    images = tmp_path / "pristine"
-    images.mkdir()
-    rng = np.random.default_rng(4)
+def _one_step_run(out: Path, *, seed: int, **overrides: Any) -> Path:
+    """A one-step tiny run on 4 generated images, the preset changed by ``overrides``."""
+    images = out.parent / f"{out.name}-pristine"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
     for i in range(4):
         Image.fromarray((rng.random((80, 96, 3)) * 255).astype(np.uint8)).save(images / f"im{i}.png")
-    frozen = tmp_path / "frozen"
-    run_pretrain(preset_config("tiny", max_steps=1, freeze_stages=5), images, frozen, device="cpu", num_workers=0,
+    run_pretrain(preset_config("tiny", max_steps=1, **overrides), images, out, device="cpu", num_workers=0,
                  progress=False)
+    return out
+
+
+def test_line_search_needs_something_to_move(tmp_path: Path) -> None:
+    frozen = _one_step_run(tmp_path / "frozen", seed=4, freeze_stages=5)
     probe = _WeightProbe()
     with pytest.raises(ValueError, match="no trainable weights"):
         line_search_run(frozen, probe, batches=4)
@@ -475,14 +480,7 @@ def test_severity_gradient_is_the_derivative_of_the_refit_severity_readout(run: 
 
 
 def test_alignment_reports_a_part_the_graph_lacks_as_none(tmp_path: Path) -> None:
-    images = tmp_path / "pristine"
-    images.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(4):
-        Image.fromarray((rng.random((80, 96, 3)) * 255).astype(np.uint8)).save(images / f"im{i}.png")
-    binary = tmp_path / "binary"
-    run_pretrain(preset_config("tiny", max_steps=1, graph="vicreg_binary"), images, binary, device="cpu",
-                 num_workers=0, progress=False)
+    binary = _one_step_run(tmp_path / "binary", seed=5, graph="vicreg_binary")
     size = sum(p.numel() for p in _open_run(binary, None).params)
     direction = torch.randn(size, generator=torch.Generator().manual_seed(6))
     result = alignment_run(binary, _DirectionProbe(direction, (direction, direction)), batches=4, parts=True)
