@@ -183,7 +183,10 @@ class ValidationProbe:
         the encoder (in eval mode, as features are extracted) with respect to ``params``.
         The halves are drawn by a ``torch.Generator`` seeded with ``seed``. These are the
         labels of the split's train and val parts: a direction to compare other directions
-        with, not one to train on.
+        with, not one to train on. With feature mode ``whole`` (one row per image, the
+        default) it is exactly the gradient of the refit head's optimum (envelope theorem);
+        with ``crops5`` the head is fit on crop rows and the error read on averaged
+        predictions, so it is that gradient only approximately.
 
         Raises:
             ValueError: ``params`` is empty.
