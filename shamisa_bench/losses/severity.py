@@ -39,18 +39,20 @@ def severity_readout_loss(h: Tensor, nodes: NodeMeta) -> Tensor:
     if h.dim() != 2 or h.shape[0] != len(nodes):
         raise ValueError(f"h must have shape ({len(nodes)}, D) for the step's nodes, got {tuple(h.shape)}")
     dist = torch.nonzero(~nodes.is_ref).flatten()
+    if dist.numel() == 0:
+        raise ValueError("the step has no distorted crops: no composition group with two different severities")
     feats = h[dist].float()
     key = torch.stack([nodes.item[dist], nodes.view[dist], nodes.comp[dist]], dim=1)
     _, group = torch.unique(key, dim=0, return_inverse=True)
-    n_groups = int(group.max()) + 1 if group.numel() else 0
+    n_groups = int(group.max()) + 1
     counts = torch.bincount(group, minlength=n_groups).to(feats.dtype)
 
     def centre(x: Tensor) -> Tensor:
         sums = torch.zeros((n_groups, *x.shape[1:]), dtype=x.dtype, device=x.device).index_add(0, group, x)
         return x - (sums / counts.view(-1, *[1] * (x.dim() - 1)))[group]
 
-    sev = centre(nodes.var_severity[dist].to(feats.dtype)) if n_groups else feats.new_zeros(0)
-    if sev.numel() == 0 or float(sev.abs().max()) == 0.0:
+    sev = centre(nodes.var_severity[dist].to(feats.dtype))
+    if float(sev.abs().max()) == 0.0:
         raise ValueError("no composition group of the step has two different severities: nothing to read out")
     hc = centre(feats)
     with torch.no_grad():

@@ -237,33 +237,27 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             raise ValueError("--line-search and --alignment are two measurements: give one")
         if (args.parts or args.severity) and not args.alignment:
             raise ValueError("--parts and --severity go with --alignment")
-        if args.alignment:
-            if args.val_dataset is None:
-                raise ValueError("--alignment needs --val-dataset (the labels whose gradient is compared)")
-            probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
-                               split_seed=args.val_split_seed, registry=args.registry)
-            result = alignment_run(Path(args.run), probe, images, batches=args.batches,
-                                   noise_directions=20 if args.noise_directions is None else args.noise_directions,
-                                   seed=args.seed, parts=args.parts,
-                                   severity=args.severity,
-                                   skip_batches=args.skip_batches,
-                                   report=lambda line: print(f"alignment: {line}", file=sys.stderr, flush=True))
-            result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
-                                    "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
-        elif args.line_search is None:
+        if not args.alignment and args.line_search is None:
             result = diagnose_run(Path(args.run), images, batches=args.batches)
         else:
-            rels = _rel_list(args.line_search)
+            # both measurements read the labelled probe: --val-dataset is what they measure with
+            option = "--alignment" if args.alignment else "--line-search"
+            rels = None if args.alignment else _rel_list(args.line_search)
             if args.val_dataset is None:
-                raise ValueError("--line-search needs --val-dataset (the probe that measures each step)")
+                raise ValueError(f"{option} needs --val-dataset (the labelled images it measures with)")
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
                                split_seed=args.val_split_seed, registry=args.registry)
-            result = line_search_run(Path(args.run), probe, images, batches=args.batches, rels=rels,
-                                     noise_directions=2 if args.noise_directions is None else args.noise_directions,
-                                     seed=args.seed,
-                                     report=lambda line: print(f"line search: {line}", file=sys.stderr, flush=True),
-                                     export_dir=Path(args.export_dir) if args.export_dir else None,
-                                     skip_batches=args.skip_batches)
+            common = {"batches": args.batches, "seed": args.seed, "skip_batches": args.skip_batches,
+                      "report": lambda line: print(f"{option[2:].replace('-', ' ')}: {line}", file=sys.stderr,
+                                                   flush=True)}
+            if args.alignment:
+                result = alignment_run(Path(args.run), probe, images, parts=args.parts, severity=args.severity,
+                                       noise_directions=20 if args.noise_directions is None else args.noise_directions,
+                                       **common)
+            else:
+                result = line_search_run(Path(args.run), probe, images, rels=rels,
+                                         noise_directions=2 if args.noise_directions is None else args.noise_directions,
+                                         export_dir=Path(args.export_dir) if args.export_dir else None, **common)
             result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
                                     "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
     except (ValueError, PretrainError) as err:

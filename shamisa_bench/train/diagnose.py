@@ -583,6 +583,9 @@ def alignment_run(
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
     sup = probe.supervised_gradient(encoder, opened.params, seed=seed)
+    if not bool(torch.isfinite(sup.mean).all()):
+        raise ValueError(f"{opened.run}: the supervised gradient is not finite at step {opened.step} "
+                         "(non-finite features or labels)")
     if float(sup.mean.norm()) == 0.0:
         raise ValueError(f"{opened.run}: the supervised gradient is zero; there is nothing to compare with")
     say(f"supervised gradient over {sup.n_images} images in {time.perf_counter() - t_start:.0f} s")
@@ -591,6 +594,9 @@ def alignment_run(
     for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts, severity=severity)):
         totals.append(grads["total"])
         for name, g in grads.items():
+            if not bool(torch.isfinite(g).all()):
+                raise ValueError(f"{opened.run}: the encoder gradient of {name!r} is not finite on the batch of "
+                                 f"step {opened.step + skip_batches + i}")
             sums[name] = sums.get(name, 0) + g
             batch_cos.setdefault(name, []).append(_cos(g, sup.mean, 9) or 0.0)  # a zero gradient: 0
         say(f"batch {i + 1}/{batches}: cos(total, supervised) {batch_cos['total'][-1]:+.4f}")

@@ -58,3 +58,6 @@ def test_bad_input_is_named() -> None:
                        "var_severity": torch.where(nodes.is_ref, float("nan"), 2.0)})
     with pytest.raises(ValueError, match="two different severities"):
         severity_readout_loss(torch.randn(len(nodes), 8), flat)
+    refs_only = NodeMeta(**{k: getattr(nodes, k)[nodes.is_ref] for k in NodeMeta.__dataclass_fields__})
+    with pytest.raises(ValueError, match="no distorted crops"):
+        severity_readout_loss(torch.randn(len(refs_only), 8), refs_only)

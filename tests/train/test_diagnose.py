@@ -361,6 +361,9 @@ def test_alignment_bad_input_is_named(run: Path, tmp_path: Path) -> None:
     zero = _DirectionProbe(torch.zeros(size), (torch.zeros(size), torch.zeros(size)))
     with pytest.raises(ValueError, match="supervised gradient is zero"):
         alignment_run(run, zero, batches=4)
+    nan = torch.full((size,), float("nan"))
+    with pytest.raises(ValueError, match="supervised gradient is not finite"):
+        alignment_run(run, _DirectionProbe(nan, (nan, nan)), batches=4)
 
 
 def test_supervised_gradient_is_the_derivative_of_the_refit_ridge_error(run: Path, tmp_path: Path) -> None:
