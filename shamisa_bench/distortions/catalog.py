@@ -29,6 +29,7 @@ __all__ = [
     "SEVERITY_SAMPLERS",
     "DistortionType",
     "check_type",
+    "parse_type_names",
     "sample_severities",
     "severity_to_value",
     "types_in_group",
@@ -296,6 +297,30 @@ def types_in_group(group: str) -> tuple[str, ...]:
     if group not in GROUPS:
         raise ValueError(f"unknown distortion group {group!r}; choose one of {', '.join(GROUPS)}")
     return tuple(entry.name for entry in _ENTRIES if entry.group == group)
+
+
+def parse_type_names(text: str) -> tuple[str, ...]:
+    """Catalog types named by a comma-separated list of type and group names.
+
+    A group name stands for all its types (``blur`` = the three blurs). The result is in
+    catalog order, each type once.
+
+    Raises:
+        ValueError: for an empty list or a name that is neither a type nor a group.
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError(f"no distortion type or group named in {text!r}")
+    chosen: set[str] = set()
+    for name in names:
+        if name in GROUPS:
+            chosen.update(types_in_group(name))
+        elif name in CATALOG:
+            chosen.add(name)
+        else:
+            raise ValueError(f"{name!r} is neither a distortion type nor a group; groups: {', '.join(GROUPS)}; "
+                             f"types: {', '.join(CATALOG)}")
+    return tuple(entry.name for entry in _ENTRIES if entry.name in chosen)
 
 
 def check_type(name: str) -> DistortionType:

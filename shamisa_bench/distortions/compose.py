@@ -48,6 +48,7 @@ from shamisa_bench.distortions.engine import (
 __all__ = [
     "CompositionMeta",
     "CompositionPlan",
+    "allowed_groups",
     "apply_composition_from_scratch",
     "apply_composition_group",
     "make_composition",
@@ -169,12 +170,38 @@ def make_composition(
     return CompositionPlan(types=tuple(types), severities=sev, values=val, var_pos=int(var_pos), op_seeds=seeds)
 
 
+def allowed_groups(types: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
+    """The groups a composition may draw from, each with its allowed types, in catalog order.
+
+    Args:
+        types: a subset of the catalog's type names; None allows all 26.
+
+    Raises:
+        ValueError: for an empty subset, an unknown or repeated type name.
+    """
+    if types is None:
+        return {group: types_in_group(group) for group in GROUPS}
+    if isinstance(types, str):
+        raise TypeError("types must be a sequence of type names, not one string")
+    names = list(types)
+    if not names:
+        raise ValueError("the distortion-type subset is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"the distortion-type subset repeats a name: {names}")
+    for name in names:
+        check_type(name)
+    chosen = set(names)
+    out = {group: tuple(t for t in types_in_group(group) if t in chosen) for group in GROUPS}
+    return {group: members for group, members in out.items() if members}
+
+
 def sample_composition(
     max_distortions: int = 7,
     n_levels: int = 5,
     sampler: str = "gaussian",
     *,
     generator: torch.Generator,
+    types: Sequence[str] | None = None,
 ) -> CompositionPlan:
     """Draw a composition group: types, varying position, severities and operation seeds.
 
@@ -183,9 +210,14 @@ def sample_composition(
         n_levels: severities of the varying position (>= 1).
         sampler: severity sampler, see :func:`sample_severities`.
         generator: the only source of randomness.
+        types: draw only these catalog types (default: all). The groups that keep a type
+            are the ones drawn from, uniformly, with the kept types uniform inside each;
+            n is capped at the number of such groups. With None the draws are exactly
+            those of the full catalog.
 
     Raises:
-        ValueError: for ``max_distortions`` outside 1..7, ``n_levels < 1`` or an unknown sampler.
+        ValueError: for ``max_distortions`` outside 1..7, ``n_levels < 1``, an unknown
+            sampler, or a bad ``types`` subset (see :func:`allowed_groups`).
     """
     if not isinstance(max_distortions, int) or not 1 <= max_distortions <= len(GROUPS):
         raise ValueError(f"max_distortions must be in 1..{len(GROUPS)}, got {max_distortions!r}")
@@ -193,18 +225,20 @@ def sample_composition(
         raise ValueError(f"n_levels must be a positive int, got {n_levels!r}")
     if sampler not in SEVERITY_SAMPLERS:
         raise ValueError(f"unknown severity sampler {sampler!r}; choose one of {', '.join(SEVERITY_SAMPLERS)}")
+    groups = list(allowed_groups(types).values())
     dev = generator.device
-    n = int(torch.randint(1, max_distortions + 1, (1,), generator=generator, device=dev).item())
-    group_idx = torch.randperm(len(GROUPS), generator=generator, device=dev)[:n].tolist()
-    types = []
+    n_max = min(max_distortions, len(groups))
+    n = int(torch.randint(1, n_max + 1, (1,), generator=generator, device=dev).item())
+    group_idx = torch.randperm(len(groups), generator=generator, device=dev)[:n].tolist()
+    drawn = []
     for g in group_idx:
-        members = types_in_group(GROUPS[g])
-        types.append(members[int(torch.randint(len(members), (1,), generator=generator, device=dev).item())])
+        members = groups[g]
+        drawn.append(members[int(torch.randint(len(members), (1,), generator=generator, device=dev).item())])
     var_pos = int(torch.randint(n, (1,), generator=generator, device=dev).item())
     shared = sample_severities(n, sampler, generator=generator).tolist()
     varying = sample_severities(n_levels, sampler, generator=generator).tolist()
     seeds = torch.randint(0, _SEED_HIGH, (n,), generator=generator, device=dev).tolist()
-    return make_composition(types, shared, varying, var_pos, seeds)
+    return make_composition(drawn, shared, varying, var_pos, seeds)
 
 
 def _op_draws(plan: CompositionPlan, k: int, n_views: int, h: int, w: int) -> tuple[Tensor, ...]:

@@ -21,6 +21,7 @@ import torch
 
 from shamisa_bench.cli.args import add_device_argument
 from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.distortions.catalog import parse_type_names
 from shamisa_bench.losses.shamisa import LossConfig
 from shamisa_bench.train.config import (
     GRAPH_FEATURES,
@@ -102,6 +103,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     layout.add_argument("--compositions", type=int, default=None, help="distortion compositions per item (lite: 3)")
     layout.add_argument("--levels", type=int, default=None, help="severities per composition (lite: 4)")
     layout.add_argument("--crop-size", type=int, default=None, help="side of the crops in pixels (lite: 192, lite-cpu: 160)")
+    layout.add_argument("--distortion-types", default=None, metavar="NAMES",
+                        help="draw compositions from these distortion types only: comma-separated type or group "
+                             "names, a group standing for all its types (default: all 26, as the reference)")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the encoder in the default memory format (channels-last is 2-3x faster on CPU)")
     add_device_argument(p)
@@ -115,6 +119,11 @@ _LAYOUT_ARGS = {"items": "n_items", "contents": "n_contents", "compositions": "n
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     layout_overrides = {field: getattr(args, arg) for arg, field in _LAYOUT_ARGS.items()
                         if getattr(args, arg, None) is not None}
+    if getattr(args, "distortion_types", None) is not None:
+        try:
+            layout_overrides["distortion_types"] = parse_type_names(args.distortion_types)
+        except ValueError as err:
+            raise CLIError(f"--distortion-types: {err}") from err
     layout = dataclasses.replace(PRESETS[args.preset]["layout"], **layout_overrides) if layout_overrides else None
     return preset_config(
         args.preset,
@@ -235,8 +244,13 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
     try:
         if args.line_search is not None and args.alignment:
             raise ValueError("--line-search and --alignment are two measurements: give one")
-        if (args.parts or args.severity) and not args.alignment:
-            raise ValueError("--parts and --severity go with --alignment")
+        if (args.parts or args.severity or args.supervised_cache) and not args.alignment:
+            raise ValueError("--parts, --severity and --supervised-cache go with --alignment")
+        types = None
+        if args.distortion_types is not None:
+            if not args.alignment and args.line_search is None:
+                raise ValueError("--distortion-types goes with --alignment or --line-search")
+            types = parse_type_names(args.distortion_types)
         if not args.alignment and args.line_search is None:
             result = diagnose_run(Path(args.run), images, batches=args.batches)
         else:
@@ -248,10 +262,12 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
                                split_seed=args.val_split_seed, registry=args.registry)
             common = {"batches": args.batches, "seed": args.seed, "skip_batches": args.skip_batches,
+                      "distortion_types": types,
                       "report": lambda line: print(f"{option[2:].replace('-', ' ')}: {line}", file=sys.stderr,
                                                    flush=True)}
             if args.alignment:
                 result = alignment_run(Path(args.run), probe, images, parts=args.parts, severity=args.severity,
+                                       supervised_cache=Path(args.supervised_cache) if args.supervised_cache else None,
                                        noise_directions=20 if args.noise_directions is None else args.noise_directions,
                                        **common)
             else:
@@ -340,6 +356,13 @@ def register(sub: Any) -> None:
     p.add_argument("--skip-batches", type=int, default=0, metavar="N",
                    help="--line-search and --alignment take the batches of steps STEP+N onwards, not the run's next ones "
                         "(default 0)")
+    p.add_argument("--distortion-types", default=None, metavar="NAMES",
+                   help="--alignment and --line-search replay the run's batches with compositions drawn from these "
+                        "types only: comma-separated type or group names (default: the run's own)")
+    p.add_argument("--supervised-cache", default=None, metavar="DIR",
+                   help="--alignment keeps the supervised gradient in DIR, keyed by the encoder's weights, the "
+                        "dataset, split and feature mode, the seed and the torch version; a later call on the same "
+                        "encoder reads it instead of spending minutes computing it")
     p.add_argument("--export-dir", default=None,
                    help="also write every encoder --line-search measures there (base, descent-R, noiseK-R), so that "
                         "a point can be scored on the full protocol as a control")

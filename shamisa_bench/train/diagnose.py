@@ -24,6 +24,7 @@ probe's labelled error.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -45,6 +46,7 @@ from ..model.network import PretrainNet
 from .checkpoint import load_resume
 from .config import PretrainConfig, PretrainError
 from .data import StepDataset, scan_images
+from .probe import SupervisedGradient
 
 #: the weighted parts of the total loss: total = var + cov + pull + ot + r_graph
 PARTS = ("var", "cov", "pull", "ot", "r_graph")
@@ -154,6 +156,9 @@ class _OpenedRun:
             "step": self.step,
             "checkpoint_sha256": self.checkpoint_sha256,
             "seed": self.config.seed,
+            # the types the measured batches drew from (None: all 26)
+            "distortion_types": (list(self.config.layout.distortion_types)
+                                 if self.config.layout.distortion_types is not None else None),
             # skipped like pretrain skips them (so the batches are the run's), and counted here
             "images": {"count": len(self.paths), "folders": [str(p) for p in self.images],
                        "unreadable": len(self.unreadable), "unreadable_files": self.unreadable[:10]},
@@ -200,12 +205,20 @@ def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     return _OpenedRun(run, config, int(state["step"]), net, params, names, paths, unreadable, list(images), git, sha256)
 
 
-def _open_trainable(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
-    """:func:`_open_run`, refusing an encoder with nothing to train (no direction to measure)."""
+def _open_trainable(run: Path, images: Sequence[Path] | None,
+                    distortion_types: Sequence[str] | None = None) -> _OpenedRun:
+    """:func:`_open_run`, refusing an encoder with nothing to train (no direction to measure).
+
+    With ``distortion_types``, the batches replay the run's layout with compositions drawn
+    from those types only (the crops, contents and seeds are the run's).
+    """
     opened = _open_run(run, images)
     if not opened.params:
         raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
                          "there is no direction to measure")
+    if distortion_types is not None:
+        layout = dataclasses.replace(opened.config.layout, distortion_types=tuple(distortion_types))
+        opened.config = dataclasses.replace(opened.config, layout=layout)
     return opened
 
 
@@ -347,6 +360,7 @@ def line_search_run(
     report: Callable[[str], None] | None = None,
     export_dir: Path | None = None,
     skip_batches: int = 0,
+    distortion_types: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Does the objective's common encoder direction raise validation more than noise does?
 
@@ -380,6 +394,8 @@ def line_search_run(
             on the full protocol (``shamisa-bench run``) as a control.
         skip_batches: average the batches of steps ``step + skip_batches`` onwards instead
             of the run's next ones (another sample of the same objective at the same weights).
+        distortion_types: replay the batches with compositions drawn from these catalog
+            types only (default: the run's own).
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
@@ -395,7 +411,7 @@ def line_search_run(
     """
     rels = _check_line_search(batches, rels, noise_directions, skip_batches)
     t_start = time.perf_counter()
-    opened = _open_trainable(run, images)
+    opened = _open_trainable(run, images, distortion_types)
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
     totals = torch.stack(opened.step_totals(batches, skip_batches))
@@ -514,6 +530,48 @@ def _alignment_by_stage(stages: dict[str, list[slice]], mean: Tensor, batches: T
     return out
 
 
+def _supervised_key(probe: Any, encoder: torch.nn.Module, names: Sequence[str], seed: int) -> str:
+    """What the supervised gradient depends on, hashed: the cache key of :func:`_supervised`."""
+    digest = hashlib.sha256()
+    head = {"dataset": probe.dataset, "split_hash": probe.split_hash, "feature_mode": probe.feature_mode,
+            "seed": seed, "params": list(names), "torch": torch.__version__}
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    for name, value in encoder.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _supervised(probe: Any, encoder: torch.nn.Module, opened: _OpenedRun, seed: int,
+                cache: Path | None) -> tuple[Any, bool]:
+    """The probe's supervised gradient at the opened encoder, read from ``cache`` when it holds it.
+
+    Returns:
+        ``(gradient, cached)``.
+    """
+    if cache is None:
+        return probe.supervised_gradient(encoder, opened.params, seed=seed), False
+    key = _supervised_key(probe, encoder, opened.names, seed)
+    path = Path(cache) / f"supervised-{key[:24]}.pt"
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise ValueError(f"{path}: unreadable supervised-gradient cache entry ({err}); delete it") from err
+        if not isinstance(saved, dict) or saved.get("key") != key:
+            raise ValueError(f"{path}: the cache entry's key does not match its name; delete it")
+        fields = {k: saved[k] for k in ("alpha", "rmse", "n_images")}
+        return SupervisedGradient(mean=saved["mean"], halves=tuple(saved["halves"]), **fields), True
+    sup = probe.supervised_gradient(encoder, opened.params, seed=seed)
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": key, "mean": sup.mean, "halves": list(sup.halves), "alpha": float(sup.alpha),
+                "rmse": float(sup.rmse), "n_images": int(sup.n_images)}, tmp)
+    tmp.replace(path)  # whole or absent, even when the run is killed while writing
+    return sup, False
+
+
 def alignment_run(
     run: Path,
     probe: Any,
@@ -526,6 +584,8 @@ def alignment_run(
     severity: bool = False,
     skip_batches: int = 0,
     report: Callable[[str], None] | None = None,
+    distortion_types: Sequence[str] | None = None,
+    supervised_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Does a step down the objective also step down the labels' error? Cosines with the supervised gradient.
 
@@ -561,6 +621,12 @@ def alignment_run(
             severity read-out on the same batches): would such an objective point better?
         skip_batches: start ``skip_batches`` steps after the checkpoint's.
         report: called with a line of progress.
+        distortion_types: replay the batches with compositions drawn from these catalog
+            types only (default: the run's own): which distortions point where the labels ask?
+        supervised_cache: a folder where the supervised gradient is kept, keyed by the
+            encoder's weights and statistics, the probe's dataset, split and feature mode,
+            the halves' seed and the torch version (see :func:`_supervised_key`); a hit
+            skips its computation (minutes on a CPU), a miss computes and writes it.
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``supervised`` (alpha, rmse,
@@ -579,16 +645,17 @@ def alignment_run(
     _check_counts(batches, noise_directions, skip_batches)
     say = report if report is not None else (lambda line: None)
     t_start = time.perf_counter()
-    opened = _open_trainable(run, images)
+    opened = _open_trainable(run, images, distortion_types)
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
-    sup = probe.supervised_gradient(encoder, opened.params, seed=seed)
+    sup, cached = _supervised(probe, encoder, opened, seed, supervised_cache)
     if not bool(torch.isfinite(sup.mean).all()):
         raise ValueError(f"{opened.run}: the supervised gradient is not finite at step {opened.step} "
                          "(non-finite features or labels)")
     if float(sup.mean.norm()) == 0.0:
         raise ValueError(f"{opened.run}: the supervised gradient is zero; there is nothing to compare with")
-    say(f"supervised gradient over {sup.n_images} images in {time.perf_counter() - t_start:.0f} s")
+    say(f"supervised gradient over {sup.n_images} images {'read from the cache' if cached else 'computed'} "
+        f"in {time.perf_counter() - t_start:.0f} s")
 
     totals, sums, batch_cos = [], {}, {}
     for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts, severity=severity)):
@@ -639,6 +706,7 @@ def alignment_run(
             "alpha": sup.alpha, "rmse": round(sup.rmse, 4), "n_images": sup.n_images,
             "norm": round(float(sup.mean.norm()), 6),
             "halves_cos": _cos(*sup.halves, digits=6),
+            "cached": cached,
         },
         "alignment": alignment,
     }

@@ -52,6 +52,7 @@ from torch import Tensor
 from shamisa_bench.distortions.catalog import SEVERITY_SAMPLERS
 from shamisa_bench.distortions.compose import (
     CompositionMeta,
+    allowed_groups,
     apply_composition_group,
     sample_composition,
 )
@@ -87,6 +88,8 @@ class LayoutSpec:
         max_distortions: compositions draw n ~ U{1..max_distortions} distortions (at most 7,
             the number of groups).
         severity_sampler: ``gaussian`` (clip(|N(0, 2.5)|, 0, 4)), ``uniform`` or ``discrete``.
+        distortion_types: draw compositions from these catalog types only (default None:
+            all 26, as the reference); see :func:`~shamisa_bench.distortions.sample_composition`.
     """
 
     n_items: int = 2
@@ -96,6 +99,7 @@ class LayoutSpec:
     crop_size: int = 224
     max_distortions: int = 7
     severity_sampler: str = "gaussian"
+    distortion_types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_contents", "n_compositions", "n_levels", "crop_size"):
@@ -110,6 +114,12 @@ class LayoutSpec:
             raise ValueError(
                 f"unknown severity_sampler {self.severity_sampler!r}; choose one of {SEVERITY_SAMPLERS}"
             )
+        if self.distortion_types is not None:
+            if isinstance(self.distortion_types, str):
+                raise TypeError("LayoutSpec.distortion_types must be a sequence of type names, not one string")
+            # a config read back from JSON holds a list: keep the spec hashable and comparable
+            object.__setattr__(self, "distortion_types", tuple(self.distortion_types))
+            allowed_groups(self.distortion_types)  # raises on an empty, unknown or repeated name
 
     @property
     def n_views(self) -> int:
@@ -303,7 +313,8 @@ def build_item(contents: Sequence[Tensor], spec: LayoutSpec, *, generator: torch
     crops = [views]
     metas = []
     for _ in range(spec.n_compositions):
-        plan = sample_composition(spec.max_distortions, spec.n_levels, spec.severity_sampler, generator=generator)
+        plan = sample_composition(spec.max_distortions, spec.n_levels, spec.severity_sampler, generator=generator,
+                                  types=spec.distortion_types)
         out, meta = apply_composition_group(views, plan)
         crops.append(out)
         metas.append(meta)
