@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -557,7 +558,7 @@ def _supervised(probe: Any, encoder: torch.nn.Module, opened: _OpenedRun, seed: 
     if path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
             raise ValueError(f"{path}: unreadable supervised-gradient cache entry ({err}); delete it") from err
         if not isinstance(saved, dict) or saved.get("key") != key:
             raise ValueError(f"{path}: the cache entry's key does not match its name; delete it")

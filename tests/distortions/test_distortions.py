@@ -22,6 +22,7 @@ from shamisa_bench.distortions import (
     types_in_group,
     value_to_severity,
 )
+from shamisa_bench.distortions.catalog import parse_type_names
 from shamisa_bench.distortions.colorspace import (
     hsv_to_rgb,
     lab_to_rgb,
@@ -30,6 +31,7 @@ from shamisa_bench.distortions.colorspace import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
+from shamisa_bench.distortions.compose import allowed_groups
 from shamisa_bench.perf.engine import synthetic_images
 
 SPEC_ANCHORS = {
@@ -503,3 +505,39 @@ def test_cuda_matches_cpu(images: torch.Tensor) -> None:
     shared, _ = apply_composition_group(x, plan)
     scratch, _ = apply_composition_from_scratch(x, plan)
     assert torch.allclose(shared, scratch, atol=1e-5)
+
+
+def test_a_type_subset_draws_only_its_types_and_all_types_draw_as_none() -> None:
+    # every type listed is the catalog itself: the same draws as no subset at all
+    for seed in range(20):
+        a = sample_composition(7, 3, generator=gen(seed))
+        b = sample_composition(7, 3, generator=gen(seed), types=tuple(CATALOG))
+        assert (a.types, a.var_pos, a.op_seeds) == (b.types, b.var_pos, b.op_seeds)
+        assert torch.equal(a.severities, b.severities) and torch.equal(a.values, b.values)
+    subset = ("gaussian_blur", "motion_blur", "jpeg", "darken")
+    g, seen, sizes = gen(7), set(), set()
+    for _ in range(200):
+        plan = sample_composition(7, 3, generator=g, types=subset)
+        seen.update(plan.types)
+        sizes.add(len(plan.types))
+    assert seen == set(subset)  # each kept type is drawn, and nothing else
+    assert sizes == {1, 2, 3}  # n is capped at the groups the subset keeps (blur, compression, brightness)
+    one_group = {sample_composition(7, 2, generator=g, types=("lens_blur",)).types for _ in range(20)}
+    assert one_group == {("lens_blur",)}
+    assert allowed_groups(subset) == {"blur": ("gaussian_blur", "motion_blur"), "compression": ("jpeg",),
+                                      "brightness": ("darken",)}
+    for bad, message in (((), "empty"), (("jpeg", "jpeg"), "repeats"), (("fog",), "unknown distortion type")):
+        with pytest.raises(ValueError, match=message):
+            sample_composition(3, 2, generator=g, types=bad)
+    with pytest.raises(TypeError, match="not one string"):
+        allowed_groups("jpeg")
+
+
+def test_type_names_expand_groups_in_catalog_order() -> None:
+    assert parse_type_names("jpeg, blur") == ("gaussian_blur", "lens_blur", "motion_blur", "jpeg")
+    assert parse_type_names("blur,gaussian_blur") == ("gaussian_blur", "lens_blur", "motion_blur")
+    assert len(parse_type_names(",".join(GROUPS))) == len(CATALOG) == 26
+    with pytest.raises(ValueError, match="'fog' is neither"):
+        parse_type_names("blur,fog")
+    with pytest.raises(ValueError, match="no distortion type"):
+        parse_type_names(" , ")

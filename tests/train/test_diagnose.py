@@ -285,6 +285,8 @@ def test_pretrain_report_draws_line_search_results(run: Path, tmp_path: Path,
 class _DirectionProbe:
     """A stand-in for the validation probe whose supervised gradient is a fixed direction."""
 
+    dataset, split_hash, feature_mode = "stand-in", "0" * 16, "whole"  # what the cache keys on
+
     def __init__(self, mean: torch.Tensor, halves: tuple[torch.Tensor, torch.Tensor]) -> None:
         self.mean, self.halves = mean, halves
         self.calls = 0
@@ -419,7 +421,11 @@ def test_cli_alignment_compares_with_the_validation_labels(run: Path, tmp_path: 
         assert main([*argv, *extra]) == 2
         assert message in capsys.readouterr().err
     assert main(["pretrain-diagnose", str(run), "--parts"]) == 2
-    assert "--parts and --severity go with --alignment" in capsys.readouterr().err
+    assert "--parts, --severity and --supervised-cache go with --alignment" in capsys.readouterr().err
+    assert main(["pretrain-diagnose", str(run), "--distortion-types", "blur"]) == 2
+    assert "--distortion-types goes with --alignment or --line-search" in capsys.readouterr().err
+    assert main([*argv, *where, "--distortion-types", "blur,fog"]) == 2
+    assert "'fog' is neither a distortion type nor a group" in capsys.readouterr().err
     assert main([*argv, *where]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
@@ -496,3 +502,47 @@ def test_stage_names() -> None:
     assert _stage("trunk.conv_head.weight") == "conv_head"
     assert _stage("trunk.layer2.0.conv1.weight") == "layer2"
     assert _stage("weight") == "weight"
+
+
+def test_alignment_replays_the_batches_with_a_distortion_subset(run: Path) -> None:
+    opened = _open_run(run, None)
+    mean = torch.stack(opened.step_totals(4)).mean(0)
+    probe = _DirectionProbe(mean, (mean, mean))
+    full = alignment_run(run, probe, batches=4, noise_directions=2)
+    assert full["distortion_types"] is None
+    assert full["alignment"]["total"]["cos_mean"] == pytest.approx(1.0, abs=1e-5)
+    blur = alignment_run(run, probe, batches=4, noise_directions=2, distortion_types=("gaussian_blur",))
+    assert blur["distortion_types"] == ["gaussian_blur"]
+    # other compositions, so another mean gradient: no longer the supervised direction itself
+    assert blur["alignment"]["total"]["cos_mean"] < 0.999
+    opened = _open_run(run, None)
+    opened.config = opened.config.__class__.from_dict(
+        {**opened.config.to_dict(), "layout": {**opened.config.to_dict()["layout"],
+                                               "distortion_types": ["gaussian_blur"]}})
+    replay = torch.stack(opened.step_totals(4)).mean(0)
+    assert blur["alignment"]["total"]["cos_mean"] == pytest.approx(_unit_cos(replay, mean), abs=1e-5)
+
+
+def test_alignment_reads_the_supervised_gradient_from_its_cache(run: Path, tmp_path: Path) -> None:
+    opened = _open_run(run, None)
+    direction = torch.randn(sum(p.numel() for p in opened.params), generator=torch.Generator().manual_seed(4))
+    probe = _DirectionProbe(direction, (direction, -direction))
+    cache = tmp_path / "cache"
+    first = alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache)
+    second = alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache)
+    assert probe.calls == 1 and (first["supervised"]["cached"], second["supervised"]["cached"]) == (False, True)
+    assert first["alignment"] == second["alignment"]
+    assert {k: v for k, v in first["supervised"].items() if k != "cached"} == \
+        {k: v for k, v in second["supervised"].items() if k != "cached"}
+    # another seed of the halves, or another labelled split, is another entry
+    alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache, seed=1)
+    probe.split_hash = "1" * 16
+    alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache)
+    assert probe.calls == 3 and len(list(cache.glob("supervised-*.pt"))) == 3
+    # a damaged entry is named, not used
+    entry = sorted(cache.glob("supervised-*.pt"))[0]
+    entry.write_bytes(b"not a tensor file")
+    probe.split_hash = "0" * 16
+    with pytest.raises(ValueError, match="supervised-gradient cache"):
+        for seed in (0, 1):
+            alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache, seed=seed)

@@ -894,6 +894,21 @@ def test_layout_flags_override_only_the_given_fields_of_the_preset_layout() -> N
     assert main(["pretrain", "--images", "x", "--out", "y", "--contents", "0"]) == 2
 
 
+def test_distortion_types_flag_sets_the_layout_subset_and_survives_the_run_config(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["pretrain", "--images", "x", "--out", "y", "--preset", "lite-cpu",
+                                      "--distortion-types", "jpeg,blur"])
+    config = config_from_args(args)
+    assert config.layout.distortion_types == ("gaussian_blur", "lens_blur", "motion_blur", "jpeg")
+    assert config.layout.crop_size == PRESETS["lite-cpu"]["layout"].crop_size  # the rest of the preset kept
+    # written to config.json as a list, read back as the same spec
+    again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.layout.distortion_types == config.layout.distortion_types
+    assert PRESETS["lite-cpu"]["layout"].distortion_types is None  # the reference draws all 26
+    assert main(["pretrain", "--images", "x", "--out", "y", "--distortion-types", "blur,fog"]) == 2
+    assert "--distortion-types: 'fog' is neither a distortion type nor a group" in capsys.readouterr().err
+
+
 def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
     """The lite-cpu preset is exactly the flags its runs in results/pretrain were given, and a
     flag still overrides it (including switching --freeze-bn off)."""

@@ -113,3 +113,17 @@ def test_collate_puts_each_crop_at_its_node():
     want = torch.where(n.is_ref, 1000 * n.item + 100 * n.view + 99, 1000 * n.item + 100 * n.view + 10 * n.comp + n.level)
     assert torch.equal(got, want)
     assert float(n.var_severity[~n.is_ref][0]) == 0.0 and float(n.var_severity[-1]) == float(C - 1)
+
+
+def test_a_layout_with_a_type_subset_builds_compositions_of_those_types_only() -> None:
+    spec = LayoutSpec(n_items=2, n_contents=1, n_compositions=3, n_levels=2, crop_size=16,
+                      distortion_types=["jpeg", "darken"])
+    assert spec.distortion_types == ("jpeg", "darken")  # a list from a JSON config becomes a tuple
+    images = [[torch.rand(3, 24, 24)] for _ in range(2)]
+    step = build_step(images, spec, generator=gen(1))
+    drawn = {t for item in step.compositions for meta in item for t in meta.types}
+    assert drawn and drawn <= {"jpeg", "darken"}
+    with pytest.raises(ValueError, match="unknown distortion type"):
+        LayoutSpec(distortion_types=("fog",))
+    with pytest.raises(TypeError, match="not one string"):
+        LayoutSpec(distortion_types="jpeg")
