@@ -540,7 +540,7 @@ def test_alignment_reads_the_supervised_gradient_from_its_cache(run: Path, tmp_p
     alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache)
     assert probe.calls == 3 and len(list(cache.glob("supervised-*.pt"))) == 3
     # a damaged entry is named, not used
-    entry = sorted(cache.glob("supervised-*.pt"))[0]
+    entry = min(cache.glob("supervised-*.pt"))
     entry.write_bytes(b"not a tensor file")
     probe.split_hash = "0" * 16
     with pytest.raises(ValueError, match="supervised-gradient cache"):
