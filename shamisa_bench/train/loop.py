@@ -440,7 +440,7 @@ def run_pretrain(
                 extra = export_extra(config, done, images_id)
                 replace_export(net.encoder, out / "best", extra={**extra, "validation": {
                     "dataset": validation.dataset, "split_hash": validation.split_hash, **result.to_dict()}})
-            net.train()  # the probe restored the encoder's own mode; re-apply freeze_bn
+            net.train()  # whatever a probe did to the modes: re-apply freeze_bn and the frozen stages
             with log_path.open("a") as fh:
                 fh.write(json.dumps({"step": done, **result.to_dict(), "val_best": improved}) + "\n")
             history.append(result.srcc)

@@ -12,8 +12,10 @@ best value in ``RUN/best``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,23 @@ class SupervisedGradient:
     alpha: float
     rmse: float
     n_images: int
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode, then every submodule back in its own mode.
+
+    Not ``module.train(was_training)``: that would set every submodule alike, and turn on
+    the batch statistics of BatchNorm layers a run keeps frozen (``freeze_bn``, frozen
+    stages) inside a module in train mode.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 class ValidationProbe:
@@ -155,12 +174,8 @@ class ValidationProbe:
     def __call__(self, encoder: torch.nn.Module) -> ValidationResult:
         """Measures ``encoder`` (left in the train/eval mode it came in)."""
         t0 = time.perf_counter()
-        was_training = encoder.training
-        encoder.eval()
-        try:
+        with _eval_mode(encoder):
             feats = self._features(encoder)
-        finally:
-            encoder.train(was_training)
         index, alpha, medians, n_divisions = select_alpha(
             feats.astype(np.float64), self._mos, self._fit, self._groups
         )
@@ -194,9 +209,7 @@ class ValidationProbe:
         if not params:
             raise ValueError("no parameters to differentiate")
         device = self._device(encoder)
-        was_training = encoder.training
-        encoder.eval()
-        try:
+        with _eval_mode(encoder):
             feats = self._features(encoder).astype(np.float64)
             _, alpha, _, _ = select_alpha(feats, self._mos, self._fit, self._groups)
             n, k, dim = feats.shape
@@ -214,8 +227,6 @@ class ValidationProbe:
                 grads = torch.autograd.grad(0.5 * residual**2, params, allow_unused=True)
                 sums[int(half_of[i])] += torch.cat([(g if g is not None else torch.zeros_like(p)).flatten().cpu()
                                                     for g, p in zip(grads, params, strict=True)])
-        finally:
-            encoder.train(was_training)
         counts = [int((half_of == h).sum()) for h in (0, 1)]
         return SupervisedGradient(
             mean=(sums[0] + sums[1]) / n,

@@ -546,3 +546,29 @@ def test_alignment_reads_the_supervised_gradient_from_its_cache(run: Path, tmp_p
     with pytest.raises(ValueError, match="supervised-gradient cache"):
         for seed in (0, 1):
             alignment_run(run, probe, batches=4, noise_directions=2, supervised_cache=cache, seed=seed)
+
+
+def test_the_probe_leaves_frozen_batchnorm_frozen_and_alignment_measures_the_run_s_objective(
+        tmp_path: Path) -> None:
+    """A run that keeps its BatchNorm statistics fixed trains with them in eval mode; the
+    probe must hand the encoder back so, and alignment must measure that objective (the
+    cosines alike whether the supervised gradient is computed or read from its cache)."""
+    from shamisa_bench.train.probe import ValidationProbe
+
+    frozen = _one_step_run(tmp_path / "frozen-bn", seed=6, freeze_bn=True)
+    data, registry = _bright_registry(tmp_path)
+    probe = ValidationProbe("bright", data, registry=registry, n_divisions=3)
+    opened = _open_run(frozen, None)
+
+    def batchnorm_modes() -> set[bool]:
+        return {m.training for m in opened.net.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    assert opened.net.encoder.training and batchnorm_modes() == {False}
+    probe(opened.net.encoder)
+    probe.supervised_gradient(opened.net.encoder, opened.params)
+    assert opened.net.encoder.training and batchnorm_modes() == {False}
+    cache = tmp_path / "cache"
+    computed = alignment_run(frozen, probe, batches=4, noise_directions=2, supervised_cache=cache)
+    cached = alignment_run(frozen, probe, batches=4, noise_directions=2, supervised_cache=cache)
+    assert (computed["supervised"]["cached"], cached["supervised"]["cached"]) == (False, True)
+    assert computed["alignment"] == cached["alignment"]
