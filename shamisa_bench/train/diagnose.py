@@ -633,10 +633,12 @@ def alignment_run(
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``supervised`` (alpha, rmse,
         images, norm, the cosine of its halves); ``alignment`` per measured gradient (the
         total, and the parts and severity when asked): ``cos_mean``, ``cos_mean_halves``,
-        ``batch_cos`` (mean, standard error, t), and for the total ``controls_cos``, the
-        share of controls whose cosine is at least the mean's, and ``by_stage``: the same
-        restricted to each stage's weights (stem, each block stage, head); None for a part
-        whose gradient is zero (a part the graph does not have).
+        ``batch_cos`` (mean, standard error, t), ``controls_cos`` (the controls drawn from
+        that gradient's own batches, with the same halves for all), the share of controls
+        whose cosine is at least the mean's, and ``by_stage``: the same restricted to each
+        stage's weights (stem, each block stage, head); None for a part whose gradient is
+        zero (a part the graph does not have). Every batch gradient is held until the end:
+        ``batches`` x (1 + parts + severity) vectors of the encoder's size.
 
     Raises:
         ValueError: bad ``batches``, ``noise_directions`` or ``skip_batches``; or a zero
@@ -658,25 +660,22 @@ def alignment_run(
     say(f"supervised gradient over {sup.n_images} images {'read from the cache' if cached else 'computed'} "
         f"in {time.perf_counter() - t_start:.0f} s")
 
-    totals, sums, batch_cos = [], {}, {}
+    per_batch, batch_cos = {}, {}
     for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts, severity=severity)):
-        totals.append(grads["total"])
         for name, g in grads.items():
             if not bool(torch.isfinite(g).all()):
                 raise ValueError(f"{opened.run}: the encoder gradient of {name!r} is not finite on the batch of "
                                  f"step {opened.step + skip_batches + i}")
-            sums[name] = sums.get(name, 0) + g
+            per_batch.setdefault(name, []).append(g)
             batch_cos.setdefault(name, []).append(_cos(g, sup.mean, 9) or 0.0)  # a zero gradient: 0
         say(f"batch {i + 1}/{batches}: cos(total, supervised) {batch_cos['total'][-1]:+.4f}")
     encoder.load_state_dict(saved)  # a forward in train mode may have moved unfrozen BN statistics
-    stacked = torch.stack(totals)
-    del totals
-    controls = _noise_controls(stacked, noise_directions, seed)
     stages = _stage_slices(opened.names, opened.params)
 
     alignment = {}
-    for name, total in sums.items():
-        mean = total / batches
+    for name in list(per_batch):
+        stacked = torch.stack(per_batch.pop(name))
+        mean = stacked.mean(0)
         if float(mean.norm()) == 0.0:
             if name == "total":
                 raise ValueError(f"{opened.run}: the objective's mean gradient is zero at step {opened.step}")
@@ -691,12 +690,14 @@ def alignment_run(
                           "t": round(float(values.mean()) / se, 3) if se else None,
                           "min": round(float(values.min()), 6), "max": round(float(values.max()), 6)},
         }
-        if name == "total":
-            control_cos = [_cos(c, sup.mean, 6) for c in controls]
-            entry["controls_cos"] = control_cos
-            entry["controls_at_least_mean"] = _share_at_least(control_cos, entry["cos_mean"])
-            entry["by_stage"] = _alignment_by_stage(stages, mean, stacked, controls, sup.mean)
+        # the same halves for every gradient: its controls carry the batch noise of that gradient
+        controls = _noise_controls(stacked, noise_directions, seed)
+        control_cos = [_cos(c, sup.mean, 6) for c in controls]
+        entry["controls_cos"] = control_cos
+        entry["controls_at_least_mean"] = _share_at_least(control_cos, entry["cos_mean"])
+        entry["by_stage"] = _alignment_by_stage(stages, mean, stacked, controls, sup.mean)
         alignment[name] = entry
+        del stacked, controls
     return {
         **opened.header(t_start),
         "n_batches": batches,

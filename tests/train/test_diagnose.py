@@ -328,6 +328,10 @@ def test_alignment_measures_cosines_with_the_supervised_direction(run: Path) -> 
     assert len(total["controls_cos"]) == 3
     assert total["controls_at_least_mean"] == sum(c >= total["cos_mean"] for c in total["controls_cos"]) / 3
     assert set(result["alignment"]) == {"total", *PARTS, "severity"}
+    for name, entry in result["alignment"].items():  # each gradient has its own controls and stages
+        if entry is not None:
+            assert len(entry["controls_cos"]) == 3, name
+            assert sum(v["weights"] for v in entry["by_stage"].values()) == mean.numel(), name
     # by stage: the same cosine restricted to each stage's weights, which together are all of them
     stages = total["by_stage"]
     assert sum(v["weights"] for v in stages.values()) == mean.numel() and len(stages) >= 2
