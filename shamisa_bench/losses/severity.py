@@ -19,7 +19,7 @@ from torch import Tensor
 
 from shamisa_bench.graphs.nodes import NodeMeta
 
-__all__ = ["severity_readout_loss"]
+__all__ = ["add_severity_term", "severity_readout_loss"]
 
 
 def severity_readout_loss(h: Tensor, nodes: NodeMeta) -> Tensor:
@@ -63,3 +63,22 @@ def severity_readout_loss(h: Tensor, nodes: NodeMeta) -> Tensor:
         u = x.T @ torch.linalg.solve(gram + alpha * eye, sev.double())
     residual = hc @ u.to(hc.dtype) - sev
     return 0.5 * (residual**2).mean()
+
+
+def add_severity_term(total: Tensor, h: Tensor, nodes: NodeMeta, coefficient: float) -> tuple[Tensor, Tensor | None]:
+    """``total + coefficient * severity_readout_loss(h, nodes)``, and the read-out error itself.
+
+    The training objective's optional added term (``PretrainConfig.c_severity``). With a
+    zero coefficient nothing is computed: ``(total, None)``. A step in which no composition
+    group has two different severities has nothing to read out; its term is 0.
+    """
+    if coefficient == 0:
+        return total, None
+    try:
+        severity = severity_readout_loss(h, nodes)
+    except ValueError:
+        if bool((~nodes.is_ref).any()) and h.shape[0] == len(nodes):
+            severity = h.sum() * 0.0  # every group's levels coincide: no direction, a zero term
+        else:
+            raise
+    return total + coefficient * severity, severity

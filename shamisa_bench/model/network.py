@@ -105,12 +105,15 @@ class PretrainNet(nn.Module):
                         module.eval()
         return self
 
-    def forward(self, x: Tensor, nodes: Any) -> tuple[Tensor, Any]:
+    def forward(self, x: Tensor, nodes: Any, *, with_features: bool = False) -> tuple[Any, ...]:
         """Encode the step as the reference does, then build its relation graph.
 
         The reference crops and the distorted crops go through the encoder as two separate
         batches, so in train mode each batch normalises with its own BatchNorm statistics
         (and the running statistics are updated twice per step, references first).
+
+        Returns:
+            ``(z, graph_out)``, and the encoder features ``h`` third with ``with_features``.
         """
         is_ref = nodes.is_ref
         fmt = self.memory_format
@@ -132,4 +135,5 @@ class PretrainNet(nn.Module):
                 initial.to(x.device)
             with torch.no_grad():  # always in eval mode: BatchNorm uses its ImageNet statistics
                 edge_features = initial(x.contiguous(memory_format=fmt))
-        return self.model.projector(h), self.graph(h, nodes, edge_features=edge_features)
+        z, graph_out = self.model.projector(h), self.graph(h, nodes, edge_features=edge_features)
+        return (z, graph_out, h) if with_features else (z, graph_out)

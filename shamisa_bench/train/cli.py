@@ -92,6 +92,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-anchor", type=float, default=None,
                    help="pull the encoder's weights back towards their initialisation with this strength "
                         "(L2-SP: X * (w - w_init) is added to each gradient; default 0, off)")
+    p.add_argument("--c-severity", type=float, default=None, metavar="X",
+                   help="add X times the within-group severity read-out error of the encoder's features to the "
+                        "objective: the features are asked to order each composition group's crops by severity "
+                        "(default 0, as the reference; not part of SHAMISA)")
     p.add_argument("--projector-steps", type=int, default=None, metavar="N",
                    help="train the projector and the relation graph for the first N steps only, then hold "
                         "them fixed so every later update is the encoder's (default: all steps, as the "
@@ -152,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         graph_features=args.graph_features,
         encoder_anchor=args.encoder_anchor,
         projector_steps=args.projector_steps,
+        c_severity=args.c_severity,
         channels_last=False if args.no_channels_last else None,
         layout=layout,
     )

@@ -126,6 +126,11 @@ class PretrainConfig:
             ``encoder_anchor * (w - w_init)`` to every trainable encoder weight's gradient,
             after clipping, so the encoder can learn but cannot drift far from its ImageNet
             start. 0 (the reference) turns it off.
+        c_severity: coefficient of an added term, not the reference's: the within-group
+            severity read-out error of the encoder's features
+            (:func:`~shamisa_bench.losses.severity.severity_readout_loss`), which asks the
+            features to order each composition group's crops by the severity of its varying
+            factor. 0 (the reference) leaves it out.
     """
 
     preset: str
@@ -161,6 +166,7 @@ class PretrainConfig:
     encoder_anchor: float = 0.0
     projector_steps: int | None = None
     train_stages: int | None = None
+    c_severity: float = 0.0
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -209,6 +215,13 @@ class PretrainConfig:
             or self.encoder_anchor < 0
         ):
             raise ValueError(f"encoder_anchor must be a finite number >= 0, got {self.encoder_anchor!r}")
+        if (
+            isinstance(self.c_severity, bool)
+            or not isinstance(self.c_severity, (int, float))
+            or not math.isfinite(self.c_severity)
+            or self.c_severity < 0
+        ):
+            raise ValueError(f"c_severity must be a finite number >= 0, got {self.c_severity!r}")
         if self.projector_steps is not None and (
             not isinstance(self.projector_steps, int)
             or isinstance(self.projector_steps, bool)

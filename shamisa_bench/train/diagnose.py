@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..common.provenance import git_state, package_versions, utc_now
 from ..graphs.nodes import NodeMeta
-from ..losses.severity import severity_readout_loss
+from ..losses.severity import add_severity_term, severity_readout_loss
 from ..losses.shamisa import ShamisaLoss
 from ..model.export import save_encoder_export
 from ..model.network import PretrainNet
@@ -134,13 +134,14 @@ class _OpenedRun:
                               stop=first + batches)
         for step in range(first, first + batches):
             batch = dataset.build(step)
-            z, graph_out = self.net(batch.crops, batch.nodes)
+            z, graph_out, h = self.net(batch.crops, batch.nodes, with_features=True)
             out = loss_fn(z, graph_out)
-            grads = {"total": _flat_grad(out.total, self.params)}
+            total, _ = add_severity_term(out.total, h, batch.nodes, self.config.c_severity)  # the run's objective
+            grads = {"total": _flat_grad(total, self.params)}
             if parts:
                 grads.update({name: _flat_grad(value, self.params)
                               for name, value in _weighted_parts(self.config, out.terms).items()})
-            del z, graph_out, out
+            del z, graph_out, h, out, total
             if severity:
                 grads["severity"] = severity_gradient(self.net, batch, self.params)
             yield grads
@@ -254,20 +255,21 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
     per_batch, grads = [], []
     for step in range(step0, step0 + batches):
         batch = dataset.build(step)
-        z, graph_out = net(batch.crops, batch.nodes)
+        z, graph_out, h = net(batch.crops, batch.nodes, with_features=True)
         out = loss_fn(z, graph_out)
+        total, _ = add_severity_term(out.total, h, batch.nodes, config.c_severity)  # the run's objective
         parts = _weighted_parts(config, out.terms)
         g = {name: _flat_grad(value, params) for name, value in parts.items()}
-        g["total"] = _flat_grad(out.total, params)
+        g["total"] = _flat_grad(total, params)
         grads.append(g)
         per_batch.append({
             "step": step,
-            "loss": round(float(out.total.detach()), 4),
+            "loss": round(float(total.detach()), 4),
             "parts": {k: round(float(v.detach()), 4) for k, v in parts.items()},
             "grad_norm": {k: round(float(v.norm()), 4) for k, v in g.items()},
             "cos": {f"{a}/{b}": _cos(g[a], g[b]) for i, a in enumerate(PARTS) for b in PARTS[i + 1:]},
         })
-        del z, graph_out, out, parts
+        del z, graph_out, h, out, total, parts
 
     consistency = {}
     for name in (*PARTS, "total"):

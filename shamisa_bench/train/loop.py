@@ -47,6 +47,7 @@ from shamisa_bench.common.progress import StepProgress
 from shamisa_bench.common.provenance import git_state, package_versions, utc_now
 from shamisa_bench.distortions.allocator import tune_malloc
 from shamisa_bench.losses import ShamisaLoss
+from shamisa_bench.losses.severity import add_severity_term
 from shamisa_bench.model import read_encoder_export, save_encoder_export
 from shamisa_bench.model.network import PretrainNet
 from shamisa_bench.train.checkpoint import (
@@ -480,9 +481,9 @@ def run_pretrain(
             x = batch.crops.to(dev, non_blocking=True)
             nodes = batch.nodes.to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                z, graph_out = train_net(x, nodes)
+                z, graph_out, h = train_net(x, nodes, with_features=True)
             out_loss = loss_fn(z, graph_out)
-            total = out_loss.total
+            total, severity = add_severity_term(out_loss.total, h, nodes, config.c_severity)
             finite = torch.isfinite(total.detach()).to(torch.float32)
             if dist_info.enabled:  # every rank stops together if any rank's loss is bad
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -519,6 +520,7 @@ def run_pretrain(
                     "step": step,
                     "loss": round(loss_value, 6),
                     **{k: round(float(v.detach()), 6) for k, v in out_loss.terms.items()},
+                    **({"severity": round(float(severity.detach()), 6)} if severity is not None else {}),
                     "lr": optimizer.param_groups[1]["lr"],
                     "lr_encoder": optimizer.param_groups[0]["lr"],
                     "encoder_drift": round(_l2([p.detach() - w0 for p, w0 in anchor]) / anchor_norm, 6),

@@ -61,3 +61,25 @@ def test_bad_input_is_named() -> None:
     refs_only = NodeMeta(**{k: getattr(nodes, k)[nodes.is_ref] for k in NodeMeta.__dataclass_fields__})
     with pytest.raises(ValueError, match="no distorted crops"):
         severity_readout_loss(torch.randn(len(refs_only), 8), refs_only)
+
+
+def test_the_added_term_is_the_weighted_readout_and_nothing_at_zero() -> None:
+    from shamisa_bench.losses.severity import add_severity_term
+
+    nodes = _nodes()
+    h = torch.randn(len(nodes), 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    total = torch.tensor(3.0)
+    same, none = add_severity_term(total, h, nodes, 0.0)
+    assert same is total and none is None
+    added, severity = add_severity_term(total, h, nodes, 2.5)
+    assert float(severity.detach()) == pytest.approx(float(severity_readout_loss(h.detach(), nodes)))
+    assert float(added.detach()) == pytest.approx(3.0 + 2.5 * float(severity.detach()))
+    added.backward()
+    assert h.grad is not None and float(h.grad.abs().sum()) > 0
+    # every group's levels alike: nothing to read out, a zero term (the run goes on)
+    flat = NodeMeta(**{**{k: getattr(nodes, k) for k in NodeMeta.__dataclass_fields__},
+                       "var_severity": torch.where(nodes.is_ref, nodes.var_severity, torch.ones(len(nodes)))})
+    added, severity = add_severity_term(total, h, flat, 2.5)
+    assert float(severity.detach()) == 0.0 and float(added.detach()) == 3.0
+    with pytest.raises(ValueError, match="must have shape"):
+        add_severity_term(total, h[:-1], nodes, 1.0)

@@ -928,3 +928,20 @@ def test_lite_cpu_preset_is_the_lite_preset_with_the_recipe_flags() -> None:
     assert preset.graph_features == "online"
     assert config("--preset", "lite-cpu", "--graph-features", "initial").graph_features == "initial"
     assert config("--preset", "lite").freeze_bn is False
+
+
+def test_c_severity_adds_the_readout_to_the_objective(images: Path, reference_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "severity"
+    run_pretrain(_tiny(c_severity=5.0), images, run, device="cpu", num_workers=0, progress=False)
+    steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    reference = [json.loads(line) for line in (reference_run / "log.jsonl").read_text().splitlines()
+                 if '"loss"' in line]
+    assert all(r["severity"] > 0 for r in steps) and all("severity" not in r for r in reference)
+    # step 0 starts from the same weights on the same batch: its loss is the reference's plus the term
+    assert steps[0]["loss"] == pytest.approx(reference[0]["loss"] + 5.0 * steps[0]["severity"], rel=1e-4)
+    assert not _same_state(_export_state(run), _export_state(reference_run))
+    args = build_parser().parse_args(["pretrain", "--images", "x", "--out", "y", "--c-severity", "2"])
+    assert config_from_args(args).c_severity == 2.0
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="c_severity"):
+            _tiny(c_severity=bad)
