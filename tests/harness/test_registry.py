@@ -43,6 +43,7 @@ PROBES = {
     "resnet50-random": ("resnet50", "random"),
     "shamisa-lite": ("efficientnet_lite0", "export"),
     "lite0-var-only-lite-cpu-300": ("efficientnet_lite0", "export"),
+    "lite0-var-only-fixed-projector-lite-cpu-250": ("efficientnet_lite0", "export"),
     **{f"lite0-imagenet-{c}": ("efficientnet_lite0", "export")
        for c in ("objective-step-s27", "noise-step-s27-1", "noise-step-s27-2", "objective-step-s28", "noise-step-s28-2",
                  "objective-step-s29", "noise-step-s29-1", "objective-step-s27-b", "noise-step-s27-b1",
