@@ -49,7 +49,8 @@ from .config import PretrainConfig, PretrainError
 from .data import StepDataset, scan_images
 from .probe import SupervisedGradient
 
-#: the weighted parts of the total loss: total = var + cov + pull + ot + r_graph
+#: the weighted parts of the SHAMISA loss: var + cov + pull + ot + r_graph (a run with c_severity > 0
+#: adds its severity term to the total on top of them)
 PARTS = ("var", "cov", "pull", "ot", "r_graph")
 
 
