@@ -208,20 +208,15 @@ class PretrainConfig:
             or self.head_warmup_steps < 0
         ):
             raise ValueError(f"head_warmup_steps must be an int >= 0, got {self.head_warmup_steps!r}")
-        if (
-            isinstance(self.encoder_anchor, bool)
-            or not isinstance(self.encoder_anchor, (int, float))
-            or not math.isfinite(self.encoder_anchor)
-            or self.encoder_anchor < 0
-        ):
-            raise ValueError(f"encoder_anchor must be a finite number >= 0, got {self.encoder_anchor!r}")
-        if (
-            isinstance(self.c_severity, bool)
-            or not isinstance(self.c_severity, (int, float))
-            or not math.isfinite(self.c_severity)
-            or self.c_severity < 0
-        ):
-            raise ValueError(f"c_severity must be a finite number >= 0, got {self.c_severity!r}")
+        for name in ("encoder_anchor", "c_severity"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.projector_steps is not None and (
             not isinstance(self.projector_steps, int)
             or isinstance(self.projector_steps, bool)
