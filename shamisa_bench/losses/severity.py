@@ -36,6 +36,18 @@ def severity_readout_loss(h: Tensor, nodes: NodeMeta) -> Tensor:
         ValueError: ``h`` and ``nodes`` disagree on ``N``, or no composition group of the
             step has two different severities (nothing to read out).
     """
+    loss = _readout_error(h, nodes)
+    if loss is None:
+        raise ValueError("no composition group of the step has two different severities: nothing to read out")
+    return loss
+
+
+def _readout_error(h: Tensor, nodes: NodeMeta) -> Tensor | None:
+    """:func:`severity_readout_loss`, or None when no composition group's severity varies.
+
+    Raises:
+        ValueError: ``h`` and ``nodes`` disagree on ``N``, or the step has no distorted crops.
+    """
     if h.dim() != 2 or h.shape[0] != len(nodes):
         raise ValueError(f"h must have shape ({len(nodes)}, D) for the step's nodes, got {tuple(h.shape)}")
     dist = torch.nonzero(~nodes.is_ref).flatten()
@@ -53,7 +65,7 @@ def severity_readout_loss(h: Tensor, nodes: NodeMeta) -> Tensor:
 
     sev = centre(nodes.var_severity[dist].to(feats.dtype))
     if float(sev.abs().max()) == 0.0:
-        raise ValueError("no composition group of the step has two different severities: nothing to read out")
+        return None
     hc = centre(feats)
     with torch.no_grad():
         x = hc.double()
@@ -74,11 +86,7 @@ def add_severity_term(total: Tensor, h: Tensor, nodes: NodeMeta, coefficient: fl
     """
     if coefficient == 0:
         return total, None
-    try:
-        severity = severity_readout_loss(h, nodes)
-    except ValueError:
-        if bool((~nodes.is_ref).any()) and h.shape[0] == len(nodes):
-            severity = h.sum() * 0.0  # every group's levels coincide: no direction, a zero term
-        else:
-            raise
+    severity = _readout_error(h, nodes)
+    if severity is None:
+        severity = h.sum() * 0.0  # every group's levels coincide: no direction, a zero term
     return total + coefficient * severity, severity

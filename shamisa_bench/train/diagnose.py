@@ -65,6 +65,15 @@ def _weighted_parts(config: PretrainConfig, terms: dict[str, Tensor]) -> dict[st
     }
 
 
+def _objective(net: PretrainNet, loss_fn: ShamisaLoss, config: PretrainConfig, batch: Any) -> tuple[Any, Tensor]:
+    """The run's loss on a step batch: the SHAMISA loss's output, and the total the run trains
+    (with its severity term when ``config.c_severity`` > 0)."""
+    z, graph_out, h = net(batch.crops, batch.nodes, with_features=True)
+    out = loss_fn(z, graph_out)
+    total, _ = add_severity_term(out.total, h, batch.nodes, config.c_severity)
+    return out, total
+
+
 def _flat_grad(value: Tensor, params: list[Tensor]) -> Tensor:
     if not value.requires_grad:
         return torch.zeros(sum(p.numel() for p in params))
@@ -135,14 +144,12 @@ class _OpenedRun:
                               stop=first + batches)
         for step in range(first, first + batches):
             batch = dataset.build(step)
-            z, graph_out, h = self.net(batch.crops, batch.nodes, with_features=True)
-            out = loss_fn(z, graph_out)
-            total, _ = add_severity_term(out.total, h, batch.nodes, self.config.c_severity)  # the run's objective
+            out, total = _objective(self.net, loss_fn, self.config, batch)
             grads = {"total": _flat_grad(total, self.params)}
             if parts:
                 grads.update({name: _flat_grad(value, self.params)
                               for name, value in _weighted_parts(self.config, out.terms).items()})
-            del z, graph_out, h, out, total
+            del out, total
             if severity:
                 grads["severity"] = severity_gradient(self.net, batch, self.params)
             yield grads
@@ -256,9 +263,7 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
     per_batch, grads = [], []
     for step in range(step0, step0 + batches):
         batch = dataset.build(step)
-        z, graph_out, h = net(batch.crops, batch.nodes, with_features=True)
-        out = loss_fn(z, graph_out)
-        total, _ = add_severity_term(out.total, h, batch.nodes, config.c_severity)  # the run's objective
+        out, total = _objective(net, loss_fn, config, batch)
         parts = _weighted_parts(config, out.terms)
         g = {name: _flat_grad(value, params) for name, value in parts.items()}
         g["total"] = _flat_grad(total, params)
@@ -270,7 +275,7 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
             "grad_norm": {k: round(float(v.norm()), 4) for k, v in g.items()},
             "cos": {f"{a}/{b}": _cos(g[a], g[b]) for i, a in enumerate(PARTS) for b in PARTS[i + 1:]},
         })
-        del z, graph_out, h, out, total, parts
+        del out, total, parts
 
     consistency = {}
     for name in (*PARTS, "total"):
