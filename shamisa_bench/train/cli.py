@@ -98,8 +98,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "(default 0, as the reference; not part of SHAMISA)")
     p.add_argument("--projector-steps", type=int, default=None, metavar="N",
                    help="train the projector and the relation graph for the first N steps only, then hold "
-                        "them fixed so every later update is the encoder's (default: all steps, as the "
-                        "reference)")
+                        "them fixed so every later update is the encoder's; 0 holds them at their "
+                        "initialisation (default: all steps, as the reference)")
     layout = p.add_argument_group("batch layout (default: the preset's; see LayoutSpec)")
     layout.add_argument("--items", type=int, default=None, help="items per step (lite: 2)")
     layout.add_argument("--contents", type=int, default=None,

@@ -220,9 +220,9 @@ class PretrainConfig:
         if self.projector_steps is not None and (
             not isinstance(self.projector_steps, int)
             or isinstance(self.projector_steps, bool)
-            or self.projector_steps < 1
+            or self.projector_steps < 0
         ):
-            raise ValueError(f"projector_steps must be a positive int or None, got {self.projector_steps!r}")
+            raise ValueError(f"projector_steps must be an int >= 0 or None, got {self.projector_steps!r}")
         if not isinstance(self.detach_graph, bool):
             raise TypeError(f"detach_graph must be a bool, got {self.detach_graph!r}")
         if self.graph_features not in GRAPH_FEATURES:

@@ -816,10 +816,18 @@ def test_projector_steps_hold_the_projector_and_graph_fixed_after_n_steps(images
     # step 1 updated the projector and the graph; step 2 left them exactly as they were
     assert all(torch.equal(after_one[k], after_two[k]) for k in heads)
     assert any(not torch.equal(after_one[k], after_two[k]) for k in encoder)
+    # 0 holds them at their initialisation: the seed's fresh net, not step 1's
+    zero = tmp_path / "zero"
+    _run_tiny(images, zero, max_steps=1, lr=0.05, lr_period_steps=2, projector_steps=0)
+    after_zero = torch.load(zero / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    torch.manual_seed(_tiny().seed)
+    fresh = PretrainNet(_tiny()).state_dict()
+    assert all(torch.equal(after_zero[k], fresh[k]) for k in heads)
+    assert any(not torch.equal(after_zero[k], after_one[k]) for k in heads)
     cli = config_from_args(build_parser().parse_args(
         ["pretrain", "--images", "x", "--out", "y", "--preset", "tiny", "--projector-steps", "5"]))
     assert cli.projector_steps == 5 and _tiny().projector_steps is None
-    for bad in (0, -2, 1.5, True):
+    for bad in (-1, -2, 1.5, True):
         with pytest.raises(ValueError, match="projector_steps"):
             _tiny(projector_steps=bad)
 
