@@ -40,6 +40,7 @@ from shamisa_bench.train.report import (
     plot_line_search,
     read_line_search,
     read_run_log,
+    write_index,
 )
 
 __all__ = ["add_config_args", "config_from_args", "register"]
@@ -200,8 +201,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if not args.runs and not args.line_search:
-        raise CLIError("give run folders, --line-search files, or both")
+    if not args.runs and not args.line_search and not args.index:
+        raise CLIError("give run folders, --line-search files or --index")
     if args.line_search:
         try:
             searches = [read_line_search(Path(f)) for f in args.line_search]
@@ -234,6 +235,12 @@ def _cmd_pretrain_report(args: argparse.Namespace) -> int:
     if args.compare:
         plot_compare(logs, out / f"{args.compare}.png", args.title or args.compare)
         print(json.dumps({"compare": str(out / f"{args.compare}.png")}))
+    if args.index:
+        try:
+            md, png, count = write_index(out)
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+        print(json.dumps({"index": str(md), "plot": str(png), "runs": count}))
     return 0
 
 
@@ -330,6 +337,9 @@ def register(sub: Any) -> None:
     p.add_argument("--line-search", nargs="+", default=None, metavar="JSON",
                    help="pretrain-diagnose --line-search results to draw on one plot, OUT/--line-search-name.png")
     p.add_argument("--line-search-name", default="line-search", help="file name of that plot (default line-search)")
+    p.add_argument("--index", action="store_true",
+                   help="then write OUT/index.md and OUT/index.png: every run folder under OUT, its options and "
+                        "its validation curve")
     p.set_defaults(func=_cmd_pretrain_report)
 
     p = sub.add_parser(

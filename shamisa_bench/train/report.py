@@ -5,7 +5,9 @@ copies ``config.json`` and ``log.jsonl`` to ``OUT/<name>/`` and draws
 ``OUT/<name>/curves.png`` (:func:`plot_curves`): the validation SRCC (when the run measured
 it) and the loss terms against the step. ``--compare NAME`` also draws ``OUT/NAME.png``, the
 validation curves of all the given runs on one plot. Nothing is recomputed: every figure
-comes from the run's own log.
+comes from the run's own log. ``--index`` writes ``OUT/index.md`` and ``OUT/index.png``
+(:func:`write_index`): every run folder under OUT, with the options it was started with and
+its validation curve, one table row and one small panel each.
 """
 
 from __future__ import annotations
@@ -18,9 +20,25 @@ from typing import Any
 
 from shamisa_bench.common.atomic import atomic_write_bytes
 
-__all__ = ["RunLog", "plot_compare", "plot_curves", "plot_line_search", "read_line_search", "read_run_log"]
+__all__ = [
+    "RunLog",
+    "plot_compare",
+    "plot_curves",
+    "plot_index",
+    "plot_line_search",
+    "read_line_search",
+    "read_run_log",
+    "recipe_options",
+    "write_index",
+]
 
 #: Loss terms drawn, with their coefficient in the total (``ShamisaLoss``'s defaults).
+#: Options of the ``pretrain`` command that say where data and outputs live, or how it reports,
+#: not what it trains; :func:`recipe_options` leaves them out (with their values).
+_IO_OPTIONS = {"--images": None, "--out": 1, "--data-root": 1, "--registry": 1, "--export-every": 1,
+               "--checkpoint-every": 1, "--val-every": 1, "--workers": 1, "--device": 1, "--no-progress": 0,
+               "--no-malloc-tuning": 0, "--resume": 0}
+
 _TERMS = (("var", "L_var"), ("cov", "L_cov"), ("graph_pull", "graph pull"), ("r_graph", "R_graph"), ("ot", "L_ot"))
 
 
@@ -106,11 +124,11 @@ def _figure(rows: int) -> tuple[Any, Any]:
     return fig, axes[:, 0]
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, dpi: int = 110) -> None:
     import matplotlib.pyplot as plt  # lazy: see _figure
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
@@ -207,3 +225,146 @@ def plot_line_search(results: list[dict[str, Any]], path: Path, title: str) -> N
     ax.set_xscale("log")
     _finish_single(fig, ax, path, title, xlabel="step length |dw| / |w|", ylabel="val SRCC (dashed: no step)",
                    legend_size=7)
+
+
+def recipe_options(command: list[str]) -> str | None:
+    """The recipe part of a logged ``pretrain`` command line: its options minus where the data
+    and outputs live and how it reports (``--images``, ``--out``, ``--val-every`` ...).
+
+    ``--images`` takes every value up to the next option; the others in ``_IO_OPTIONS`` take
+    the number of values given there. None when the logged command is not a ``pretrain``
+    command line (a run started from Python logs its interpreter's ``sys.argv``).
+    """
+    args = list(command)
+    if "pretrain" not in args:
+        return None
+    args = args[args.index("pretrain") + 1 :]
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        if name in _IO_OPTIONS:
+            i += 1
+            if "=" in arg:
+                continue
+            count = _IO_OPTIONS[name]
+            if count is None:
+                while i < len(args) and not args[i].startswith("--"):
+                    i += 1
+            else:
+                i += count
+            continue
+        kept.append(arg)
+        i += 1
+    return " ".join(kept)
+
+
+def _index_row(log: RunLog) -> dict[str, Any]:
+    """One run's line of the index: its recipe and the shape of its validation curve."""
+    row: dict[str, Any] = {"run": log.name, "steps": len(log.steps), "starts": len(log.headers), "state": log.state}
+    options = recipe_options(log.headers[0].get("command", [])) if log.headers else None
+    if options is None:
+        row["options"] = "(not started by a `pretrain` command line)"
+    else:
+        row["options"] = f"`{options or '(preset only)'}`"
+    vals = [(v["step"], v["val_srcc"]) for v in log.validations]
+    if vals:
+        start = next((y for x, y in vals if x == 0), None)
+        later = [(x, y) for x, y in vals if x > 0]
+        row.update(start=start, last=vals[-1])
+        if later:
+            row.update(best=max(later, key=lambda v: v[1]), lowest=min(later, key=lambda v: v[1]))
+    return row
+
+
+def write_index(out: Path) -> tuple[Path, Path, int]:
+    """Write ``out/index.md`` and ``out/index.png`` for every run folder directly under ``out``.
+
+    A run folder is one with a ``log.jsonl``; other folders (alignment and line-search
+    results) are not runs and are passed over. Returns the two paths and the number of runs.
+
+    Raises:
+        ValueError: when ``out`` holds no run folder, or a run's log is unreadable (named).
+    """
+    out = Path(out)
+    runs = sorted(d for d in out.iterdir() if (d / "log.jsonl").is_file()) if out.is_dir() else []
+    if not runs:
+        raise ValueError(f"{out} holds no pretraining run folder (a folder with a log.jsonl)")
+    logs = [read_run_log(d) for d in runs]
+    rows = [_index_row(log) for log in logs]
+
+    def at(value: Any) -> str:
+        return f"{value[1]:.3f} ({value[0]})" if value else "—"
+
+    lines = [
+        "# Pretraining runs",
+        "",
+        (
+            "Generated by `shamisa-bench pretrain-report --index` from the `log.jsonl` of every run "
+            "folder here; do not edit by hand. Validation SRCC is each run's own probe (the "
+            "`--val-dataset` of its options: the median SRCC of ridge heads over 10 divisions of split 0's "
+            "train and val parts, never its test part), "
+            "as logged; `(N)` is the step. *options* is the command line the run was first started "
+            "with, less where its data and outputs live and how it reports. A run resumed later has "
+            "more than one start."
+        ),
+        "",
+        "![validation SRCC of every run](index.png)",
+        "",
+        "| run | options | steps | starts | validation at step 0 | best after 0 | lowest after 0 | last | how the log ends |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        start = f"{row['start']:.3f}" if row.get("start") is not None else "—"
+        lines.append(
+            f"| [`{row['run']}`]({row['run']}/curves.png) | {row['options']} | {row['steps']} "
+            f"| {row['starts']} | {start} | {at(row.get('best'))} | {at(row.get('lowest'))} | {at(row.get('last'))} "
+            f"| {row['state']} |"
+        )
+    md = out / "index.md"
+    atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
+    png = out / "index.png"
+    plot_index(logs, png)
+    return md, png, len(logs)
+
+
+#: The validation range every panel of the index shares, so that panels compare at a glance;
+#: a point below it is drawn on its floor as a down-pointing triangle.
+_INDEX_YLIM = (0.68, 0.77)
+
+
+def plot_index(logs: list[RunLog], path: Path) -> None:
+    """Every run's validation curve in its own small panel, on one shared SRCC range
+    (runs without validation: an empty panel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: see _figure
+
+    cols = min(6, len(logs))
+    rows = -(-len(logs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows + 0.5), squeeze=False)
+    for ax, log in zip(axes.flat, logs, strict=False):
+        ax.set_title(log.name, fontsize=6.5)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        if not log.validations:
+            ax.text(0.5, 0.5, "no validation", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            continue
+        low, high = _INDEX_YLIM
+        xs = [v["step"] for v in log.validations]
+        ys = [v["val_srcc"] for v in log.validations]
+        ax.plot(xs, [max(y, low) for y in ys], marker="o", ms=2, lw=0.9, color="tab:orange")
+        below = [x for x, y in zip(xs, ys, strict=True) if y < low]
+        if below:
+            ax.plot(below, [low] * len(below), ls="none", marker="v", ms=4, color="tab:red", clip_on=False)
+        if xs[0] == 0:
+            ax.axhline(ys[0], color="grey", lw=0.7, ls="--")
+        ax.set_ylim(low, high)
+    for ax in list(axes.flat)[len(logs) :]:
+        ax.axis("off")
+    fig.suptitle(f"validation SRCC against the step, every run (dashed: step 0; red triangle: below {_INDEX_YLIM[0]})",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    _save(fig, path, dpi=80)

@@ -729,6 +729,40 @@ def test_pretrain_report_copies_the_log_and_draws_the_curves(reference_run: Path
     assert main(["pretrain-report", str(run), "--out", str(out)]) == 2
 
 
+def test_recipe_options_keep_what_the_run_trains_and_drop_where_its_files_live() -> None:
+    from shamisa_bench.train.report import recipe_options
+
+    command = ["shamisa-bench", "pretrain", "--preset", "lite-cpu", "--images", "a", "b", "c", "--seed", "27",
+               "--out", "runs/x", "--data-root=../d", "--c-inv", "0", "--val-every", "50", "--no-progress",
+               "--resume", "--val-dataset", "clive-dev"]
+    assert recipe_options(command) == "--preset lite-cpu --seed 27 --c-inv 0 --val-dataset clive-dev"
+    assert recipe_options(["shamisa-bench", "pretrain", "--images", "a", "--out", "o"]) == ""
+    assert recipe_options(["pytest", "-q", "tests"]) is None
+
+
+def test_pretrain_report_index_lists_every_run_folder_with_its_curve(reference_run: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["pretrain-report", "--index", "--out", str(out)]) == 2  # nothing to index
+    lines = (reference_run / "log.jsonl").read_text().splitlines()
+    for name, vals in (("b-run", [(0, 0.70), (2, 0.74), (4, 0.72)]), ("a-run", [])):
+        (out / name).mkdir(parents=True)
+        records = [json.dumps({"step": step, "val_srcc": srcc}) for step, srcc in vals]
+        (out / name / "log.jsonl").write_text("\n".join([*lines[:-1], *records, lines[-1]]) + "\n")
+    (out / "alignment").mkdir()  # results that are not a run are passed over
+    capsys.readouterr()
+    assert main(["pretrain-report", "--index", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == 2
+    table = [line for line in (out / "index.md").read_text().splitlines() if line.startswith("| [")]
+    assert [line.split("`")[1] for line in table] == ["a-run", "b-run"]
+    assert "| 0.700 | 0.740 (2) | 0.720 (4) | 0.720 (4) | finished |" in table[1]
+    assert "| — | — | — | — | finished |" in table[0]
+    assert "(not started by a `pretrain` command line)" in table[1]  # run_pretrain from Python logs sys.argv
+    assert (out / "index.png").read_bytes()[:4] == b"\x89PNG"
+    (out / "b-run" / "log.jsonl").write_text("{not json\n")
+    assert main(["pretrain-report", "--index", "--out", str(out)]) == 2
+
+
 def test_loss_coefficient_overrides() -> None:
     cfg = _tiny(c_cov=1.0, c_var=25.0)
     loss = cfg.loss_config()
