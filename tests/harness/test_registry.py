@@ -42,6 +42,8 @@ PROBES = {
     "resnet50-imagenet": ("resnet50", "imagenet"),
     "resnet50-random": ("resnet50", "random"),
     "shamisa-lite": ("efficientnet_lite0", "export"),
+    "shamisa-lite-crops5": ("efficientnet_lite0", "export"),
+    "lite0-imagenet-crops5": ("efficientnet_lite0", "imagenet"),
     "lite0-var-only-lite-cpu-300": ("efficientnet_lite0", "export"),
     "lite0-var-only-fixed-projector-lite-cpu-250": ("efficientnet_lite0", "export"),
     **{f"lite0-imagenet-{c}": ("efficientnet_lite0", "export")
@@ -57,7 +59,7 @@ PROBES = {
                  "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500",
                  "unanchored-lite-cpu-seed28-1000", "unanchored-lite-cpu-1000-last")},
 }
-SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation"}
+SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation", "feature-modes"}
 
 
 @pytest.fixture(scope="module")
