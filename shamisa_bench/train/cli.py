@@ -31,7 +31,7 @@ from shamisa_bench.train.config import (
     PretrainStopped,
     preset_config,
 )
-from shamisa_bench.train.diagnose import alignment_run, diagnose_run, line_search_run
+from shamisa_bench.train.diagnose import alignment_run, bn_recalibration_run, diagnose_run, line_search_run
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import (
@@ -254,8 +254,8 @@ def _rel_list(text: str) -> list[float]:
 def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
     images = [Path(p) for p in args.images] if args.images else None
     try:
-        if args.line_search is not None and args.alignment:
-            raise ValueError("--line-search and --alignment are two measurements: give one")
+        if sum((args.line_search is not None, args.alignment, args.bn_recalibrate)) > 1:
+            raise ValueError("--line-search, --alignment and --bn-recalibrate are three measurements: give one")
         if (args.parts or args.severity or args.supervised_cache) and not args.alignment:
             raise ValueError("--parts, --severity and --supervised-cache go with --alignment")
         types = None
@@ -263,12 +263,13 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             if not args.alignment and args.line_search is None:
                 raise ValueError("--distortion-types goes with --alignment or --line-search")
             types = parse_type_names(args.distortion_types)
-        if not args.alignment and args.line_search is None:
+        if not args.alignment and args.line_search is None and not args.bn_recalibrate:
             result = diagnose_run(Path(args.run), images, batches=args.batches)
         else:
-            # both measurements read the labelled probe: --val-dataset is what they measure with
-            option = "--alignment" if args.alignment else "--line-search"
-            rels = None if args.alignment else _rel_list(args.line_search)
+            # these measurements read the labelled probe: --val-dataset is what they measure with
+            option = ("--alignment" if args.alignment else "--bn-recalibrate" if args.bn_recalibrate
+                      else "--line-search")
+            rels = _rel_list(args.line_search) if args.line_search is not None else None
             if args.val_dataset is None:
                 raise ValueError(f"{option} needs --val-dataset (the labelled images it measures with)")
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
@@ -277,7 +278,10 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
                       "distortion_types": types,
                       "report": lambda line: print(f"{option[2:].replace('-', ' ')}: {line}", file=sys.stderr,
                                                    flush=True)}
-            if args.alignment:
+            if args.bn_recalibrate:
+                result = bn_recalibration_run(Path(args.run), probe, images, batches=args.batches,
+                                              report=common["report"])
+            elif args.alignment:
                 result = alignment_run(Path(args.run), probe, images, parts=args.parts, severity=args.severity,
                                        supervised_cache=Path(args.supervised_cache) if args.supervised_cache else None,
                                        noise_directions=20 if args.noise_directions is None else args.noise_directions,
@@ -360,6 +364,10 @@ def register(sub: Any) -> None:
                         "of --val-dataset's labelled error (ridge head held fixed), against noise controls")
     p.add_argument("--parts", action="store_true",
                    help="--alignment also for each weighted loss part (var, cov, pull, ot, r_graph)")
+    p.add_argument("--bn-recalibrate", action="store_true",
+                   help="read --val-dataset's probe with the encoder's BatchNorm statistics re-estimated on the "
+                        "run's next --batches step batches (all crops, or the undistorted references only), and "
+                        "halfway between those and the run's own")
     p.add_argument("--severity", action="store_true",
                    help="--alignment also for a ridge read-out of each distorted crop's severity within its "
                         "composition group (the direction a severity-ranking objective would take)")

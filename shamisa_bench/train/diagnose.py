@@ -19,11 +19,14 @@ Nothing is written and no weight changes.
 :func:`line_search_run` moves the encoder along the total's mean gradient and along noise
 controls and reads a validation probe at each point; :func:`alignment_run` asks the same
 question to first order: the cosine of the objective's gradient with the gradient of the
-probe's labelled error.
+probe's labelled error. :func:`bn_recalibration_run` reads the probe with the encoder's
+BatchNorm statistics re-estimated on the run's step batches (all crops, or the undistorted
+references only), and halfway between those and the run's own.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -719,4 +722,91 @@ def alignment_run(
             "cached": cached,
         },
         "alignment": alignment,
+    }
+
+
+def _batchnorms(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def bn_recalibration_run(
+    run: Path,
+    probe: Any,
+    images: Sequence[Path] | None = None,
+    *,
+    batches: int = 32,
+    blend: float = 0.5,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Would re-estimating the encoder's BatchNorm statistics on pristine or distorted crops help?
+
+    At ``run/checkpoint.pt``, the probe reads the encoder three ways: with its statistics as
+    the run left them (``as_run``), and with every BatchNorm layer's running mean and
+    variance re-estimated, as a plain average over the run's next ``batches`` step batches
+    (no weight changes, no gradients), on all their crops (``all_crops``: the references and
+    their distorted copies) or on the undistorted references only (``references``). Each
+    re-estimate is also read ``blend`` of the way from the run's statistics to it
+    (``..._blend``). The run's files are not touched.
+
+    Args:
+        run: a pretraining run folder.
+        probe: a :class:`~shamisa_bench.train.probe.ValidationProbe` (or any callable that
+            takes an encoder and returns an object with ``srcc`` and ``alpha``).
+        images: the pristine folders; default: those recorded in the run's log.
+        batches: step batches to estimate from (>= 1).
+        blend: the share of the re-estimate in the blended statistics, in (0, 1).
+        report: called with a line of progress.
+
+    Raises:
+        ValueError: ``batches`` < 1, ``blend`` outside (0, 1), or an encoder without
+            BatchNorm layers.
+    """
+    t_start = time.perf_counter()
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+        raise ValueError(f"batches must be an int >= 1, got {batches!r}")
+    if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 < blend < 1:
+        raise ValueError(f"blend must be a number in (0, 1), got {blend!r}")
+    opened = _open_run(run, images)
+    base = copy.deepcopy(opened.net.encoder).eval()
+    if not _batchnorms(base):
+        raise ValueError(f"{opened.run}: the encoder has no BatchNorm layer to re-estimate")
+    estimates = {"all_crops": copy.deepcopy(base), "references": copy.deepcopy(base)}
+    for encoder in estimates.values():
+        for bn in _batchnorms(encoder):
+            bn.reset_running_stats()
+            bn.momentum = None  # a plain average over the batches
+            bn.train()  # only the BatchNorm layers: everything else stays in eval mode
+    counts = dict.fromkeys(estimates, 0)
+    dataset = StepDataset(opened.paths, opened.config.layout, seed=opened.config.seed, start=opened.step,
+                          stop=opened.step + batches)
+    with torch.no_grad():
+        for step in range(opened.step, opened.step + batches):
+            batch = dataset.build(step)
+            for name, crops in (("all_crops", batch.crops), ("references", batch.crops[batch.nodes.is_ref])):
+                estimates[name](crops)
+                counts[name] += len(crops)
+    for encoder in estimates.values():
+        encoder.eval()
+    if report:
+        report(f"statistics re-estimated on {batches} batches in {time.perf_counter() - t_start:.0f} s")
+    variants: dict[str, torch.nn.Module] = {"as_run": base}
+    for name, encoder in estimates.items():
+        variants[name] = encoder
+        mixed = copy.deepcopy(base)
+        for ours, theirs in zip(_batchnorms(mixed), _batchnorms(encoder), strict=True):
+            ours.running_mean.lerp_(theirs.running_mean, blend)
+            ours.running_var.lerp_(theirs.running_var, blend)
+        variants[f"{name}_blend"] = mixed
+    readings = {}
+    for name, encoder in variants.items():
+        result = probe(encoder)
+        readings[name] = {"srcc": round(float(result.srcc), 6), "alpha": float(result.alpha)}
+        if report:
+            report(f"{name}: {result.srcc:.4f}")
+    return {
+        **opened.header(t_start),
+        "n_batches": batches,
+        "blend": blend,
+        "crops": counts,
+        "bn_recalibration": readings,
     }

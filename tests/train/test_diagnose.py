@@ -576,3 +576,51 @@ def test_the_probe_leaves_frozen_batchnorm_frozen_and_alignment_measures_the_run
     cached = alignment_run(frozen, probe, batches=4, noise_directions=2, supervised_cache=cache)
     assert (computed["supervised"]["cached"], cached["supervised"]["cached"]) == (False, True)
     assert computed["alignment"] == cached["alignment"]
+
+
+def test_bn_recalibration_reads_the_probe_with_re_estimated_statistics(run: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.train.data import StepDataset
+    from shamisa_bench.train.diagnose import bn_recalibration_run
+
+    before = _digest(run)
+    probe = _WeightProbe()
+    result = bn_recalibration_run(run, probe, batches=2)
+    assert _digest(run) == before
+    assert list(result["bn_recalibration"]) == ["as_run", "all_crops", "all_crops_blend", "references",
+                                                "references_blend"]
+    # the weights are the run's every time; only the statistics differ
+    assert all(torch.equal(w, probe.seen[0]) for w in probe.seen)
+    as_run, all_crops, all_blend, refs, _ = probe.running
+    opened = _open_run(run, None)
+    checkpoint = {k: v for k, v in opened.net.encoder.state_dict().items() if "running" in k}
+    assert all(torch.equal(as_run[k], v) for k, v in checkpoint.items())
+    # the re-estimate is the plain average of the batches' own statistics: check the first layer's mean
+    dataset = StepDataset(opened.paths, opened.config.layout, seed=opened.config.seed, start=opened.step,
+                          stop=opened.step + 2)
+    encoder = opened.net.encoder.eval()
+    first = next(k for k in checkpoint if k.endswith("running_mean"))
+    layer = encoder.get_submodule(first.rsplit(".", 1)[0])
+    means = []
+    handle = layer.register_forward_hook(lambda m, i, o: means.append(i[0].mean(dim=(0, 2, 3))))
+    with torch.no_grad():
+        for step in range(opened.step, opened.step + 2):
+            encoder(dataset.build(step).crops)
+    handle.remove()
+    torch.testing.assert_close(all_crops[first], (means[0] + means[1]) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(all_blend[first], (as_run[first] + all_crops[first]) / 2)
+    assert not torch.allclose(refs[first], all_crops[first])
+    assert result["crops"]["references"] < result["crops"]["all_crops"]
+    for bad in ({"batches": 0}, {"blend": 1.0}, {"blend": 0}):
+        with pytest.raises(ValueError, match="batches|blend"):
+            bn_recalibration_run(run, probe, **bad)
+    # the command reads the labelled probe and prints JSON
+    data, registry = _bright_registry(tmp_path)
+    argv = ["pretrain-diagnose", str(run), "--batches", "2", "--bn-recalibrate"]
+    assert main(argv) == 2 and "--val-dataset" in capsys.readouterr().err
+    assert main([*argv, "--alignment", "--val-dataset", "bright"]) == 2
+    assert "three measurements" in capsys.readouterr().err
+    assert main([*argv, "--val-dataset", "bright", "--data-root", str(data), "--registry", str(registry)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["validation"]["dataset"] == "bright" and out["n_batches"] == 2
+    assert all(-1.0 <= v["srcc"] <= 1.0 for v in out["bn_recalibration"].values())
