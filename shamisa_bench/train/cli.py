@@ -31,7 +31,12 @@ from shamisa_bench.train.config import (
     PretrainStopped,
     preset_config,
 )
-from shamisa_bench.train.diagnose import alignment_run, bn_recalibration_run, diagnose_run, line_search_run
+from shamisa_bench.train.diagnose import (
+    alignment_run,
+    bn_recalibration_run,
+    diagnose_run,
+    line_search_run,
+)
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import (
