@@ -113,19 +113,23 @@ def read_run_log(run: Path) -> RunLog:
     return log
 
 
-def _figure(rows: int) -> tuple[Any, Any]:
+def _pyplot() -> Any:
     # lazy: matplotlib takes seconds to import and only the report draws
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: as above
 
-    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.3 * rows + 0.6), sharex=True, squeeze=False)
+    return plt
+
+
+def _figure(rows: int) -> tuple[Any, Any]:
+    fig, axes = _pyplot().subplots(rows, 1, figsize=(8, 2.3 * rows + 0.6), sharex=True, squeeze=False)
     return fig, axes[:, 0]
 
 
 def _save(fig: Any, path: Path, dpi: int = 110) -> None:
-    import matplotlib.pyplot as plt  # lazy: see _figure
+    import matplotlib.pyplot as plt  # lazy: see _pyplot
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
@@ -337,14 +341,9 @@ _INDEX_YLIM = (0.68, 0.77)
 def plot_index(logs: list[RunLog], path: Path) -> None:
     """Every run's validation curve in its own small panel, on one shared SRCC range
     (runs without validation: an empty panel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: see _figure
-
     cols = min(6, len(logs))
     rows = -(-len(logs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows + 0.5), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows + 0.5), squeeze=False)
     for ax, log in zip(axes.flat, logs, strict=False):
         ax.set_title(log.name, fontsize=6.5)
         ax.tick_params(labelsize=6)
