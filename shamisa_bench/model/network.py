@@ -4,7 +4,8 @@
 (encoder and projector) and the :class:`~shamisa_bench.graphs.RelationGraph` (prototypes and
 branch aggregator), so that DistributedDataParallel synchronises every trainable parameter;
 its ``state_dict`` is what a pretraining checkpoint stores under ``net``.
-:func:`encoder_stages` cuts an encoder's trunk into the stages ``freeze_stages`` counts.
+:func:`encoder_stages` cuts an encoder's trunk into the stages ``freeze_stages`` counts;
+:func:`batchnorm_layers` lists a module's BatchNorm layers (the ones ``freeze_bn`` holds).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from shamisa_bench.model.projector import EncoderWithProjector, Projector
 if TYPE_CHECKING:  # the config type only: model/ sits below train/
     from shamisa_bench.train.config import PretrainConfig
 
-__all__ = ["PretrainNet", "encoder_stages"]
+__all__ = ["PretrainNet", "batchnorm_layers", "encoder_stages"]
+
+
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer inside ``module`` (itself included), in ``modules()`` order."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def encoder_stages(encoder: nn.Module) -> list[list[nn.Module]]:
@@ -100,9 +106,8 @@ class PretrainNet(nn.Module):
         super().train(mode)
         if mode:
             for part in [self.model.encoder] if self.freeze_bn else self.frozen:
-                for module in part.modules():
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                        module.eval()
+                for module in batchnorm_layers(part):
+                    module.eval()
         return self
 
     def forward(self, x: Tensor, nodes: Any, *, with_features: bool = False) -> tuple[Any, ...]:

@@ -263,6 +263,11 @@ def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
             raise ValueError("--line-search, --alignment and --bn-recalibrate are three measurements: give one")
         if (args.parts or args.severity or args.supervised_cache) and not args.alignment:
             raise ValueError("--parts, --severity and --supervised-cache go with --alignment")
+        if args.export_dir is not None and args.line_search is None:
+            raise ValueError("--export-dir goes with --line-search (the encoders it writes are the ones it moves)")
+        if args.bn_recalibrate and (args.noise_directions is not None or args.skip_batches):
+            raise ValueError("--noise-directions and --skip-batches go with --line-search or --alignment: "
+                             "--bn-recalibrate estimates from the run's next --batches batches")
         types = None
         if args.distortion_types is not None:
             if not args.alignment and args.line_search is None:

@@ -46,7 +46,7 @@ from ..graphs.nodes import NodeMeta
 from ..losses.severity import add_severity_term, severity_readout_loss
 from ..losses.shamisa import ShamisaLoss
 from ..model.export import save_encoder_export
-from ..model.network import PretrainNet
+from ..model.network import PretrainNet, batchnorm_layers
 from .checkpoint import load_resume
 from .config import PretrainConfig, PretrainError
 from .data import StepDataset, scan_images
@@ -725,10 +725,6 @@ def alignment_run(
     }
 
 
-def _batchnorms(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-
-
 def bn_recalibration_run(
     run: Path,
     probe: Any,
@@ -768,11 +764,11 @@ def bn_recalibration_run(
         raise ValueError(f"blend must be a number in (0, 1), got {blend!r}")
     opened = _open_run(run, images)
     base = copy.deepcopy(opened.net.encoder).eval()
-    if not _batchnorms(base):
+    if not batchnorm_layers(base):
         raise ValueError(f"{opened.run}: the encoder has no BatchNorm layer to re-estimate")
     estimates = {"all_crops": copy.deepcopy(base), "references": copy.deepcopy(base)}
     for encoder in estimates.values():
-        for bn in _batchnorms(encoder):
+        for bn in batchnorm_layers(encoder):
             bn.reset_running_stats()
             bn.momentum = None  # a plain average over the batches
             bn.train()  # only the BatchNorm layers: everything else stays in eval mode
@@ -793,7 +789,7 @@ def bn_recalibration_run(
     for name, encoder in estimates.items():
         variants[name] = encoder
         mixed = copy.deepcopy(base)
-        for ours, theirs in zip(_batchnorms(mixed), _batchnorms(encoder), strict=True):
+        for ours, theirs in zip(batchnorm_layers(mixed), batchnorm_layers(encoder), strict=True):
             ours.running_mean.lerp_(theirs.running_mean, blend)
             ours.running_var.lerp_(theirs.running_var, blend)
         variants[f"{name}_blend"] = mixed

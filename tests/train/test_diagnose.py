@@ -620,6 +620,9 @@ def test_bn_recalibration_reads_the_probe_with_re_estimated_statistics(run: Path
     assert main(argv) == 2 and "--val-dataset" in capsys.readouterr().err
     assert main([*argv, "--alignment", "--val-dataset", "bright"]) == 2
     assert "three measurements" in capsys.readouterr().err
+    for extra in (["--skip-batches", "1"], ["--noise-directions", "2"], ["--export-dir", str(tmp_path / "x")]):
+        assert main([*argv, *extra, "--val-dataset", "bright"]) == 2  # an option it would not use is refused
+        assert "with --line-search" in capsys.readouterr().err
     assert main([*argv, "--val-dataset", "bright", "--data-root", str(data), "--registry", str(registry)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["validation"]["dataset"] == "bright" and out["n_batches"] == 2
