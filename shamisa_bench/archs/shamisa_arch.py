@@ -30,6 +30,11 @@ mode the head was fit with):
   and it costs exactly one encoder pass per scale.
 * ``crops5`` (the paper's reference mode): centre + four corner ``crop_size`` crops per
   scale, crop predictions averaged. Bounded memory on very large images.
+* ``multilevel`` (beyond the paper's read-out): the whole image at both scales, as
+  ``whole``, read out as ``h`` plus the spatial mean and standard deviation of every channel
+  of every encoder stage (:meth:`shamisa_bench.model.Encoder.multilevel`); the head
+  standardises each feature. One encoder pass per scale, as ``whole``. A head of another
+  feature width than the chosen mode's is refused.
 
 Weights = an encoder export (``shamisa-bench pretrain`` writes one in ``RUN/export``) plus a
 head file (``shamisa-bench fit-head``). Each is resolved on its own, first match wins:
@@ -88,7 +93,7 @@ from shamisa_bench.iqa.weights import (
     torch_home,
 )
 from shamisa_bench.model.export import load_encoder_export
-from shamisa_bench.model.features import check_feature_mode
+from shamisa_bench.model.features import check_feature_mode, feature_width
 
 __all__ = [
     "DEFAULT_HEAD",
@@ -152,8 +157,9 @@ class SHAMISA(nn.Module):
         head_path: Head file; None = resolve by ``head_dataset``.
         head_dataset: Name of the head to resolve (``default`` for the ``shamisa`` metric,
             the training set for ``shamisa-<dataset>``).
-        feature_mode: ``whole`` or ``crops5``; None = the head's. Using another mode than
-            the head was fit with is allowed but warned about (feature statistics differ).
+        feature_mode: ``whole``, ``crops5`` or ``multilevel``; None = the head's. Switching
+            between ``whole`` and ``crops5`` is allowed but warned about (feature statistics
+            differ); a mode of another feature width than the head's is refused.
         crop_size: Crop side for ``crops5``; None = the head's.
         min_size: Zero-pad small images to this side; None = the head's (224).
         environ: Environment for the resolver (default ``os.environ``).
@@ -201,10 +207,11 @@ class SHAMISA(nn.Module):
         self.weights = resolve_weights(pretrained_model_path, head_path, head_dataset, environ=environ)
         head = load_head(self.weights.head)
         encoder = load_encoder_export(self.weights.encoder)
-        if head.dim != 2 * encoder.feature_dim:
+        if head.dim != feature_width(encoder, head.feature_mode):
             raise HeadError(
-                f"{self.weights.head}: head expects {head.dim}-d features but the {encoder.backbone} encoder at "
-                f"{self.weights.encoder} gives {2 * encoder.feature_dim}-d two-scale features"
+                f"{self.weights.head}: head expects {head.dim}-d {head.feature_mode!r} features but the "
+                f"{encoder.backbone} encoder at {self.weights.encoder} gives "
+                f"{feature_width(encoder, head.feature_mode)}-d two-scale {head.feature_mode!r} features"
             )
         if head.encoder_sha256 is not None and head.encoder_sha256 != encoder.weights_sha256:
             raise HeadError(
@@ -213,6 +220,13 @@ class SHAMISA(nn.Module):
                 "pass the matching pretrained_model_path= / head_path=, or refit with shamisa-bench fit-head"
             )
         self.feature_mode = check_feature_mode(head.feature_mode if feature_mode is None else feature_mode)
+        if feature_width(encoder, self.feature_mode) != head.dim:
+            raise HeadError(
+                f"{self.weights.head} is a {head.feature_mode!r} head ({head.dim}-d features); "
+                f"feature_mode={self.feature_mode!r} gives {feature_width(encoder, self.feature_mode)}-d "
+                f"features. Use feature_mode={head.feature_mode!r}, or a head fit with "
+                f"`shamisa-bench fit-head --feature-mode {self.feature_mode}`"
+            )
         if self.feature_mode != head.feature_mode:
             warnings.warn(
                 f"SHAMISA head {self.weights.head} was fit on {head.feature_mode!r} features; scoring with "

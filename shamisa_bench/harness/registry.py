@@ -128,6 +128,12 @@ class DatasetSpec:
         options: reader options (e.g. CSV path and column names).
         checksums: optional ``{relative label file: sha256}``, checked when given.
         notes: free text (subset caveats, pseudo-MOS recipe...).
+        partition: ``None``, or a fixed part of the labelled images: ``{"of": parent
+            dataset, "seed": int, "fraction": share of the first part, "part":
+            "selection" or "evaluation"}``. The images, sorted by name, are permuted by
+            ``numpy.random.default_rng(seed)``; the first ``round(fraction * n)`` are the
+            selection part, the rest the evaluation part
+            (:func:`shamisa_bench.harness.data.partition.partition_names`).
     """
 
     name: str
@@ -147,6 +153,7 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    partition: dict[str, Any] | None = None
 
     @property
     def pseudo_mos(self) -> bool:
@@ -638,6 +645,7 @@ def _build_dataset(c: _Checker) -> DatasetSpec | None:
     options = c.get("options", dict, {})
     checksums = c.get("checksums", dict, {}, allow_none=True) or {}
     notes = c.get("notes", str, "")
+    partition = _partition(c)
     raw_layouts = c.get("layouts", list)
     layouts: list[DatasetLayout] = []
     for i, item in enumerate(raw_layouts or []):
@@ -691,7 +699,34 @@ def _build_dataset(c: _Checker) -> DatasetSpec | None:
         options=dict(options or {}),
         checksums=dict(checksums),
         notes=notes.strip(),
+        partition=partition,
     )
+
+
+PARTITION_PARTS = ("selection", "evaluation")
+
+
+def _partition(c: _Checker) -> dict[str, Any] | None:
+    """A dataset's ``partition:`` (see :attr:`DatasetSpec.partition`), checked."""
+    value = c.get("partition", dict, None, allow_none=True)
+    if value is None:
+        return None
+    problems = []
+    if set(value) != {"of", "seed", "fraction", "part"}:
+        problems.append(f"needs exactly the keys of, seed, fraction, part (got {', '.join(sorted(map(str, value)))})")
+    if not isinstance(value.get("of"), str) or not value.get("of"):
+        problems.append("'of' must name the parent dataset")
+    seed = value.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        problems.append(f"'seed' must be a non-negative int, got {seed!r}")
+    fraction = value.get("fraction")
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        problems.append(f"'fraction' must be a number in (0, 1), got {fraction!r}")
+    if value.get("part") not in PARTITION_PARTS:
+        problems.append(f"'part' must be one of {', '.join(PARTITION_PARTS)}, got {value.get('part')!r}")
+    for problem in problems:
+        c.bad(f"partition: {problem}")
+    return None if problems else dict(value)
 
 
 def _range(c: _Checker, key: str) -> tuple[float, float] | None:

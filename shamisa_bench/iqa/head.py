@@ -20,11 +20,12 @@ kind              ``"shamisa_head"``
 weight            float32 tensor (1, F): ``nn.Linear`` layout, standardised space
 bias              float32 tensor (1,)
 feature_mean      float32 tensor (F,)
-feature_std       float32 tensor (F,) (all ones unless fit with ``standardize``)
+feature_std       float32 tensor (F,) (all ones unless fit with ``standardize``; a
+                  ``multilevel`` head always is)
 mos_range         float64 tensor (2,): (lo, hi) of the training labels' scale
 lower_better      bool: True when a lower label means better quality (DMOS)
 dataset           str: the training set (registry name, or a CSV's name)
-protocol          str: the feature mode, ``whole`` or ``crops5``, the features it was fit
+protocol          str: the feature mode, ``whole``, ``crops5`` or ``multilevel``, the features it was fit
                   on (:attr:`QualityHead.feature_mode`; the key keeps its format-1 name)
 crop_size         int: crop side of ``crops5``
 min_size          int: images are zero-padded to at least this side first
@@ -61,7 +62,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ from shamisa_bench.iqa.ridge import (
     predict_path,
     select_alpha_by_val,
 )
-from shamisa_bench.model.features import check_feature_mode, encode_two_scale
+from shamisa_bench.model.features import STANDARDIZED_MODES, check_feature_mode, encode_two_scale
 
 __all__ = [
     "DEFAULT_MIN_SIZE",
@@ -141,14 +142,15 @@ class QualityHead:
         mos_range: (lo, hi) of the label scale, lo < hi.
         lower_better: True when lower labels mean better quality.
         dataset: Training-set name.
-        feature_mode: ``"whole"`` or ``"crops5"``, the features it was fit on.
+        feature_mode: ``"whole"``, ``"crops5"`` or ``"multilevel"``, the features it was fit on.
         crop_size: Crop side for ``crops5``.
         min_size: Padding target for small images (see :func:`prepare_images`).
         alpha: Ridge strength.
         n_train: Images in the final fit.
         n_splits: Validation splits used to choose alpha (0 if alpha was given).
         val_srcc: Median validation SRCC at ``alpha``, or None.
-        standardize: Whether ``feature_std`` holds real standard deviations.
+        standardize: Whether ``feature_std`` holds real standard deviations (always for
+            ``multilevel``, whose raw stage statistics differ in scale by orders of magnitude).
         encoder_sha256: The encoder export's ``weights_sha256``, or None (no check).
         backbone: Backbone name of that encoder.
         package_version: Version of shamisa-bench that wrote the head.
@@ -194,6 +196,8 @@ class QualityHead:
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"mos_range must be finite with lo < hi, got {self.mos_range}")
         check_feature_mode(self.feature_mode)
+        if self.feature_mode in STANDARDIZED_MODES and not self.standardize:
+            raise ValueError(f"a {self.feature_mode!r} head must standardise its features (standardize=True)")
         for name in ("crop_size", "min_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 64:
@@ -261,6 +265,9 @@ class QualityHead:
         """
         if not isinstance(state, dict):
             raise HeadError(f"{source}: expected a dict, got {type(state).__name__}")
+        if state.get("kind") == "shamisa_fr_head":  # written by fit-head --fr (shamisa_bench.iqa.fr)
+            raise HeadError(f"{source}: is a full-reference head (fit-head --fr); use it with "
+                            "pyiqa.create_metric('shamisa-fr', head_path=...), not with a no-reference metric")
         if state.get("kind") != _HEAD_KIND:
             raise HeadError(f"{source}: not a SHAMISA head (kind {state.get('kind')!r}, expected {_HEAD_KIND!r})")
         if state.get("format_version") != HEAD_FORMAT_VERSION:
@@ -486,12 +493,12 @@ def head_features(
     Args:
         encoder: An encoder in eval mode (see :class:`shamisa_bench.model.Encoder`).
         x: Images, see :func:`prepare_images`.
-        feature_mode: ``"whole"`` or ``"crops5"``.
+        feature_mode: ``"whole"``, ``"crops5"`` or ``"multilevel"``.
         crop_size: Crop side for ``crops5``.
         min_size: Padding target.
 
     Returns:
-        (N, K, 2 * D), K = 1 (whole) or 5 (crops5).
+        (N, K, F), K = 5 for crops5 and 1 otherwise (see :func:`encode_two_scale`).
     """
     return encode_two_scale(encoder, prepare_images(x, min_size), feature_mode=feature_mode, crop_size=crop_size)
 
@@ -541,7 +548,8 @@ class FitConfig:
         val_fraction: Share of images (or reference groups) in each validation part.
         seed: Seed of the splits (``np.random.default_rng``).
         standardize: Scale features to unit variance before the ridge fit (off by default:
-            the L2-normalised features and ARNIQA's alpha grid are used as they are).
+            the L2-normalised features and ARNIQA's alpha grid are used as they are;
+            :func:`fit_head` turns it on for the ``multilevel`` feature mode).
     """
 
     alphas: tuple[float, ...] | None = None
@@ -687,7 +695,7 @@ def fit_head(
     is refit on every image with it.
 
     Args:
-        features: (N, K, F) two-scale features (K = 1 for whole, 5 for crops5), or (N, F).
+        features: (N, K, F) two-scale features (K = 5 for crops5, 1 otherwise), or (N, F).
         mos: (N,) labels, finite.
         mos_range: (lo, hi) of the label scale (for the [0, 1] mapping).
         lower_better: True for DMOS-like labels.
@@ -696,7 +704,8 @@ def fit_head(
         crop_size, min_size: Preprocessing the features were extracted with.
         encoder_sha256, backbone: Identity of the encoder, recorded for checking.
         groups: (N,) reference keys for reference-disjoint splits, or None (random).
-        config: Alpha grid and splits.
+        config: Alpha grid and splits. ``standardize`` is forced on for the modes of
+            :data:`~shamisa_bench.model.features.STANDARDIZED_MODES` (``multilevel``).
 
     Returns:
         The fitted :class:`QualityHead`.
@@ -720,6 +729,8 @@ def fit_head(
     if np.ptp(y) == 0:
         raise ValueError("all mos values are equal; a quality head cannot be fit")
     check_feature_mode(feature_mode)
+    if feature_mode in STANDARDIZED_MODES and not config.standardize:
+        config = replace(config, standardize=True)
 
     index, alpha, medians, n_splits = select_alpha(x, y, config, groups)
 

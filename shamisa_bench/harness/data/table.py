@@ -23,6 +23,7 @@ from shamisa_bench.harness.data.errors import (
     LabelFileError,
     PartialDatasetError,
 )
+from shamisa_bench.harness.data.partition import select_part
 from shamisa_bench.harness.data.readers import READERS, ImageFinder, ReadResult
 from shamisa_bench.harness.data.readers._common import check_unique
 from shamisa_bench.harness.registry import DatasetLayout, DatasetSpec
@@ -243,6 +244,9 @@ def load_dataset(
         layout, root, label_file = found
     result = _read(spec, layout, root, label_file)
     check_unique(result.rows, label_file)
+    if spec.partition is not None:  # one part of the labelled images, by a fixed rule
+        part = select_part([row.name for row in result.rows], spec.partition)
+        result = replace(result, rows=[row for row in result.rows if row.name in part])
     digest = _sha256(label_file)
     rel = os.path.relpath(label_file, root).replace(os.sep, "/")
     want = spec.checksums.get(rel)
