@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,23 @@ class DatasetTable:
         """True when every row has an official train/val/test assignment."""
         return "official_split" in self.frame.columns and bool(self.frame["official_split"].notna().all())
 
+    @cached_property
+    def images_sha256(self) -> str:
+        """sha256 over the sorted ``name<TAB>file size`` lines of the images in the table.
+
+        Recorded with results so that a run notices an image added, removed, renamed or
+        replaced by a file of another size (a file rewritten with the same size is not seen;
+        reading every image to hash its content would cost a full pass over the dataset).
+        Moving the dataset to another folder keeps the digest.
+
+        Raises:
+            OSError: an image listed in the table can no longer be read (names the file).
+        """
+        digest = hashlib.sha256()
+        for name, image in sorted(zip(self.frame["name"], self.frame["image"])):
+            digest.update(f"{name}\t{Path(image).stat().st_size}\n".encode())
+        return digest.hexdigest()
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready record of what was read (for results provenance)."""
         return {
@@ -133,6 +151,7 @@ class DatasetTable:
             "layout": self.layout,
             "label_file": self.label_file.name,
             "label_sha256": self.label_sha256,
+            "images_sha256": self.images_sha256,
             "n_expected": self.spec.n_images,
             "n_listed": self.n_listed,
             "n_images": self.n_images,
