@@ -55,7 +55,9 @@ def register(subparsers: Any) -> None:
         "JSON file; units with results are skipped unless --overwrite; tables are rebuilt.",
     )
     p.add_argument("--suite", default="demo", help="suite name (default: demo, runs offline)")
-    p.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
+    p.add_argument("--metrics", nargs="+", metavar="NAME",
+                   help="only these of the suite's metrics; a metric the suite does not list is refused "
+                   "(its results would join the suite's tables): add it to the suite's YAML first")
     p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these datasets")
     p.add_argument("--data-root", type=Path, help="folder holding the datasets (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--results", type=Path, default=Path("results"),

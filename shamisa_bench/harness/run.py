@@ -4,7 +4,9 @@ A **unit** is one (suite, protocol, metric, dataset) — or (suite, protocol, me
 train--test) for a cross suite — and writes exactly one JSON file,
 ``<results>/runs/<suite>/<protocol>/<metric>/<dataset or train--test>.json``, atomically.
 
-Resume: a unit whose file exists with ``status: ok`` is skipped unless ``overwrite``;
+Resume: a unit whose file exists with ``status: ok`` is skipped unless ``overwrite``, or
+unless an input it records (label file, images, metric weights, splits) has changed since
+(:mod:`shamisa_bench.harness.staleness`: then it is recomputed and the console says why);
 ``unavailable`` and ``failed`` units are attempted again on every run. A run killed at any
 point leaves complete unit files only (atomic rename) and a feature cache holding all but
 the last unflushed images, so running it again finishes the remaining units, computes only
@@ -61,6 +63,7 @@ from shamisa_bench.harness.results import (
     write_tables,
     write_unit,
 )
+from shamisa_bench.harness.staleness import recheck_finished
 
 __all__ = ["Plan", "RunConfig", "RunSummary", "Unit", "load_tables", "plan_suite", "run_suite", "scrub_paths"]
 
@@ -74,7 +77,8 @@ class RunConfig:
 
     Attributes:
         suite: suite name.
-        metrics: restrict to these metrics (any registered metric); None = the suite's.
+        metrics: restrict to these of the suite's metrics (one outside the suite is refused:
+            its results would join the suite's leaderboard); None = the suite's.
         datasets: restrict to these datasets (intra: any registered dataset; cross: pairs
             with both ends listed); None = the suite's.
         data_root: folder holding the datasets (None: the data layer's default).
@@ -221,8 +225,9 @@ def plan_suite(registry: Any, cfg: RunConfig) -> Plan:
     """Expand a suite into units and decide which to compute.
 
     Raises:
-        ValueError: unknown suite, metric or dataset (listing valid names), a protocol
-            kind ``run`` cannot execute, or filters that leave no unit.
+        ValueError: unknown suite, metric or dataset (listing valid names), a metric the
+            suite does not list, a protocol kind ``run`` cannot execute, or filters that
+            leave no unit.
     """
     suite = registry.suite(cfg.suite)
     protocol = registry.protocol(suite.protocol)
@@ -234,6 +239,13 @@ def plan_suite(registry: Any, cfg: RunConfig) -> Plan:
     metrics = tuple(cfg.metrics) if cfg.metrics else tuple(suite.metrics)
     for m in metrics:
         registry.metric(m)
+    outside = [m for m in metrics if m not in suite.metrics]
+    if outside:  # its unit files would add a permanent row to the suite's leaderboard
+        raise ValueError(
+            f"suite {suite.name!r} has no metric {', '.join(map(repr, outside))}: --metrics chooses among "
+            f"the suite's metrics ({', '.join(suite.metrics)}). Add it to the suite's YAML file, or run a "
+            "suite that lists it"
+        )
     if cfg.datasets:
         for d in cfg.datasets:
             registry.dataset(d)
@@ -408,6 +420,7 @@ def run_suite(
     plan = plan_suite(reg, cfg)
     if cfg.pyiqa_home is not None:
         use_pyiqa_home(cfg.pyiqa_home)
+    plan, rechecked = recheck_finished(plan, reg, cfg, tables or {}, _make_splits, console)
     summary = RunSummary(cfg.suite, {}, tuple(u.path(cfg.results_dir) for u in plan.skipped))
     if console is not None and plan.skipped:
         console.print(f"{len(plan.skipped)} unit(s) already done, skipped "
@@ -417,7 +430,7 @@ def run_suite(
             console.print(f"recomputing an invalid result file: {problem}", markup=False, highlight=False,
                           soft_wrap=True)
     needed = sorted({d for u in plan.todo for d in u.datasets})
-    given = dict(tables or {})
+    given = {**rechecked, **dict(tables or {})}
     found, missing = load_available(reg, [d for d in needed if d not in given], cfg)
     loaded = {**{d: given[d] for d in needed if d in given}, **found}
     if missing and all(set(u.datasets) & set(missing) for u in plan.todo):
@@ -483,7 +496,7 @@ def run_suite(
                                  f"{', '.join(absent)} not found)")
                         prog.advance(units_task)
                         continue
-                    seen = sorted(trained_on & {unit.dataset or unit.test})
+                    seen = sorted(trained_on & reg.image_family(unit.dataset or unit.test))
                     if unavailable is None and seen:
                         # Its head saw these labels: every test image would be a training image.
                         record.update(status="unavailable", scores={"per_split": [], "aggregate": {}},

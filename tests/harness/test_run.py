@@ -120,6 +120,26 @@ columns: [srcc, plcc]
 higher_is_better: true
 main_score: srcc
 """)
+    # metrics run on their own: the fit-on-tiny head and the feature probe
+    _write(reg / "suites/tinyextra.yaml", """\
+name: tinyextra
+version: 1
+datasets: [tiny]
+metrics: [dummy-fit, probe18]
+protocol: intra
+columns: [srcc, plcc]
+higher_is_better: true
+""")
+    _write(reg / "suites/tinycrossfit.yaml", """\
+name: tinycrossfit
+version: 1
+datasets: [tiny, tinyd]
+metrics: [dummy-fit]
+protocol: cross
+pair_rule: all-ordered
+columns: [srcc, plcc]
+higher_is_better: true
+""")
     return {"registry": reg, "data": data, "results": tmp_path / "results",
             "cache": tmp_path / "cache"}
 
@@ -271,19 +291,19 @@ def test_cross_handles_dmos_direction(env):
 
 def test_metric_fit_on_the_dataset_is_not_tested_on_it(env):
     # A head fit on tiny's labels would be scored on its own training images there.
-    assert _run(env, "--suite", "tinycross", "--metrics", "dummy-fit") == 0
-    tested_on_own = _unit(env, "tinycross", "cross", "dummy-fit", "tinyd--tiny")
+    assert _run(env, "--suite", "tinycrossfit") == 0
+    tested_on_own = _unit(env, "tinycrossfit", "cross", "dummy-fit", "tinyd--tiny")
     assert tested_on_own["status"] == "unavailable" and "fit on tiny's labels" in tested_on_own["reason"]
-    tested_elsewhere = _unit(env, "tinycross", "cross", "dummy-fit", "tiny--tinyd")
+    tested_elsewhere = _unit(env, "tinycrossfit", "cross", "dummy-fit", "tiny--tinyd")
     assert tested_elsewhere["status"] == "ok"
-    assert _run(env, "--suite", "tiny", "--metrics", "dummy-fit") == 0
-    assert _unit(env, "tiny", "intra", "dummy-fit", "tiny")["status"] == "unavailable"
+    assert _run(env, "--suite", "tinyextra", "--metrics", "dummy-fit") == 0
+    assert _unit(env, "tinyextra", "intra", "dummy-fit", "tiny")["status"] == "unavailable"
 
 
 @pytest.mark.slow
 def test_feature_probe_runs_and_caches(env):
-    assert _run(env, "--suite", "tiny", "--metrics", "probe18") == 0
-    rec = _unit(env, "tiny", "intra", "probe18", "tiny")
+    assert _run(env, "--suite", "tinyextra", "--metrics", "probe18") == 0
+    rec = _unit(env, "tinyextra", "intra", "probe18", "tiny")
     assert rec["status"] == "ok", rec.get("reason")
     assert rec["metric"]["output"] == "features" and rec["ridge"]["n_crops"] == 1
     assert rec["cache"]["n_computed"] == N_IMAGES
@@ -296,7 +316,7 @@ def test_feature_probe_runs_and_caches(env):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--suite", "nope"), "valid suites: tiny, tinycross"),
+        (("--suite", "nope"), "valid suites: tiny, tinycross, tinycrossfit, tinyextra"),
         (("--suite", "tiny", "--metrics", "nope"), "valid metrics:"),
         (("--suite", "tiny", "--datasets", "nope"), "valid datasets: tiny, tinyd"),
     ],

@@ -34,6 +34,10 @@ def _registry(tmp_path: Path, counts: dict[str, int]) -> Path:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
     (dst / "metrics" / "brightness.yaml").write_text(
         "name: brightness\nversion: 1\nkind: dummy\nparams:\n  statistic: mean\n")
+    suite = dst / "suites" / "cross.yaml"  # --metrics chooses among the suite's metrics
+    data = yaml.safe_load(suite.read_text())
+    data["metrics"] = [*data["metrics"], "brightness"]
+    suite.write_text(yaml.safe_dump(data, sort_keys=False))
     return dst
 
 
