@@ -71,6 +71,7 @@ from torch import nn
 from shamisa_bench.common.imageio import ImageReadError, load_image, pil_to_tensor
 from shamisa_bench.iqa.head import (
     MAX_SIDE,
+    MIN_IMAGE_SIDE,
     HeadError,
     QualityHead,
     QualityHeadModule,
@@ -286,7 +287,7 @@ class SHAMISA(nn.Module):
             # Decoded straight to at most MAX_SIDE (the same values prepare_images would give),
             # so a 48 MP photo never exists as a full-size float image.
 
-            x = load_image(target, max_side=MAX_SIDE).unsqueeze(0)
+            x = load_image(target, max_side=MAX_SIDE, min_side=MIN_IMAGE_SIDE).unsqueeze(0)
         elif isinstance(target, (bytes, bytearray)):
             try:
                 with Image.open(io.BytesIO(target)) as img:

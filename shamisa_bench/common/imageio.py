@@ -1,10 +1,23 @@
 """Reading images: one function that gives an RGB tensor or a clear error naming the file.
 
-Every mode Pillow can open becomes 8-bit-equivalent RGB in [0, 1]: grayscale is repeated
-over the three channels, palette images are expanded, alpha is dropped (the colour values
-are kept as stored, no compositing), and 16/32-bit grayscale is scaled by its full range
-(65535) rather than truncated. EXIF orientation is not applied: pixels are used as stored,
-as IQA datasets rate them.
+Every mode Pillow can open becomes RGB in [0, 1], or is refused with the file named:
+
+* 8-bit modes (``1``, ``L``, ``LA``, ``La``, ``P``, ``PA``, ``RGB``, ``RGBA``, ``RGBa``,
+  ``RGBX``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) are converted to RGB by Pillow and divided
+  by 255: grayscale is repeated over the three channels, palette images are expanded, alpha
+  is dropped (the colour values are kept as stored, no compositing; premultiplied ``RGBa``
+  and ``La`` are un-premultiplied first), CMYK, YCbCr, LAB and HSV are converted.
+* 16-bit grayscale (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``) is divided by 65535.
+* 32-bit integer grayscale (``I``) is divided by the range of the bits per sample the file
+  states (a TIFF's 8 or 16); otherwise by its values: all in [0, 255] are 8-bit (255), a
+  maximum in (255, 65535] is 16-bit (65535); negative values or values above 65535 are
+  refused (no scale can be told).
+* 32-bit float grayscale (``F``): values in [0, 1] are used as they are; whole numbers up
+  to 255 are 8-bit values (divided by 255), whole numbers up to 65535 are 16-bit values
+  (65535); anything else (negative, NaN or infinite values, fractions above 1, whole
+  numbers above 65535) is refused: [0, 1] with overshoot cannot be told from [0, 255].
+
+EXIF orientation is not applied: pixels are used as stored, as IQA datasets rate them.
 """
 
 from __future__ import annotations
@@ -19,7 +32,16 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "check_image", "list_images", "load_image", "pil_to_tensor", "scaled_size"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageReadError",
+    "check_image",
+    "grey_scale",
+    "list_images",
+    "load_image",
+    "pil_to_tensor",
+    "scaled_size",
+]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -31,6 +53,66 @@ class ImageReadError(ValueError):
     """An image file is missing, unreadable, corrupt or truncated; the message names it."""
 
 
+def _stated_bits(img: Image.Image) -> int | None:
+    """Bits per sample a TIFF states (tag 258), when it is 8 or 16; else None."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return None
+    try:
+        bits = tags.get(258)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if bits in (8, 16) else None
+
+
+def grey_scale(mode: str, values: np.ndarray, source: str | Path, stated_bits: int | None = None) -> float:
+    """The number a high-depth grayscale image is divided by to lie in [0, 1] (see the module docstring).
+
+    Args:
+        mode: ``I;16*``, ``I`` or ``F``.
+        values: the pixel values.
+        source: the file (or ``PIL image``), named in errors.
+        stated_bits: the bits per sample the file states (8 or 16), if any.
+
+    Raises:
+        ImageReadError: a scale that cannot be told from the data type and the values.
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    if values.size == 0:
+        return 1.0
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if mode == "I":
+        if stated_bits is not None:
+            return 255.0 if stated_bits == 8 else 65535.0
+        if lo >= 0 and hi <= 255:
+            return 255.0
+        if lo >= 0 and hi <= 65535:
+            return 65535.0
+        raise ImageReadError(
+            f"{source}: 32-bit integer image (mode I) with values in [{lo:g}, {hi:g}]: neither 8-bit nor 16-bit, "
+            "so its scale cannot be told; save it with 8 or 16 bits per sample"
+        )
+    if mode != "F":
+        raise ImageReadError(f"{source}: unsupported grayscale mode {mode}")
+    if not np.isfinite(values).all():
+        raise ImageReadError(f"{source}: float image (mode F) with NaN or infinite pixels")
+    whole = bool(np.all(values == np.floor(values)))
+    if lo >= 0 and hi <= 1.0:
+        return 1.0
+    if lo >= 0 and whole and hi <= 255:
+        return 255.0
+    if lo >= 0 and whole and hi <= 65535:
+        return 65535.0
+    raise ImageReadError(
+        f"{source}: float image (mode F) with values in [{lo:g}, {hi:g}]"
+        f"{'' if whole else ', not whole numbers'}: its scale cannot be told ([0, 1], [0, 255] or [0, 65535]); "
+        "scale it to [0, 1], or save it with 8 or 16 bits per sample"
+    )
+
+
 def _to_rgb_tensor(img: Image.Image, path: str | Path) -> Tensor:
     """(3, H, W) float32 in [0, 1] from an open Pillow image, with one full-size float copy.
 
@@ -40,14 +122,10 @@ def _to_rgb_tensor(img: Image.Image, path: str | Path) -> Tensor:
     mode = img.mode
     if mode in _HIGH_DEPTH:
         a = np.asarray(img, dtype=np.float64)
-        if mode != "F":
-            a = a / 65535.0
+        a = a / grey_scale(mode, a, path, _stated_bits(img))
         grey = torch.from_numpy(a.clip(0.0, 1.0).astype(np.float32))
         return grey.unsqueeze(0).repeat(3, 1, 1)
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    img = _as_rgb(img, path)
     a = np.asarray(img)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ImageReadError(f"{path}: unsupported image layout (mode {mode}, array {a.dtype} {a.shape})")
@@ -59,6 +137,20 @@ def _to_rgb_tensor(img: Image.Image, path: str | Path) -> Tensor:
     del src
     del a
     return out.div_(255.0)  # the same IEEE values as float32(a) / 255
+
+
+def _as_rgb(img: Image.Image, path: str | Path) -> Image.Image:
+    """An 8-bit mode converted to RGB (transparent palettes expanded first, ``La`` via ``LA``)."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode == "La":  # premultiplied: Pillow converts it to LA only
+        img = img.convert("LA")
+    if img.mode != "RGB":
+        try:
+            img = img.convert("RGB")
+        except ValueError as err:
+            raise ImageReadError(f"{path}: image mode {img.mode} cannot be converted to RGB ({err})") from None
+    return img
 
 
 def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -80,10 +172,7 @@ def _downscale_planes(img: Image.Image, size: tuple[int, int], path: str | Path)
     Bit-identical to converting the whole image to float and then downscaling it, because
     bilinear antialiased interpolation treats channels independently.
     """
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # as _to_rgb_tensor does
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    img = _as_rgb(img, path)  # as _to_rgb_tensor does
     a = np.asarray(img)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ImageReadError(f"{path}: unsupported image layout (mode {img.mode}, array {a.dtype} {a.shape})")
@@ -158,7 +247,22 @@ def _open(
     return tensor, size
 
 
-def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Tensor:
+def _check_sides(path: str | os.PathLike[str], size: tuple[int, int], min_side: int, max_side: int | None) -> None:
+    """Refuse an image with a side under ``min_side``, at full size or once downscaled to ``max_side``."""
+    height, width = size
+    if height < min_side or width < min_side:
+        raise ImageReadError(f"{Path(path)}: image is {height}x{width} pixels, smaller than {min_side} on a side")
+    if max_side is not None:
+        small = scaled_size(height, width, max_side)
+        if min(small) < min_side:
+            raise ImageReadError(
+                f"{Path(path)}: image is {height}x{width} pixels; downscaled to at most {max_side} pixels on the "
+                f"longer side it would be {small[0]}x{small[1]}, smaller than {min_side} on a side "
+                "(aspect ratio too extreme)"
+            )
+
+
+def load_image(path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None) -> Tensor:
     """Load an image file as an RGB float tensor.
 
     Args:
@@ -169,23 +273,27 @@ def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> Ten
             exists; the result is bit-identical to downscaling the full-size tensor with
             ``F.interpolate(..., antialias=True)`` (what :func:`shamisa_bench.iqa.head.prepare_images`
             does).
+        min_side: refuse an image with a side shorter than this, at full size or after the
+            downscale (the message gives the file's real size).
 
     Returns:
         ``(3, H, W)`` float32 in [0, 1] on the CPU.
 
     Raises:
         ImageReadError: (a ``ValueError``) if the file is missing, is not an image, is
-            corrupt or truncated, or is too large to decode safely (more than Pillow's
-            ``MAX_IMAGE_PIXELS``, about 89 megapixels); the message names the file and
-            the problem.
+            corrupt or truncated, is too large to decode safely (more than Pillow's
+            ``MAX_IMAGE_PIXELS``, about 89 megapixels), has a mode whose scale cannot be
+            told, or is smaller than ``min_side``; the message names the file and the problem.
     """
-    tensor, _ = _open(path, convert=True, max_side=max_side)
+    tensor, size = _open(path, convert=True, max_side=max_side)
+    if min_side is not None:
+        _check_sides(path, size, min_side, max_side)
     if tensor is None:  # pragma: no cover - _open(convert=True) always converts
         raise RuntimeError(f"{path}: image was not converted")
     return tensor
 
 
-def check_image(path: str | os.PathLike[str], min_side: int = 1) -> tuple[int, int]:
+def check_image(path: str | os.PathLike[str], min_side: int = 1, max_side: int | None = None) -> tuple[int, int]:
     """Decode an image fully (as :func:`load_image` would) without converting it; return its size.
 
     Cheaper than :func:`load_image` (no float copy): for checking a whole list of images
@@ -194,6 +302,8 @@ def check_image(path: str | os.PathLike[str], min_side: int = 1) -> tuple[int, i
     Args:
         path: The image file.
         min_side: Refuse images with a side shorter than this.
+        max_side: The downscale :func:`load_image` will apply (None: none); an image whose
+            shorter side falls under ``min_side`` once downscaled is refused too.
 
     Returns:
         ``(height, width)``.
@@ -202,8 +312,7 @@ def check_image(path: str | os.PathLike[str], min_side: int = 1) -> tuple[int, i
         ImageReadError: As :func:`load_image`, or a side shorter than ``min_side``.
     """
     _, (height, width) = _open(path, convert=False)
-    if height < min_side or width < min_side:
-        raise ImageReadError(f"{Path(path)}: image is {height}x{width} pixels, smaller than {min_side} on a side")
+    _check_sides(path, (height, width), min_side, max_side)
     return height, width
 
 

@@ -247,7 +247,7 @@ def _check_images(images: list[Path]) -> None:
     bad: list[str] = []
     for path in images:
         try:
-            check_image(path, min_side=MIN_IMAGE_SIDE)
+            check_image(path, min_side=MIN_IMAGE_SIDE, max_side=MAX_SIDE)
         except ValueError as err:
             bad.append(str(err))
     if bad:
