@@ -55,6 +55,8 @@ __all__ = [
     "ARCH_IMPORT_PATH",
     "ARCH_NAME",
     "DEFAULT_METRIC",
+    "FR_ARCH_NAME",
+    "FR_METRIC",
     "metric_configs",
     "register",
     "register_when_pyiqa_loads",
@@ -63,6 +65,11 @@ __all__ = [
 ARCH_NAME = "SHAMISA"
 ARCH_IMPORT_PATH = "shamisa_bench.archs.shamisa_arch:SHAMISA"
 DEFAULT_METRIC = "shamisa"
+FR_ARCH_NAME = "SHAMISAFR"
+FR_ARCH_IMPORT_PATH = "shamisa_bench.archs.shamisa_fr_arch:SHAMISAFR"
+FR_METRIC = "shamisa-fr"
+"""The full-reference extension (:mod:`shamisa_bench.archs.shamisa_fr_arch`): ``m(dist, ref)``,
+a feature distance in [0, 1] (or an FR head's predicted quality drop), lower is better."""
 
 _LOCK = threading.RLock()
 
@@ -90,6 +97,12 @@ def metric_configs(head_datasets: Sequence[str] | None = None) -> dict[str, dict
     configs = {DEFAULT_METRIC: entry(DEFAULT_HEAD)}
     for name in head_datasets:
         configs[f"{DEFAULT_METRIC}-{name}"] = entry(name)
+    configs[FR_METRIC] = {
+        "metric_opts": {"type": FR_ARCH_NAME},
+        "metric_mode": "FR",
+        "score_range": "0, 1",
+        "lower_better": True,
+    }
     return configs
 
 
@@ -107,16 +120,17 @@ def register() -> tuple[str, ...]:
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
         from pyiqa.utils.registry import ARCH_REGISTRY
 
-        try:
-            ARCH_REGISTRY.register_lazy(ARCH_NAME, ARCH_IMPORT_PATH)
-        except AssertionError:
-            pass  # already registered: by an earlier call, or by the entry point re-entering us
+        for arch_name, import_path in ((ARCH_NAME, ARCH_IMPORT_PATH), (FR_ARCH_NAME, FR_ARCH_IMPORT_PATH)):
+            try:
+                ARCH_REGISTRY.register_lazy(arch_name, import_path)
+            except AssertionError:
+                pass  # already registered: by an earlier call, or by the entry point re-entering us
 
         _route_inputs()
         names = []
         for name, config in metric_configs().items():
             existing = DEFAULT_CONFIGS.get(name)
-            if existing is not None and existing.get("metric_opts", {}).get("type") != ARCH_NAME:
+            if existing is not None and existing.get("metric_opts", {}).get("type") not in (ARCH_NAME, FR_ARCH_NAME):
                 warnings.warn(
                     f"pyiqa already has a metric {name!r} of type {existing['metric_opts'].get('type')!r}; "
                     "shamisa-bench leaves it alone",
@@ -131,6 +145,7 @@ def register() -> tuple[str, ...]:
 
 
 _ARCH_MODULE = ARCH_IMPORT_PATH.split(":")[0]
+_FR_ARCH_MODULE = FR_ARCH_IMPORT_PATH.split(":")[0]
 
 
 def _route_inputs() -> None:
@@ -144,11 +159,17 @@ def _route_inputs() -> None:
 
     def _prepare_inputs(self: Any, target: Any, ref: Any = None) -> Any:
         arch = sys.modules.get(_ARCH_MODULE)  # not imported yet: the network cannot be a SHAMISA
+        fr_arch = sys.modules.get(_FR_ARCH_MODULE)
         net = getattr(self, "net", None)
-        if arch is None or not isinstance(net, arch.SHAMISA):
+        is_nr = arch is not None and isinstance(net, arch.SHAMISA)
+        is_fr = fr_arch is not None and isinstance(net, fr_arch.SHAMISAFR)
+        if not (is_nr or is_fr):
             return original(self, target, ref)
         net.check_input_range = bool(self.check_input_range)
-        return net.prepare_inputs(target, check_range=bool(self.check_input_range)), ref
+        check = bool(self.check_input_range)
+        if is_fr and ref is not None:  # the reference goes through the same loader
+            ref = net.prepare_inputs(ref, check_range=check)
+        return net.prepare_inputs(target, check_range=check), ref
 
     _prepare_inputs._shamisa_wrapped = True  # type: ignore[attr-defined]
     _prepare_inputs.__wrapped__ = original  # type: ignore[attr-defined]

@@ -217,7 +217,7 @@ def test_shipped_heads_become_variants(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert shamisa_arch.shipped_head_datasets() == ("koniq10k", "live")
     try:
         names = pyiqa_plugin.register()
-        assert set(names) == {"shamisa", "shamisa-koniq10k", "shamisa-live"}
+        assert set(names) == {"shamisa", "shamisa-koniq10k", "shamisa-live", "shamisa-fr"}
         nr = pyiqa.list_models(metric_mode="NR")
         assert "shamisa-live" in nr and "shamisa-koniq10k" in nr
         assert DEFAULT_CONFIGS["shamisa-live"]["metric_opts"]["head_dataset"] == "live"
