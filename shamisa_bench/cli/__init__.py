@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as err:
         print(f"shamisa-bench: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: a file that cannot be read or written
         # Raised below the edge: usually bad input, but possibly a bug, so say how to see where.
         if args.debug:
             raise

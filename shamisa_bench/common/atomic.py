@@ -27,16 +27,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
 
     Returns:
         The path written.
+
+    Raises:
+        OSError: (of the same type) naming ``path`` and the reason, when it cannot be written;
+            the old file, if any, is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a read-only folder, a file size limit: name the file
+        raise type(err)(f"cannot write {path}: {err.strerror or err}") from err
     finally:
         if tmp.exists():
             tmp.unlink()

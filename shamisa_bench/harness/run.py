@@ -39,6 +39,7 @@ import numpy as np
 
 from shamisa_bench.common.progress import TaskProgress
 from shamisa_bench.common.provenance import utc_now
+from shamisa_bench.common.writable import check_writable
 from shamisa_bench.harness.adapters import (
     MetricUnavailable,
     build_metric,
@@ -414,10 +415,16 @@ def run_suite(
         FileNotFoundError: every dataset the units need is missing (the message names the
             expected paths and the fetch commands); when some are present, the units of
             the missing ones are recorded as unavailable instead.
+        OSError: the results or cache folder cannot be written (checked before any work),
+            or a file cannot be written later (the message names it; the unit files
+            written before it are kept).
     """
     t_run = time.perf_counter()
     reg = registry if registry is not None else load_registry(cfg.registry_root)
     plan = plan_suite(reg, cfg)
+    check_writable(cfg.results_dir, "--results")  # before any work: not a traceback at the end
+    if cfg.cache_dir is not None:
+        check_writable(cfg.cache_dir, "the cache folder (--cache-dir; --no-cache for none)")
     if cfg.pyiqa_home is not None:
         use_pyiqa_home(cfg.pyiqa_home)
     plan, rechecked = recheck_finished(plan, reg, cfg, tables or {}, _make_splits, console)

@@ -21,9 +21,11 @@ import torch
 
 from shamisa_bench.cli.args import add_device_argument
 from shamisa_bench.cli.errors import CLIError
+from shamisa_bench.common.writable import check_writable
 from shamisa_bench.distortions.catalog import parse_type_names
 from shamisa_bench.losses.shamisa import LossConfig
 from shamisa_bench.train.config import (
+    CONFIG_FORMAT,
     GRAPH_FEATURES,
     PRESETS,
     PretrainConfig,
@@ -168,7 +170,48 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     )
 
 
+def _is_pretrain_run(out: Path) -> bool:
+    """True when ``out/config.json`` is the configuration a pretrain run of this tool writes."""
+    try:
+        data = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(data, dict) and data.get("format") == CONFIG_FORMAT
+            and isinstance(data.get("config"), dict) and "images" in data)
+
+
+def check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that cannot be written, or that holds files but is not a run of this tool.
+
+    A new or empty folder, or a pretrain run's own folder (its ``config.json``), is accepted;
+    ``--resume`` continues a run (checked by the run itself) and ``--overwrite`` accepts a
+    folder of other files, whose ``config.json``, ``log.jsonl``, checkpoints and exports
+    the run then replaces. Checked before any image is read.
+
+    Raises:
+        CLIError: naming the folder and what it holds.
+    """
+    try:
+        check_writable(out, "--out")
+    except OSError as err:
+        raise CLIError(str(err)) from None
+    if resume or overwrite or not out.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot list the folder ({err.strerror or err})") from None
+    if entries and not _is_pretrain_run(out):
+        shown = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
+        raise CLIError(
+            f"--out {out} holds files that are not a shamisa-bench pretrain run ({shown}): a run would replace "
+            "its config.json, log.jsonl, checkpoints and exports. Choose a new or empty folder, or pass "
+            "--overwrite to write there anyway"
+        )
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    check_out_folder(Path(args.out), resume=args.resume, overwrite=args.overwrite)
     config = config_from_args(args)
     validation = None
     if args.val_dataset:
@@ -318,6 +361,9 @@ def register(sub: Any) -> None:
     p.add_argument("--images", required=True, nargs="+", help="folder(s) of pristine images (searched recursively)")
     p.add_argument("--out", required=True, help="run folder (log, checkpoints, export)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that holds other files (not a run of this tool); its "
+                   "config.json, log.jsonl, checkpoints and exports are replaced. Without it such a folder is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--export-every", type=int, default=None,
                    help="also write an encoder export every N steps under OUT/exports/ (checkpoint selection)")

@@ -79,3 +79,46 @@ def test_a_metric_outside_the_suite_is_refused_and_tables_are_untouched(env, cap
     assert "suite 'tiny' has no metric 'dummy-fit'" in err and "dummy-score, dummy-lower" in err
     assert not (env["results"] / "runs" / "tiny" / "intra" / "dummy-fit").exists()
     assert table.read_bytes() == before
+
+
+def test_an_unwritable_results_folder_fails_before_any_work(env, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    from shamisa_bench.harness.adapters.dummy import DummyMetric
+
+    computed = []
+    monkeypatch.setattr(DummyMetric, "compute", lambda self, x, name: computed.append(name))
+
+    def refuse(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+        raise PermissionError(errno.EACCES, "Permission denied")  # chmod does not bind root
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-score") == 2
+    err = capsys.readouterr().err
+    assert f"--results {env['results']}: cannot write in {env['results'].parent} (Permission denied)" in err
+    assert computed == [] and "Traceback" not in err
+
+
+def test_a_write_error_names_the_file_and_keeps_the_units_written(env, capsys, monkeypatch):
+    import errno
+    import os
+
+    from shamisa_bench.common import atomic
+
+    real = os.fsync
+    writes = []
+
+    def full_disk(fd):  # the second unit file finds the disk full
+        writes.append(fd)
+        if len(writes) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    assert _run(env, "--suite", "tiny", "--metrics", "dummy-score", "dummy-lower", "--no-cache") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    second = env["results"] / "runs" / "tiny" / "intra" / "dummy-lower" / "tiny.json"
+    assert f"cannot write {second}: No space left on device" in err and "Traceback" not in err
+    assert _unit(env, *UNIT)["status"] == "ok"  # the unit written before is kept
+    assert not second.exists() and not list(second.parent.glob(".tmp-*"))
