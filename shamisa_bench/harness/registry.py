@@ -317,6 +317,11 @@ class Registry:
         root: the folder it was read from (the first one when overlays were used).
         datasets, metrics, protocols, suites: name -> spec.
         warnings: notes such as an overlay entry replacing a base entry.
+        experiments: ``"<kind>/<name>"`` of the entries read from the root's
+            ``experiments/`` folder (:data:`EXPERIMENTS_DIR`): research metrics and the suites
+            that use them (ablation, candidate selection). They load and run like any entry,
+            but listings and "valid names" messages show only the product entries, and a
+            product suite may not use an experiment metric.
     """
 
     root: Path
@@ -325,22 +330,43 @@ class Registry:
     protocols: dict[str, ProtocolSpec]
     suites: dict[str, SuiteSpec]
     warnings: tuple[str, ...] = ()
+    experiments: frozenset[str] = frozenset()
+
+    def is_experiment(self, kind: str, name: str) -> bool:
+        """True for an entry of the ``experiments/`` folder (``kind``: datasets, metrics, ...)."""
+        return f"{kind}/{name}" in self.experiments
+
+    def product(self, kind: str) -> list[str]:
+        """Sorted names of the ``kind`` entries that are not experiments (what users run)."""
+        return sorted(n for n in getattr(self, kind) if not self.is_experiment(kind, n))
 
     def dataset(self, name: str) -> DatasetSpec:
         """The dataset ``name``. Raises ValueError listing valid names when unknown."""
-        return _lookup(self.datasets, name, "dataset")
+        return _lookup(self.datasets, name, "dataset", self.product("datasets"))
 
     def metric(self, name: str) -> MetricSpec:
         """The metric ``name``. Raises ValueError listing valid names when unknown."""
-        return _lookup(self.metrics, name, "metric")
+        return _lookup(self.metrics, name, "metric", self.product("metrics"))
+
+    def image_family(self, name: str) -> frozenset[str]:
+        """The registered datasets that share images with the dataset ``name``: itself, the
+        dataset it is a part of, and every part of either (``partition.of``). A head fit on
+        one of them has seen labels of the others' images."""
+        root = name
+        spec = self.datasets.get(name)
+        if spec is not None and spec.partition is not None:
+            root = str(spec.partition["of"])
+        family = {name, root}
+        family.update(n for n, d in self.datasets.items() if d.partition is not None and d.partition["of"] == root)
+        return frozenset(family)
 
     def protocol(self, name: str) -> ProtocolSpec:
         """The protocol ``name``. Raises ValueError listing valid names when unknown."""
-        return _lookup(self.protocols, name, "protocol")
+        return _lookup(self.protocols, name, "protocol", self.product("protocols"))
 
     def suite(self, name: str) -> SuiteSpec:
         """The suite ``name``. Raises ValueError listing valid names when unknown."""
-        return _lookup(self.suites, name, "suite")
+        return _lookup(self.suites, name, "suite", self.product("suites"))
 
     def versions(self) -> dict[str, int]:
         """``{"<kind>/<name>": version}`` for every entry (for results provenance)."""
@@ -361,11 +387,18 @@ class Registry:
         return out
 
 
-def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
+def _lookup(table: Mapping[str, Any], name: str, what: str, shown: Sequence[str]) -> Any:
     if name not in table:
-        valid = ", ".join(sorted(table)) or "(none)"
-        raise ValueError(f"unknown {what} {name!r}; valid {what}s: {valid}")
+        valid = ", ".join(shown) or "(none)"
+        hidden = len(table) - len(shown)
+        more = f" (and {hidden} research entries under {EXPERIMENTS_DIR}/)" if hidden else ""
+        raise ValueError(f"unknown {what} {name!r}; valid {what}s: {valid}{more}")
     return table[name]
+
+
+EXPERIMENTS_DIR = "experiments"
+"""Sub-folder of a registry root whose entries are research, not product (see
+:attr:`Registry.experiments`). It is laid out like the root (``metrics/``, ``suites/``, ...)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -425,7 +458,10 @@ def _load(root: Path | str | None, overlays: Sequence[Path | str]) -> tuple[Regi
     problems: list[str] = []
     warnings: list[str] = []
     raw: dict[str, dict[str, tuple[Path, dict[str, Any]]]] = {k: {} for k in _KINDS}
-    for folder in [base, *[Path(o) for o in overlays]]:
+    experiments: set[str] = set()
+    research = base / EXPERIMENTS_DIR
+    folders = [base, *([research] if research.is_dir() else []), *[Path(o) for o in overlays]]
+    for folder in folders:
         if not folder.is_dir():
             problems.append(f"{folder}: registry overlay folder not found")
             continue
@@ -435,11 +471,14 @@ def _load(root: Path | str | None, overlays: Sequence[Path | str]) -> tuple[Regi
                 if not isinstance(name, str):
                     continue  # reported by _read_kind
                 if name in raw[kind]:
-                    if folder == base:
+                    if folder in (base, research):
                         problems.append(f"{path}: duplicate {kind[:-1]} name {name!r} (also {raw[kind][name][0]})")
                         continue
                     warnings.append(f"{path} replaces {raw[kind][name][0]}")
+                    experiments.discard(f"{kind}/{name}")
                 raw[kind][name] = (path, data)
+                if folder == research:
+                    experiments.add(f"{kind}/{name}")
 
     datasets: dict[str, DatasetSpec] = {}
     metrics: dict[str, MetricSpec] = {}
@@ -470,6 +509,9 @@ def _load(root: Path | str | None, overlays: Sequence[Path | str]) -> tuple[Regi
         for m in suite.metrics:
             if m not in raw["metrics"]:
                 problems.append(f"{path}: suite metric {m!r} is not a registered metric")
+            elif f"metrics/{m}" in experiments and f"suites/{name}" not in experiments:
+                problems.append(f"{path}: suite metric {m!r} is a research entry ({EXPERIMENTS_DIR}/metrics); "
+                                f"only suites under {EXPERIMENTS_DIR}/suites may use it")
         proto = protocols.get(suite.protocol)
         if suite.protocol not in raw["protocols"]:
             problems.append(f"{path}: suite protocol {suite.protocol!r} is not a registered protocol")
@@ -495,6 +537,7 @@ def _load(root: Path | str | None, overlays: Sequence[Path | str]) -> tuple[Regi
         protocols=protocols,
         suites=suites,
         warnings=tuple(warnings),
+        experiments=frozenset(experiments),
     )
     return registry, problems
 

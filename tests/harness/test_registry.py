@@ -44,23 +44,31 @@ PROBES = {
     "resnet50-random": ("resnet50", "random"),
     "shamisa-lite": ("efficientnet_lite0", "export"),
     "shamisa-lite-crops5": ("efficientnet_lite0", "export"),
+    "shamisa-lite-multilevel": ("efficientnet_lite0", "export"),
     "lite0-imagenet-crops5": ("efficientnet_lite0", "imagenet"),
-    "lite0-var-only-lite-cpu-300": ("efficientnet_lite0", "export"),
-    "lite0-var-only-fixed-projector-lite-cpu-250": ("efficientnet_lite0", "export"),
-    **{f"lite0-imagenet-{c}": ("efficientnet_lite0", "export")
-       for c in ("objective-step-s27", "noise-step-s27-1", "noise-step-s27-2", "objective-step-s28", "noise-step-s28-2",
-                 "objective-step-s29", "noise-step-s29-1", "objective-step-s27-b", "noise-step-s27-b1",
-                 "noise-step-s28-h1", "noise-step-s28-h2", "noise-step-s28-h3", "noise-step-s28-h4")},
-    **{f"lite0-shamisa-{g}": ("efficientnet_lite0", "export")
-       for g in ("full", "vicreg-binary", "metadata-only", "structure-only", "full-1000", "metadata-anchor-1000",
-                 "vicreg-frozen-anchor-1000", "full-frozen-anchor-1000", "lite-cpu-1000",
-                 "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000",
-                 "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa", "initial-graph-lite-cpu-1000",
-                 "initial-graph-lite-cpu-1000-swa",
-                 "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500",
-                 "unanchored-lite-cpu-seed28-1000", "unanchored-lite-cpu-1000-last")},
+    "lite0-imagenet-multilevel": ("efficientnet_lite0", "imagenet"),
 }
-SUITES = {"demo", "synthetic", "authentic", "cross", "clive-dev", "robustness", "ablation", "feature-modes"}
+# registry/experiments/: the research entries (the CPU pretraining study and the shipping rule's candidates)
+EXPERIMENT_PROBES = {
+    "lite0-var-only-lite-cpu-300",
+    "lite0-var-only-fixed-projector-lite-cpu-250",
+    *{f"lite0-imagenet-{c}"
+      for c in ("objective-step-s27", "noise-step-s27-1", "noise-step-s27-2", "objective-step-s28", "noise-step-s28-2",
+                "objective-step-s29", "noise-step-s29-1", "objective-step-s27-b", "noise-step-s27-b1",
+                "noise-step-s28-h1", "noise-step-s28-h2", "noise-step-s28-h3", "noise-step-s28-h4")},
+    *{f"lite0-shamisa-{g}"
+      for g in ("full", "vicreg-binary", "metadata-only", "structure-only", "full-1000", "metadata-anchor-1000",
+                "vicreg-frozen-anchor-1000", "full-frozen-anchor-1000", "lite-cpu-1000",
+                "vicreg-lite-cpu-1000", "metadata-lite-cpu-1000", "structure-lite-cpu-1000",
+                "metadata-lite-cpu-1000-swa", "structure-lite-cpu-1000-swa", "initial-graph-lite-cpu-1000",
+                "initial-graph-lite-cpu-1000-swa",
+                "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500",
+                "unanchored-lite-cpu-seed28-1000", "unanchored-lite-cpu-1000-last")},
+    *{f"candidate-{c}-{mode}" for c in "abcd" for mode in ("whole", "multilevel")},
+}
+SUITES = {"demo", "synthetic", "authentic", "cross", "clive-eval", "feature-modes-clive-eval", "robustness"}
+EXPERIMENT_SUITES = {"clive-dev", "ablation", "feature-modes", "selection", "ablation-clive-eval",
+                     "ablation-multilevel-clive-eval"}
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +90,14 @@ def _write(path: Path, data: dict) -> None:
 def test_shipped_registry_is_valid_and_complete(reg: Registry) -> None:
     assert validate_registry() == []
     assert set(reg.datasets) == DATASETS
-    assert PYIQA_SCORES | set(PROBES) | {"shamisa"} == set(reg.metrics)
-    assert set(reg.suites) == SUITES
+    assert PYIQA_SCORES | set(PROBES) | {"shamisa"} == set(reg.product("metrics"))
+    assert set(reg.metrics) - set(reg.product("metrics")) == EXPERIMENT_PROBES
+    assert set(reg.product("suites")) == SUITES
+    assert set(reg.suites) == SUITES | EXPERIMENT_SUITES
+    assert reg.product("datasets") == sorted(reg.datasets)
     assert set(reg.protocols) == {"intra", "cross", "robustness"}
+    for name in EXPERIMENT_PROBES:
+        assert reg.metric(name).kind == "feature-probe" and reg.is_experiment("metrics", name)
     for name, (backbone, init) in PROBES.items():
         m = reg.metric(name)
         assert (m.kind, m.backbone, m.init) == ("feature-probe", backbone, init)
@@ -169,6 +182,28 @@ def test_validate_catches_dangling_reference(reg_copy: Path) -> None:
     assert any("broken.yaml" in p and "'ghost'" in p and "metric" in p for p in problems)
     with pytest.raises(RegistryError, match="nope"):
         load_registry(reg_copy)
+
+
+def test_a_product_suite_may_not_use_a_research_metric(reg_copy: Path) -> None:
+    _write(reg_copy / "suites" / "mixed.yaml",
+           {"name": "mixed", "version": 1, "datasets": ["clive-eval"], "metrics": ["candidate-a-whole"],
+            "protocol": "intra"})
+    problems = validate_registry(reg_copy)
+    assert any("mixed.yaml" in p and "candidate-a-whole" in p and "research entry" in p for p in problems)
+    reg = load_registry()
+    with pytest.raises(ValueError) as info:
+        reg.metric("nope")
+    assert "lite0-imagenet-multilevel" in str(info.value) and "candidate-a-whole" not in str(info.value)
+    assert "research entries under experiments/" in str(info.value)
+    assert reg.metric("candidate-a-whole").export == "runs/candidates/lite-1000-step100"  # still loads and runs
+
+
+def test_a_partition_is_checked(reg_copy: Path) -> None:
+    path = reg_copy / "datasets" / "clive-sel.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    _write(path, {**data, "partition": {"of": "clive-dev", "seed": -1, "fraction": 2, "part": "middle"}})
+    problems = " ".join(validate_registry(reg_copy))
+    assert "'seed' must be" in problems and "'fraction' must be" in problems and "'part' must be" in problems
 
 
 @pytest.mark.parametrize(

@@ -99,10 +99,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     reg = load_registry(root)
-    print(
-        f"registry {root}: OK ({len(reg.datasets)} datasets, {len(reg.metrics)} metrics, "
-        f"{len(reg.protocols)} protocols, {len(reg.suites)} suites)"
-    )
+    counts = []
+    for kind in ("datasets", "metrics", "protocols", "suites"):
+        research = len(getattr(reg, kind)) - len(reg.product(kind))
+        counts.append(f"{len(reg.product(kind))} {kind}" + (f" (+{research} research)" if research else ""))
+    print(f"registry {root}: OK ({', '.join(counts)}; research entries are under experiments/)")
     return 0
 
 
