@@ -14,6 +14,7 @@ is exact; otherwise averaging them approximates re-estimating them. Integer buff
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +46,8 @@ def average_state_dicts(
         A float32 state dict (integer tensors copied from the last state dict).
 
     Raises:
-        ValueError: no state dict, or mismatched keys, shapes or weights.
+        ValueError: no state dict, mismatched keys or shapes, weights that are negative,
+            all zero, not finite or overflow their sum, or a non-finite average.
     """
     if not states:
         raise ValueError("average_state_dicts needs at least one state dict")
@@ -53,9 +55,11 @@ def average_state_dicts(
         weights = [1.0] * len(states)
     if len(weights) != len(states):
         raise ValueError(f"got {len(weights)} weights for {len(states)} state dicts")
-    if any(not (w >= 0) for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be non-negative and not all zero, got {list(weights)}")
-    total = float(sum(weights))
+    if any(not (w >= 0) or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {list(weights)}")
+    total = float(sum(float(w) for w in weights))
+    if not math.isfinite(total):
+        raise ValueError(f"weights {list(weights)} sum to {total}: scale them down (only their ratios matter)")
     keys = list(states[0])
     for i, state in enumerate(states[1:], start=1):
         if set(state) != set(keys):
@@ -73,7 +77,12 @@ def average_state_dicts(
         acc = torch.zeros_like(tensors[0], dtype=torch.float64, device="cpu")
         for w, t in zip(weights, tensors, strict=True):
             acc.add_(t.detach().to("cpu", torch.float64), alpha=w / total)
-        out[key] = acc.to(torch.float32)
+        result = acc.to(torch.float32)
+        if not bool(torch.isfinite(result).all()):
+            bad = int((~torch.isfinite(result)).sum())
+            raise ValueError(f"the average of {key!r} has {bad} non-finite value(s) (a source holds NaN or "
+                             "infinite values, or the mean overflows float32)")
+        out[key] = result
     return out
 
 

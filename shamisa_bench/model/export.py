@@ -298,8 +298,8 @@ def load_encoder_export(path: str | os.PathLike[str], map_location: str | torch.
         The encoder on ``map_location``, in eval mode.
 
     Raises:
-        ExportError: See :func:`read_encoder_export`; also unreadable weights or a state
-            dict that does not fit the backbone.
+        ExportError: See :func:`read_encoder_export`; also unreadable weights, a tensor
+            holding NaN or infinite values, or a state dict that does not fit the backbone.
     """
     info = read_encoder_export(path, verify=True)
     try:
@@ -309,6 +309,11 @@ def load_encoder_export(path: str | os.PathLike[str], map_location: str | torch.
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ExportError(f"{info.weights_path}: expected a state dict of tensors")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ExportError(f"{info.weights_path}: tensor {key!r} holds {bad} NaN or infinite value(s) of "
+                              f"{value.numel()}; such an encoder cannot score images")
     encoder = build_encoder(info.backbone, "random", seed=0)
     try:
         encoder.load_state_dict(state, strict=True)
