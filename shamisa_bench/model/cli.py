@@ -8,7 +8,7 @@
   storage dtype (how the shipped fp16 encoder is made), keeping its provenance.
 * ``model average-exports A B ... --out DST``: one export whose weights are the mean of
   several (stochastic weight averaging over a run's ``--export-every`` checkpoints).
-* ``model probe EXPORT... --dataset clive-dev``: the pretraining validation SRCC of each
+* ``model probe EXPORT... --dataset clive-sel``: the pretraining validation SRCC of each
   export, one JSON line each (how ``pretrain --val-dataset`` chooses ``best``).
 * ``perf encoder``: images/s of ``encode_two_scale`` for a backbone, as JSON.
 """
@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
 
     probe = sub.add_parser("probe", help="validation SRCC of exports, as pretrain --val-dataset measures it")
     probe.add_argument("paths", nargs="+", metavar="EXPORT", help="export folders")
-    probe.add_argument("--dataset", required=True, help="registered labelled dataset (e.g. clive-dev)")
+    probe.add_argument("--dataset", required=True, help="registered labelled dataset (e.g. clive-sel; an evaluation part is refused)")
     probe.add_argument("--data-root", default=None,
                        help="folder holding the dataset (default: $SHAMISA_BENCH_DATA or ./datasets)")
     probe.add_argument("--split-seed", type=int, default=0,

@@ -368,7 +368,7 @@ def register(sub: Any) -> None:
     p.add_argument("--export-every", type=int, default=None,
                    help="also write an encoder export every N steps under OUT/exports/ (checkpoint selection)")
     p.add_argument("--val-dataset", default=None,
-                   help="registered labelled dataset (e.g. clive-dev) whose split-0 train/val parts give a "
+                   help="registered labelled dataset (e.g. clive-sel; an evaluation part such as clive-eval is refused) whose split-0 train/val parts give a "
                         "validation SRCC; the best export is kept in OUT/best (never the test part)")
     p.add_argument("--data-root", default=None, help="folder holding --val-dataset (default: $SHAMISA_BENCH_DATA or ./datasets)")
     p.add_argument("--val-every", type=int, default=50, help="steps between validations (default 50)")

@@ -6,8 +6,9 @@ of those images (feature mode ``whole`` by default, as the harness's probes) and
 random train/validation divisions of them, chooses the ridge alpha exactly as ``fit-head``
 does (:func:`shamisa_bench.iqa.head.select_alpha`); the result is the median validation SRCC
 at that alpha. One division of a few dozen images is too noisy to choose checkpoints by. ``shamisa-bench pretrain
---val-dataset clive-dev`` logs it every ``--val-every`` steps and keeps the export with the
-best value in ``RUN/best``.
+--val-dataset clive-sel`` logs it every ``--val-every`` steps and keeps the export with the
+best value in ``RUN/best``. Choose on a selection part (``clive-sel``), never on data a
+figure is reported on: the evaluation part of a partition (``clive-eval``) is refused.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class ValidationProbe:
     """Ridge-probe validation SRCC of an encoder on one split of a registered dataset.
 
     Args:
-        dataset: registry name (e.g. ``clive-dev``).
+        dataset: registry name (e.g. ``clive-sel``); an evaluation part is refused.
         data_root: folder holding the datasets.
         split_seed: seed of the dataset split whose train and val parts are used.
         feature_mode: how features are extracted (``whole`` or ``crops5``), as the harness evaluates.
@@ -136,6 +137,11 @@ class ValidationProbe:
         registry: Path | str | None = None,
     ) -> None:
         spec = load_registry(registry).dataset(dataset)
+        if spec.partition is not None and spec.partition["part"] == "evaluation":
+            raise ValueError(
+                f"{dataset} is the evaluation part of {spec.partition['of']}: reported figures are measured "
+                "there, so nothing may be chosen on it; validate on its selection part (e.g. clive-sel)"
+            )
         table = load_dataset(spec, data_root, cache_dir=cache_dir)
         split = make_splits(table, split_seed)
         self.dataset = dataset
