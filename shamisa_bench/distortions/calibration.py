@@ -4,8 +4,8 @@ The calibration set is the first ``n`` images of a folder (sorted by name), each
 its centre ``size x size`` crop, float RGB in [0, 1]. Every type is applied to the whole
 batch at each anchor value, and the PSNR of each distorted crop against its pristine crop
 is averaged over the crops. This is the table the engine is compared on against the
-official SHAMISA engine (first 8 Kodak images, 224 x 224; see the README section "Engine
-calibration against the reference").
+official SHAMISA engine (first 8 Kodak images, 224 x 224; see "Engine calibration against
+the reference" in docs/fidelity-and-calibration.md).
 
 Run as ``python -m shamisa_bench.distortions.calibration IMAGE_DIR [--reference CSV]``;
 with a reference CSV (columns ``type, level, psnr_reference_db``) it adds the reference

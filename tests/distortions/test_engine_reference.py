@@ -4,8 +4,9 @@ PSNR(distorted, pristine) in dB, mean over the centre 224 x 224 crops of the fir
 images (``../shared/data/pristine/kodak``), each type at its five anchors. The reference
 figures are numbers measured from the official code (github Mahdi-Naseri/SHAMISA) on the
 same crops (``../shared/reference/engine_psnr.csv``); they are data, not code. Every anchor
-must agree within 0.5 dB, except the documented exceptions below (README, "Engine
-calibration against the reference"), which are checked for their own documented figures.
+must agree within 0.5 dB, except the documented exceptions below ("Engine calibration
+against the reference" in docs/fidelity-and-calibration.md), which are checked for their own
+documented figures.
 
 Skipped when the Kodak images are absent (the shared data is optional for unit tests).
 """
