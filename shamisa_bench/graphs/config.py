@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["ABLATIONS", "AGGREGATORS", "BRANCHES", "GraphConfig"]
+__all__ = ["ABLATIONS", "AGGREGATORS", "BRANCHES", "ROUNDED_BRANCH_COEFFICIENTS", "GraphConfig"]
 
 #: The six branches, in the fixed order used by every per-branch tensor ``(6,)``.
 BRANCHES: tuple[str, ...] = ("ref_dist", "dist_dist", "ref_ref", "structural", "knn", "transport")
@@ -20,6 +20,19 @@ METADATA_BRANCHES: tuple[str, ...] = ("ref_dist", "dist_dist", "ref_ref", "struc
 STRUCTURE_BRANCHES: tuple[str, ...] = ("knn", "transport")
 
 AGGREGATORS: tuple[str, ...] = ("learned", "fixed")
+
+#: The branch coefficients rounded to 4 significant digits: what every run before the exact
+#: values were adopted used (the ``lite`` and ``lite-cpu`` presets and the shipped encoder keep
+#: them; ``PretrainConfig.coefficients == "rounded"``). The defaults of :class:`GraphConfig`
+#: are the reference configuration's values in full.
+ROUNDED_BRANCH_COEFFICIENTS: dict[str, float] = {
+    "ref_dist_coef": 0.8039,
+    "dist_dist_coef": 0.1790,
+    "ref_ref_coef": 0.5766,
+    "structural_coef": 0.6011,
+    "knn_coef": 0.2087,
+    "transport_coef": 0.3670,
+}
 
 #: Ablation names accepted by :meth:`GraphConfig.ablation` and ``LossConfig.ablation``.
 #: Graph-side: ``full``, ``binary``, ``fixed_weights``, ``no_<branch>``, ``metadata_only``,
@@ -42,6 +55,10 @@ ABLATIONS: tuple[str, ...] = (
 class GraphConfig:
     """Relation-graph settings; defaults are the reference a0 configuration.
 
+    The branch coefficients are the reference configuration's (``configs/shamisa_a0.yaml``)
+    to the last digit; :data:`ROUNDED_BRANCH_COEFFICIENTS` holds the 4-digit values that
+    earlier runs used.
+
     Attributes:
         enable_ref_dist: reference view -> its distorted crops, weight k(s).
         enable_dist_dist: distorted pairs of one item and composition, weight k(|s_i - s_j|).
@@ -49,12 +66,12 @@ class GraphConfig:
         enable_structural: same item, composition and level, other view of equal parity.
         enable_knn: k-nearest neighbours on the current h (not detached).
         enable_transport: prototype / Sinkhorn transport affinities.
-        ref_dist_coef: coefficient of the ref-dist branch (0.8039).
-        dist_dist_coef: coefficient of the dist-dist branch (0.1790).
-        ref_ref_coef: coefficient of the ref-ref branch (0.5766).
-        structural_coef: coefficient of the structural branch (0.6011).
-        knn_coef: coefficient of the kNN branch (0.2087).
-        transport_coef: coefficient of the transport branch (0.3670).
+        ref_dist_coef: coefficient of the ref-dist branch (0.80387...).
+        dist_dist_coef: coefficient of the dist-dist branch (0.17896...).
+        ref_ref_coef: coefficient of the ref-ref branch (0.57657...).
+        structural_coef: coefficient of the structural branch (0.60108...).
+        knn_coef: coefficient of the kNN branch (0.20874...).
+        transport_coef: coefficient of the transport branch (0.36703...).
         severity_rate: the severity kernel is ``k(d) = exp(-severity_rate * d)`` (3/4).
         binary: metadata weights all 1 instead of ``k(.)`` (the "binary relations" ablation).
         dist_dist_topk: the dist-dist branch keeps its ``topk`` heaviest directed entries (4096).
@@ -85,12 +102,12 @@ class GraphConfig:
     enable_structural: bool = True
     enable_knn: bool = True
     enable_transport: bool = True
-    ref_dist_coef: float = 0.8039
-    dist_dist_coef: float = 0.1790
-    ref_ref_coef: float = 0.5766
-    structural_coef: float = 0.6011
-    knn_coef: float = 0.2087
-    transport_coef: float = 0.3670
+    ref_dist_coef: float = 0.8038735892351129
+    dist_dist_coef: float = 0.1789641360878255
+    ref_ref_coef: float = 0.5765695739376243
+    structural_coef: float = 0.6010794863656556
+    knn_coef: float = 0.20874201442160423
+    transport_coef: float = 0.3670314792148166
     severity_rate: float = 0.75
     binary: bool = False
     dist_dist_topk: int = 4096

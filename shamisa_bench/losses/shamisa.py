@@ -30,22 +30,32 @@ from shamisa_bench.losses.terms import (
     vicreg_halves,
 )
 
-__all__ = ["TERMS", "LossConfig", "LossOutput", "ShamisaLoss"]
+__all__ = ["ROUNDED_LOSS_COEFFICIENTS", "TERMS", "LossConfig", "LossOutput", "ShamisaLoss"]
 
 #: Keys of :attr:`LossOutput.terms`.
 TERMS: tuple[str, ...] = ("var", "inv", "cov", "graph_pull", "r_graph", "ot")
+
+#: The loss coefficients rounded to 4 significant digits (5 for c_var, c_inv, c_cov): what
+#: every run before the exact values were adopted used (``PretrainConfig.coefficients ==
+#: "rounded"``, the ``lite`` presets).
+ROUNDED_LOSS_COEFFICIENTS: dict[str, float] = {
+    "c_var": 11.976, "c_inv": 88.369, "c_cov": 57.212, "r_graph": -0.0342, "ot_weight": 0.4906,
+}
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Loss coefficients; defaults are the reference a0 values.
 
+    They are the reference configuration's values (``configs/shamisa_a0.yaml``) to the last
+    digit; :data:`ROUNDED_LOSS_COEFFICIENTS` holds the 4-digit values that earlier runs used.
+
     Attributes:
-        c_var: coefficient of L_var (11.976).
-        c_inv: coefficient of L_inv' (88.369).
-        c_cov: coefficient of L_cov (57.212).
-        r_graph: coefficient of R_graph (-0.0342); 0 is the "no regulariser" ablation.
-        ot_weight: weight of L_ot (0.4906).
+        c_var: coefficient of L_var (11.9757...).
+        c_inv: coefficient of L_inv' (88.3688...).
+        c_cov: coefficient of L_cov (57.2125...).
+        r_graph: coefficient of R_graph (-0.034191...); 0 is the "no regulariser" ablation.
+        ot_weight: weight of L_ot (0.490578...).
         var_eps: epsilon under the square root of the variance term (1e-4).
         enable_var: include L_var.
         enable_inv: include L_inv' (graph pull, L_ot and R_graph together).
@@ -54,11 +64,11 @@ class LossConfig:
         enable_ot: include L_ot inside L_inv'.
     """
 
-    c_var: float = 11.976
-    c_inv: float = 88.369
-    c_cov: float = 57.212
-    r_graph: float = -0.0342
-    ot_weight: float = 0.4906
+    c_var: float = 11.975680785304435
+    c_inv: float = 88.36882206311276
+    c_cov: float = 57.21249573027589
+    r_graph: float = -0.03419084992354765
+    ot_weight: float = 0.49057801093072007
     var_eps: float = 1e-4
     enable_var: bool = True
     enable_inv: bool = True

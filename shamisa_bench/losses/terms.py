@@ -146,12 +146,12 @@ def graph_invariance_loss(z: Tensor, w: Tensor) -> Tensor:
     return (torch.triu(w, diagonal=1) * d2).sum() / (n * e)
 
 
-def graph_regulariser(w: Tensor, coef: float = -0.0342) -> Tensor:
+def graph_regulariser(w: Tensor, coef: float = -0.03419084992354765) -> Tensor:
     """R_graph = ``coef * sum_{i<j} w_ij^2`` (negative coefficient: keeps learned edges up).
 
     Args:
         w: ``(N, N)``; only the strict upper triangle is read.
-        coef: the regulariser's coefficient (-0.0342; 0 disables it).
+        coef: the regulariser's coefficient (the reference's -0.034191...; 0 disables it).
 
     Returns:
         Scalar.
@@ -162,7 +162,7 @@ def graph_regulariser(w: Tensor, coef: float = -0.0342) -> Tensor:
 
 
 def ot_loss(
-    P: Tensor, Q: Tensor, structural_pairs: Tensor, *, weight: float = 0.4906, log_p: Tensor | None = None
+    P: Tensor, Q: Tensor, structural_pairs: Tensor, *, weight: float = 0.49057801093072007, log_p: Tensor | None = None
 ) -> Tensor:
     """Prototype / swapped-prediction loss L_ot.
 
@@ -179,7 +179,7 @@ def ot_loss(
         P: ``(N, K)`` prototype probabilities.
         Q: ``(N, K)`` Sinkhorn codes.
         structural_pairs: ``(2, M)`` long indices ``(i, j)``.
-        weight: the L_ot weight (0.4906).
+        weight: the L_ot weight (the reference's 0.490578...).
         log_p: optional ``(N, K)`` stable ``log P``; defaults to ``log(P)`` clamped at 1e-30.
 
     Returns:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from shamisa_bench.graphs import GraphConfig, RelationGraph
+from shamisa_bench.graphs import RelationGraph
 from shamisa_bench.model.backbones import build_encoder
 from shamisa_bench.model.projector import EncoderWithProjector, Projector
 
@@ -67,8 +67,7 @@ class PretrainNet(nn.Module):
             gain=config.projector_gain))
         # set by the training loop: True while the projector and graph warm up (the encoder runs without gradient)
         self.encoder_fixed = False
-        self.graph = RelationGraph(
-            GraphConfig.ablation(config.graph, detach_structure=config.detach_graph), feature_dim=encoder.feature_dim)
+        self.graph = RelationGraph(config.graph_config(), feature_dim=encoder.feature_dim)
         self.freeze_bn = config.freeze_bn
         stages = encoder_stages(self.model.encoder)
         if config.freeze_stages > len(stages):

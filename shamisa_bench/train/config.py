@@ -13,17 +13,27 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from shamisa_bench.graphs.config import ROUNDED_BRANCH_COEFFICIENTS, GraphConfig
 from shamisa_bench.losses import LossConfig
+from shamisa_bench.losses.shamisa import ROUNDED_LOSS_COEFFICIENTS
 from shamisa_bench.model.projector import PROJECTOR_INITS
 from shamisa_bench.train.steps import LayoutSpec
 
 __all__ = [
-    "CONFIG_FORMAT", "GRAPH_FEATURES", "PRESETS", "PretrainConfig", "PretrainError", "PretrainStopped", "preset_config",
+    "COEFFICIENTS", "CONFIG_FORMAT", "GRAPH_FEATURES", "LR_STEPS", "PRESETS", "PretrainConfig", "PretrainError", "PretrainStopped", "preset_config",
 ]
 
 CONFIG_FORMAT = 1
 # what the relation graph's kNN and transport branches are built on (PretrainConfig.graph_features)
 GRAPH_FEATURES = ("online", "initial")
+# the loss and graph coefficients (PretrainConfig.coefficients): the reference's in full, or
+# rounded to 4 significant digits as every run before them used
+COEFFICIENTS = ("reference", "rounded")
+# when the learning-rate schedule moves (PretrainConfig.lr_step): after each update, as the
+# reference, or before it, as every run before that fix did (one step ahead)
+LR_STEPS = ("after", "before")
+# what a config.json written before these two fields existed was run with
+_BEFORE_FIDELITY_FIELDS = {"coefficients": "rounded", "lr_step": "before"}
 
 
 class PretrainError(RuntimeError):
@@ -126,6 +136,17 @@ class PretrainConfig:
             ``encoder_anchor * (w - w_init)`` to every trainable encoder weight's gradient,
             after clipping, so the encoder can learn but cannot drift far from its ImageNet
             start. 0 (the reference) turns it off.
+        coefficients: ``"reference"``: the loss and relation-graph coefficients of the
+            reference configuration to the last digit (the defaults of
+            :class:`~shamisa_bench.losses.LossConfig` and
+            :class:`~shamisa_bench.graphs.GraphConfig`); ``"rounded"``: the same rounded to 4
+            significant digits, which the ``lite`` presets and the shipped encoder were trained
+            with (relative differences below 6e-4).
+        lr_step: ``"after"`` (the reference): the schedule moves after each update, so step
+            ``i`` (from 0) runs at the cosine's value at ``max(i - 1, 0)``: steps 0 and 1 both
+            at ``lr``, as the reference's ``scheduler.step(epoch + i / len)`` after
+            ``optimizer.step()`` gives. ``"before"``: step ``i`` runs at the value at ``i``
+            (one step ahead of the reference); the ``lite`` presets keep it.
         c_severity: coefficient of an added term, not the reference's: the within-group
             severity read-out error of the encoder's features
             (:func:`~shamisa_bench.losses.severity.severity_readout_loss`), which asks the
@@ -167,6 +188,8 @@ class PretrainConfig:
     projector_steps: int | None = None
     train_stages: int | None = None
     c_severity: float = 0.0
+    coefficients: str = "reference"
+    lr_step: str = "after"
 
     def __post_init__(self) -> None:
         if self.init not in ("imagenet", "random"):
@@ -227,6 +250,10 @@ class PretrainConfig:
             raise TypeError(f"detach_graph must be a bool, got {self.detach_graph!r}")
         if self.graph_features not in GRAPH_FEATURES:
             raise ValueError(f"graph_features must be one of {GRAPH_FEATURES}, got {self.graph_features!r}")
+        if self.coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients must be one of {COEFFICIENTS}, got {self.coefficients!r}")
+        if self.lr_step not in LR_STEPS:
+            raise ValueError(f"lr_step must be one of {LR_STEPS}, got {self.lr_step!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm!r}")
         if not 0 <= self.max_unreadable_fraction < 1:
@@ -250,12 +277,21 @@ class PretrainConfig:
                 "its schedule cannot be reproduced: start a new run"
             )
         data["layout"] = LayoutSpec(**data["layout"])
+        for name, before in _BEFORE_FIDELITY_FIELDS.items():
+            data.setdefault(name, before)  # a run from before the field: resumed as it was run
         return cls(**data)
 
     def loss_config(self) -> LossConfig:
         """The loss of the run: the graph ablation's, with any coefficient overrides."""
-        overrides = {k: float(getattr(self, k)) for k in ("c_var", "c_inv", "c_cov") if getattr(self, k) is not None}
+        overrides: dict[str, Any] = dict(ROUNDED_LOSS_COEFFICIENTS) if self.coefficients == "rounded" else {}
+        overrides.update(
+            {k: float(getattr(self, k)) for k in ("c_var", "c_inv", "c_cov") if getattr(self, k) is not None})
         return LossConfig.ablation(self.graph, **overrides)
+
+    def graph_config(self) -> GraphConfig:
+        """The relation graph of the run: the graph ablation's, at the run's coefficients."""
+        overrides: dict[str, Any] = dict(ROUNDED_BRANCH_COEFFICIENTS) if self.coefficients == "rounded" else {}
+        return GraphConfig.ablation(self.graph, detach_structure=self.detach_graph, **overrides)
 
     def lr_period(self, total_steps: int) -> int:
         """T_0 of the schedule, in steps (the whole run when ``lr_period_steps`` is None)."""
@@ -275,18 +311,21 @@ class PretrainConfig:
 # 2 contents give structural pairs (views 0 and 2 are both full scale), 2 items give
 # ref-ref edges across items, 4 levels give dist-dist kernels, 2 * 4 * (1 + 3 * 4) = 104
 # nodes leave kNN (k = 31) and transport (top 8N) meaningful.
-_LITE: dict[str, Any] = dict(
-    backbone="efficientnet_lite0",
-    init="imagenet",
-    layout=LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=4, crop_size=192),
-    checkpoint_every=25,
-)
+_LITE: dict[str, Any] = {
+    "backbone": "efficientnet_lite0",
+    "init": "imagenet",
+    "layout": LayoutSpec(n_items=2, n_contents=2, n_compositions=3, n_levels=4, crop_size=192),
+    "checkpoint_every": 25,
+    # the coefficients and schedule timing every lite run (and the shipped encoder) used
+    "coefficients": "rounded",
+    "lr_step": "before",
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's reference configuration. Its cosine schedule has
     # T_0 = one epoch of KADIS-700k (about 70,000 steps), i.e. the whole one-epoch run:
     # lr_period_steps=None (the whole run) is that schedule on any pristine set.
-    "a0": dict(backbone="resnet50", init="imagenet", layout=LayoutSpec()),
+    "a0": {"backbone": "resnet50", "init": "imagenet", "layout": LayoutSpec()},
     "lite": _LITE,
     # The CPU recipe of SHAMISA-Lite: the lite layout with a 160 px crop (so the x0.5 views of
     # 481 x 321 pristine images are not zero-padded), and the stabilisers measured in
@@ -310,15 +349,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         clip_grad_norm=1.0,
     ),
     # For tests: tiny crops, tiny layout, a random-init resnet18.
-    "tiny": dict(
-        backbone="resnet18",
-        init="random",
-        layout=LayoutSpec(
+    "tiny": {
+        "backbone": "resnet18",
+        "init": "random",
+        "layout": LayoutSpec(
             n_items=2, n_contents=2, n_compositions=2, n_levels=2, crop_size=64, max_distortions=3
         ),
-        max_steps=4,
-        checkpoint_every=2,
-    ),
+        "max_steps": 4,
+        "checkpoint_every": 2,
+    },
 }
 
 

@@ -2,8 +2,12 @@
 to many GPUs.
 
 The loop follows the reference a0 run: SGD with momentum, cosine annealing with warm
-restarts stepped per iteration (period in steps, by default the whole run), fp16 autocast with gradient
-scaling on CUDA and fp32 on CPU. The same command runs under ``torchrun`` with
+restarts stepped per iteration after the update (period in steps, by default the whole run),
+fp16 autocast with gradient scaling on CUDA and fp32 on CPU. Under autocast the encoder and
+projector run in fp16 as in the reference; the VICReg variance and covariance terms run in
+fp32 as in the reference; the relation graph and its association penalty (graph pull,
+R_graph, L_ot) run in fp32, where the reference leaves them to autocast (docs/gpu.md says
+why). The same command runs under ``torchrun`` with
 DistributedDataParallel (NCCL on GPU, gloo on CPU); each rank builds a disjoint shard of
 every step's items and only rank 0 writes.
 
@@ -337,6 +341,10 @@ def run_pretrain(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=lr_period, T_mult=config.t_mult, eta_min=config.eta_min
     )
+    # lr_step "after" (the reference): the schedule is read after each update at the index of the
+    # step just taken (the reference's epoch + i / len, in steps), so step i runs at its value at
+    # i - 1 and steps 0 and 1 both at lr. "before": step i runs at its value at i.
+    schedule_after = config.lr_step == "after"
     use_amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_step = 0
@@ -476,7 +484,11 @@ def run_pretrain(
         for step, batch, build_s in loader:
             data_s = time.perf_counter() - wait_start
             t0 = time.perf_counter()
-            scheduler.step(step)
+            if not schedule_after:
+                scheduler.step(step)
+            elif step == start_step and step > 0:
+                scheduler.step(step - 1)  # a resumed run: the rate the step before it left
+            lrs = [group["lr"] for group in optimizer.param_groups]
             net.encoder_fixed = step < config.head_warmup_steps
             x = batch.crops.to(dev, non_blocking=True)
             nodes = batch.nodes.to(dev)
@@ -506,6 +518,8 @@ def run_pretrain(
                             p.grad.add_(p - w0, alpha=config.encoder_anchor)
             scaler.step(optimizer)
             scaler.update()
+            if schedule_after:
+                scheduler.step(step)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             compute_s = time.perf_counter() - t0
@@ -521,8 +535,8 @@ def run_pretrain(
                     "loss": round(loss_value, 6),
                     **{k: round(float(v.detach()), 6) for k, v in out_loss.terms.items()},
                     **({"severity": round(float(severity.detach()), 6)} if severity is not None else {}),
-                    "lr": optimizer.param_groups[1]["lr"],
-                    "lr_encoder": optimizer.param_groups[0]["lr"],
+                    "lr": lrs[1],
+                    "lr_encoder": lrs[0],
                     "encoder_drift": round(_l2([p.detach() - w0 for p, w0 in anchor]) / anchor_norm, 6),
                     "branch_weights": [round(w, 4) for w in graph_out.branch_weights.tolist()],
                     "branch_sums": [round(s, 4) for s in graph_out.weight_sums.tolist()],

@@ -22,6 +22,10 @@ from shamisa_bench.losses import (
 )
 from shamisa_bench.train.steps import LayoutSpec, build_node_meta
 
+# The reference configuration's values (configs/shamisa_a0.yaml of the official code), in full.
+C_VAR, C_INV, C_COV = 11.975680785304435, 88.36882206311276, 57.21249573027589
+R_GRAPH, OT_WEIGHT = -0.03419084992354765, 0.49057801093072007
+
 
 def test_variance_loss_by_hand():
     # column 0: values 0, 2 -> unbiased var 2 -> std > 1 -> 0; column 1: var 0 -> std 0.01 -> 0.99
@@ -50,7 +54,7 @@ def test_graph_invariance_loss_by_hand_reads_upper_triangle_only():
 
 def test_graph_regulariser_by_hand():
     w = torch.tensor([[9.0, 1.0, 0.5], [1.0, 9.0, 2.0], [0.5, 2.0, 9.0]])
-    assert graph_regulariser(w).item() == pytest.approx(-0.0342 * 5.25)
+    assert graph_regulariser(w).item() == pytest.approx(R_GRAPH * 5.25)
     assert graph_regulariser(w, 0.0).item() == 0.0
 
 
@@ -60,9 +64,9 @@ def test_ot_loss_by_hand():
     pairs = torch.tensor([[0], [1]])
     self_term = (math.log(0.5) + math.log(0.2)) / 4
     swap_term = 0.5 * (math.log(0.8) / 2 + math.log(0.5) / 2)  # Q0 -> P1 and Q1 -> P0
-    expected = -0.5 * 0.4906 * (self_term + swap_term)
+    expected = -0.5 * OT_WEIGHT * (self_term + swap_term)
     assert ot_loss(P, Q, pairs).item() == pytest.approx(expected, rel=1e-6)
-    assert ot_loss(P, Q, torch.zeros(2, 0, dtype=torch.long)).item() == pytest.approx(-0.5 * 0.4906 * self_term)
+    assert ot_loss(P, Q, torch.zeros(2, 0, dtype=torch.long)).item() == pytest.approx(-0.5 * OT_WEIGHT * self_term)
     assert ot_loss(P, Q, pairs, log_p=torch.log(P)).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError):
         ot_loss(P, Q, torch.tensor([[0], [2]]))
@@ -124,8 +128,8 @@ def test_total_by_hand_four_nodes():
     var = 0.2475 + 0.0  # half 1 as in test_variance_loss_by_hand; half 2 has std sqrt(2) in both columns
     cov = 0.0 + 4.0
     pull = (0.5 * 4 + 1.0 * 8) / (4 * 2)
-    r = -0.0342 * (0.25 + 1.0)
-    ot = -0.5 * 0.4906 * (math.log(0.5) * 0.5 + math.log(0.5) * 0.5)
+    r = R_GRAPH * (0.25 + 1.0)
+    ot = -0.5 * OT_WEIGHT * (math.log(0.5) * 0.5 + math.log(0.5) * 0.5)
     inv = 2 * (pull + ot + r)
     terms = {k: v.item() for k, v in out.terms.items()}
     assert set(terms) == set(TERMS)
@@ -135,7 +139,7 @@ def test_total_by_hand_four_nodes():
     assert terms["r_graph"] == pytest.approx(r)
     assert terms["ot"] == pytest.approx(ot)
     assert terms["inv"] == pytest.approx(inv)
-    assert out.total.item() == pytest.approx(11.976 * var + 88.369 * inv + 57.212 * cov, rel=1e-5)
+    assert out.total.item() == pytest.approx(C_VAR * var + C_INV * inv + C_COV * cov, rel=1e-5)
 
 
 def test_collapsed_z_gives_large_variance_loss():
@@ -205,7 +209,7 @@ def test_loss_ablations(name):
         assert ot > 0.0
     t = out.terms
     assert out.total.item() == pytest.approx(
-        (11.976 * t["var"] + 88.369 * t["inv"] + 57.212 * t["cov"]).item(), rel=1e-6
+        (C_VAR * t["var"] + C_INV * t["inv"] + C_COV * t["cov"]).item(), rel=1e-6
     )
 
 
@@ -214,7 +218,7 @@ def test_disabled_terms_are_zero_and_left_out():
     g = graph(torch.nn.functional.normalize(h_raw, dim=1), nodes)
     out = ShamisaLoss(LossConfig(enable_inv=False, enable_cov=False))(z, g)
     assert out.terms["inv"].item() == 0.0 and out.terms["cov"].item() == 0.0
-    assert out.total.item() == pytest.approx(11.976 * out.terms["var"].item())
+    assert out.total.item() == pytest.approx(C_VAR * out.terms["var"].item())
 
 
 def test_loss_config_validation_and_bad_inputs():
