@@ -33,6 +33,7 @@ LAZY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
     ("shamisa_bench.harness.adapters.pyiqa_home", "pyiqa"),
     ("shamisa_bench.harness.data.fetch", "pyiqa"),
     ("shamisa_bench.harness.data.demo", "pyiqa"),
+    ("shamisa_bench.perf.gpu_check", "pyiqa"),
     # matplotlib: seconds to import, only the commands that draw need it
     ("shamisa_bench.harness.results.plots", "matplotlib"),
     ("shamisa_bench.robustness.report", "matplotlib"),

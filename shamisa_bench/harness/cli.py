@@ -37,6 +37,7 @@ from shamisa_bench.harness.results import (
     write_tables,
 )
 from shamisa_bench.harness.run import RunConfig, load_tables, plan_suite, run_suite
+from shamisa_bench.harness.shard import add_shard_argument, shard_from_args
 from shamisa_bench.iqa.ridge import bench_ridge
 
 __all__ = ["bench_run", "register", "register_bench", "run_config"]
@@ -74,6 +75,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_pyiqa_home_argument(p)
+    add_shard_argument(p)
     p.set_defaults(func=_cmd_run, suite_handlers=())
 
     r = subparsers.add_parser(
@@ -167,7 +169,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return code
     cfg = run_config(args)
     console = _console()
-    summary = run_suite(cfg, console=console)
+    shard = shard_from_args(args)
+    summary = run_suite(cfg, console=console, shard=shard)
     counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(summary.written.items())) or "none"
     console.print(
         f"suite {cfg.suite}: units written: {counts}; skipped: {len(summary.skipped)}; "

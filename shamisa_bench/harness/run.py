@@ -64,6 +64,7 @@ from shamisa_bench.harness.results import (
     write_tables,
     write_unit,
 )
+from shamisa_bench.harness.shard import Shard, take_share, writes_tables
 from shamisa_bench.harness.staleness import recheck_finished
 
 __all__ = ["Plan", "RunConfig", "RunSummary", "Unit", "load_tables", "plan_suite", "run_suite", "scrub_paths"]
@@ -397,6 +398,7 @@ def run_suite(
     console: Any = None,
     on_unit: Callable[[Unit, dict[str, Any]], None] | None = None,
     tables: Mapping[str, Any] | None = None,
+    shard: Shard | None = None,
 ) -> RunSummary:
     """Run (or resume) a suite and rebuild its tables.
 
@@ -406,6 +408,7 @@ def run_suite(
         console: a rich Console for progress and messages (None: quiet).
         on_unit: called after each unit file is written, with the unit and its record.
         tables: dataset tables already loaded, by name (the others are loaded here).
+        shard: compute only this share of the units (:mod:`shamisa_bench.harness.shard`).
 
     Returns:
         the summary; ``n_failed > 0`` means some unit errored (recorded in its file).
@@ -421,7 +424,7 @@ def run_suite(
     """
     t_run = time.perf_counter()
     reg = registry if registry is not None else load_registry(cfg.registry_root)
-    plan = plan_suite(reg, cfg)
+    plan = take_share(plan_suite(reg, cfg), shard)
     check_writable(cfg.results_dir, "--results")  # before any work: not a traceback at the end
     if cfg.cache_dir is not None:
         check_writable(cfg.cache_dir, "the cache folder (--cache-dir; --no-cache for none)")
@@ -556,7 +559,7 @@ def run_suite(
             finally:
                 adapter.close()
     tables_written: tuple[Path, ...] = ()
-    if (cfg.results_dir / "runs" / cfg.suite).is_dir():
+    if writes_tables(shard) and (cfg.results_dir / "runs" / cfg.suite).is_dir():
         lb = build_leaderboard(cfg.results_dir, cfg.suite, baseline=plan.suite.baseline)
         tables_written = write_tables(lb, cfg.results_dir)
         if console is not None:

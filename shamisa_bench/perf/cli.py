@@ -25,6 +25,7 @@ from shamisa_bench.distortions.allocator import tune_malloc
 from shamisa_bench.harness import cli as harness_cli
 from shamisa_bench.iqa import cli as iqa_cli
 from shamisa_bench.model import cli as model_cli
+from shamisa_bench.perf import gpu_check
 from shamisa_bench.perf import pretrain as pretrain_bench
 from shamisa_bench.perf.engine import bench_engine, default_bench_images
 from shamisa_bench.train.steps import LayoutSpec
@@ -49,6 +50,7 @@ def _register_targets(targets: argparse._SubParsersAction) -> None:
     pretrain_bench.register_bench(targets)
     harness_cli.register_bench(targets)
     iqa_cli.register_bench(targets)
+    gpu_check.register_bench(targets)
 
 
 def _register_engine(bench_subparsers: argparse._SubParsersAction) -> None:
