@@ -64,7 +64,7 @@ EXPERIMENT_PROBES = {
                 "initial-graph-lite-cpu-1000-swa",
                 "initial-graph-lite-cpu-seed28-500", "lite-cpu-rerun-500",
                 "unanchored-lite-cpu-seed28-1000", "unanchored-lite-cpu-1000-last")},
-    *{f"candidate-{c}-{mode}" for c in "abcd" for mode in ("whole", "multilevel")},
+    *{f"candidate-{c}-{mode}" for c in "abc" for mode in ("whole", "multilevel")},
 }
 SUITES = {"demo", "synthetic", "authentic", "cross", "clive-eval", "feature-modes-clive-eval", "robustness"}
 EXPERIMENT_SUITES = {"clive-dev", "ablation", "feature-modes", "selection", "ablation-clive-eval",
