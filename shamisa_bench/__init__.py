@@ -1,8 +1,9 @@
 """shamisa-bench: SHAMISA self-supervised NR-IQA and its benchmark harness.
 
-Importing the package makes ``pyiqa.create_metric('shamisa')`` available in either import
-order without importing pyiqa itself (which costs seconds): see
-:func:`shamisa_bench.iqa.plugin.register_when_pyiqa_loads`.
+The installed package makes ``import pyiqa`` alone know the SHAMISA metrics (a ``.pth``
+start-up hook, :mod:`_shamisa_bench_pyiqa`). Importing the package does the same where
+``.pth`` files are skipped, in either import order and without importing pyiqa itself
+(which costs seconds): see :func:`shamisa_bench.iqa.plugin.register_when_pyiqa_loads`.
 """
 
 from importlib.metadata import PackageNotFoundError, version

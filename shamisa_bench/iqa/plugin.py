@@ -10,20 +10,21 @@
   ``arniqa``/``arniqa-live`` pattern). ``DEFAULT_CONFIGS`` has no plugin hook in pyiqa
   0.1.16, hence this function.
 
-When it runs. Importing pyiqa costs about 3.5 s (it imports every arch, cv2, ...), while
-``import shamisa_bench`` takes a few hundredths of a second, so ``import shamisa_bench``
-must not import pyiqa (nor torch: this module imports only :mod:`shamisa_bench.iqa.weights`). Instead it calls :func:`register_when_pyiqa_loads`:
+When it runs. Importing pyiqa costs seconds (it imports every arch, cv2, ...), so neither
+interpreter start-up nor ``import shamisa_bench`` imports it (nor torch: this module
+imports only :mod:`shamisa_bench.iqa.weights`). Registration happens right after pyiqa's
+own ``__init__`` has run, through the one-shot post-import hook of the top-level module
+:mod:`_shamisa_bench_pyiqa`, which is installed
 
-* pyiqa already imported (``import pyiqa, shamisa_bench``): register now;
-* otherwise (``import shamisa_bench, pyiqa``, or the CLI, which may never use pyiqa):
-  install a one-shot post-import hook on ``sys.meta_path`` that registers right after
-  ``pyiqa`` finishes importing, then removes itself. It costs one string comparison per
-  import until then.
+* at interpreter start-up by the ``_shamisa_bench_pyiqa.pth`` file that the installed
+  package puts in site-packages: ``import pyiqa`` alone (pyiqa's command line included)
+  knows the metrics;
+* by ``import shamisa_bench`` (:func:`register_when_pyiqa_loads`), for interpreters that
+  skip ``.pth`` files; when pyiqa is already imported it registers at once.
 
 Also, ``pyproject.toml`` declares :func:`register` as the ``pyiqa.archs`` entry point, so
-pyiqa calls it the first time any arch lookup misses (e.g. the first ``create_metric``);
-that path also adds the ``DEFAULT_CONFIGS`` entries, but only after pyiqa's first metric
-creation, which is why ``import shamisa_bench`` is the documented way in.
+pyiqa calls it the first time an arch lookup misses; that path registers the arch, but
+``create_metric`` checks ``DEFAULT_CONFIGS`` before any arch lookup, so it is no way in.
 
 Inputs. :func:`register` also wraps pyiqa's ``InferenceModel._prepare_inputs`` so that, for
 a SHAMISA network only, images go through :meth:`SHAMISA.prepare_inputs
@@ -39,16 +40,13 @@ Registration failures inside the hook (e.g. an incompatible pyiqa) are turned in
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
-from types import ModuleType
+from collections.abc import Sequence
 from typing import Any
 
+import _shamisa_bench_pyiqa
 from shamisa_bench.iqa.weights import DEFAULT_HEAD, shipped_head_datasets
 
 __all__ = [
@@ -177,76 +175,11 @@ def _route_inputs() -> None:
     InferenceModel._prepare_inputs = _prepare_inputs  # type: ignore[method-assign]
 
 
-class _CallbackLoader:
-    """Wraps the real loader of one module; after it executes, restores it and calls back."""
-
-    def __init__(self, loader: importlib.abc.Loader, callback: Callable[[], None]) -> None:
-        self._loader = loader
-        self._callback = callback
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        # Hand the module its real loader back before anyone else can see the wrapper.
-        if getattr(module, "__loader__", None) is self:
-            module.__loader__ = self._loader
-        spec = getattr(module, "__spec__", None)
-        if spec is not None and spec.loader is self:
-            spec.loader = self._loader
-        self._callback()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Calls ``callback`` once, right after the top-level module ``name`` is imported."""
-
-    def __init__(self, name: str, callback: Callable[[], None]) -> None:
-        self.name = name
-        self.callback = callback
-        self._searching = False
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != self.name or self._searching:
-            return None
-        self._searching = True
-        try:
-            spec = importlib.util.find_spec(fullname)  # the real finders (we answer None meanwhile)
-        finally:
-            self._searching = False
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _CallbackLoader(spec.loader, self._fire)
-        return spec
-
-    def _fire(self) -> None:
-        self.remove()
-        try:
-            self.callback()
-        except Exception as err:  # noqa: BLE001 - never break the user's import of pyiqa
-            warnings.warn(
-                f"shamisa-bench could not register its pyiqa metrics: {type(err).__name__}: {err}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    def remove(self) -> None:
-        """Take the hook off ``sys.meta_path`` (no-op if absent)."""
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
-
-
 def register_when_pyiqa_loads() -> None:
     """Register now if pyiqa is imported, else once pyiqa is imported (never imports it).
 
-    Called by ``import shamisa_bench``; idempotent (at most one hook is installed).
+    Called by ``import shamisa_bench``; idempotent (at most one hook is installed, shared
+    with the one the installed ``.pth`` file puts there at start-up).
     """
     with _LOCK:
         if "pyiqa" in sys.modules:
@@ -259,6 +192,4 @@ def register_when_pyiqa_loads() -> None:
                     stacklevel=2,
                 )
             return
-        if any(isinstance(f, _PostImportHook) and f.name == "pyiqa" for f in sys.meta_path):
-            return
-        sys.meta_path.insert(0, _PostImportHook("pyiqa", register))
+        _shamisa_bench_pyiqa.when_imported("pyiqa", register)
