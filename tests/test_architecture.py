@@ -38,6 +38,10 @@ LAZY_IMPORTS: frozenset[tuple[str, str]] = frozenset({
     ("shamisa_bench.harness.results.plots", "matplotlib"),
     ("shamisa_bench.robustness.report", "matplotlib"),
     ("shamisa_bench.train.report", "matplotlib"),
+    ("shamisa_bench.analysis.render", "matplotlib"),
+    ("shamisa_bench.harness.results.bytype", "matplotlib"),
+    # optional: the `analysis` extra (t-SNE); PCA works without it
+    ("shamisa_bench.analysis.embed", "sklearn"),
     # optional: the `xlsx` extra
     ("shamisa_bench.harness.data.readers._common", "openpyxl"),
     # not a declared dependency (it comes with pyiqa); the benchmark falls back without it
@@ -55,7 +59,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distortions", "graphs", "losses", "model"),
     ("train", "iqa", "archs"),
     ("harness",),
-    ("robustness",),
+    ("robustness", "analysis"),  # analysis: gMAD and embedding maps on the robustness pool
     ("perf", "cli"),  # and every subpackage's own cli.py: the command line sits on top
 )
 

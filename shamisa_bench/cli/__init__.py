@@ -29,6 +29,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "shamisa_bench.harness.cli",  # run, report
     "shamisa_bench.robustness.cli",  # robustness (after run and report: it handles their robustness suites)
     "shamisa_bench.iqa.cli",  # fit-head
+    "shamisa_bench.analysis.cli",  # gmad, embed
     "shamisa_bench.train.cli",  # pretrain, pretrain-report, pretrain-diagnose
     "shamisa_bench.harness.data.cli",  # data, validate (and the old datasets)
     "shamisa_bench.distortions.cli",  # distortions (and the old distort)
@@ -38,6 +39,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
 
 COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluate", ("run", "report", "robustness", "fit-head")),
+    ("analyse", ("gmad", "embed")),
     ("train", ("pretrain", "pretrain-report", "pretrain-diagnose")),
     ("inspect", ("data", "validate", "distortions", "model")),
     ("performance", ("perf",)),

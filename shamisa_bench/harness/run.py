@@ -52,6 +52,7 @@ from shamisa_bench.harness.data import load_dataset
 from shamisa_bench.harness.data.errors import DatasetNotFoundError
 from shamisa_bench.harness.data.splits import make_split_set
 from shamisa_bench.harness.protocols import run_cross, run_intra
+from shamisa_bench.harness.protocols.intra import srcc_by_type
 from shamisa_bench.harness.registry import load_registry
 from shamisa_bench.harness.results import (
     SCHEMA_VERSION,
@@ -583,6 +584,9 @@ def _evaluate(unit: Unit, plan: Plan, tables: dict[str, Any], splits: dict[str, 
         split_block = _split_block(plan, splits[unit.dataset], getattr(table.spec, "split", None))
         datasets = {unit.dataset: _dataset_info(table)}
         train_use = None
+        by_type = (srcc_by_type(res, table.frame["mos"].to_numpy(dtype=np.float64), table.frame["distortion"],
+                                labels_lower_better=bool(table.spec.lower_better))
+                   if "distortion" in table.frame else None)
     else:
         ta, tb = tables[str(unit.train)], tables[str(unit.test)]
         res = run_cross(
@@ -597,6 +601,7 @@ def _evaluate(unit: Unit, plan: Plan, tables: dict[str, Any], splits: dict[str, 
         split_block["applies_to"] = str(unit.train)
         datasets = {str(unit.train): _dataset_info(ta), str(unit.test): _dataset_info(tb)}
         train_use = res.train_usable
+        by_type = None
     use = res.usable
     out_main = outputs[unit.dataset or str(unit.test)]
     fields: dict[str, Any] = {
@@ -616,6 +621,8 @@ def _evaluate(unit: Unit, plan: Plan, tables: dict[str, Any], splits: dict[str, 
         "notes": list(res.notes),
         "cache": {"n_cached": int(out_main.n_cached), "n_computed": int(out_main.n_computed)},
     }
+    if by_type is not None:  # datasets whose images carry a distortion type
+        fields["by_type"] = by_type
     if train_use is not None:
         fields["train_excluded"] = [{"name": n, "reason": r} for n, r in train_use.excluded]
         fields["train_nonfinite"] = train_use.nonfinite()

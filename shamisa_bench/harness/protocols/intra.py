@@ -1,5 +1,8 @@
 """The intra-dataset protocol: seeded train/val/test splits of one dataset.
 
+For a dataset whose images carry a distortion type, :func:`srcc_by_type` adds the SRCC of
+each type on the same test parts (the table IQA papers print for LIVE and CSIQ).
+
 Feature metrics: for each split the ridge path (every alpha of the grid) is fit on the
 train part from one eigendecomposition, and every alpha is scored by SRCC on the val part;
 the alpha with the best **median** validation SRCC over splits is used for every split's
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shamisa_bench.common.scoring import orient
+from shamisa_bench.common.scoring import orient, srcc
 from shamisa_bench.harness.adapters.runner import MetricOutputs
 from shamisa_bench.harness.protocols.common import (
     ProtocolResult,
@@ -28,7 +31,10 @@ from shamisa_bench.harness.protocols.common import (
     usable_images,
 )
 
-__all__ = ["run_intra"]
+__all__ = ["run_intra", "srcc_by_type"]
+
+#: Fewest test images of a type in a split for its SRCC to count.
+MIN_TYPE_IMAGES = 3
 
 
 def run_intra(
@@ -106,3 +112,44 @@ def run_intra(
         ridge=ridge,
         notes=tuple(notes),
     )
+
+
+def srcc_by_type(result: ProtocolResult, mos: ArrayLike, distortion: Sequence[Any], *,
+                 labels_lower_better: bool) -> dict[str, Any] | None:
+    """SRCC per distortion type on each split's test part, and its median over the splits.
+
+    Args:
+        result: :func:`run_intra`'s result (its test rows and predictions are reused).
+        mos: the labels as published, shape ``(N,)``.
+        distortion: ``(N,)`` the type of each image (empty or missing: not typed, left out).
+        labels_lower_better: True for DMOS datasets.
+
+    Returns:
+        ``{"per_split": [{type: srcc or None}], "aggregate": {type: {"median", "n_splits",
+        "n_images"}}}`` in the order types first appear, or None when no image has a type.
+        A type with fewer than :data:`MIN_TYPE_IMAGES` test images in a split has no value there.
+    """
+    y = orient(mos, labels_lower_better)
+    types = np.asarray(["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in distortion])
+    if types.shape[0] != y.shape[0]:
+        raise ValueError(f"{types.shape[0]} distortion types but {y.shape[0]} labels")
+    names = [t for t in dict.fromkeys(types.tolist()) if t]
+    if not names:
+        return None
+    per_split = []
+    for split in result.splits:
+        te = np.asarray(split.test_index)
+        pred = np.asarray(split.predictions)
+        row: dict[str, float | None] = {}
+        for t in names:
+            sel = types[te] == t
+            v = srcc(pred[sel], y[te][sel]) if sel.sum() >= MIN_TYPE_IMAGES else float("nan")
+            row[t] = float(v) if np.isfinite(v) else None
+        per_split.append(row)
+    usable = result.usable.mask
+    aggregate = {}
+    for t in names:
+        vals = [r[t] for r in per_split if r[t] is not None]
+        aggregate[t] = {"median": float(np.median(vals)) if vals else None, "n_splits": len(vals),
+                        "n_images": int(((types == t) & usable).sum())}
+    return {"per_split": per_split, "aggregate": aggregate}

@@ -38,6 +38,7 @@ from shamisa_bench.common.scoring import (
     BOOTSTRAP_SEED,
     bootstrap_median_interval,
 )
+from shamisa_bench.harness.results.bytype import write_by_type
 from shamisa_bench.harness.results.plots import SCORE_LABELS, render_png
 from shamisa_bench.harness.results.schema import unit_token
 from shamisa_bench.harness.results.store import iter_units
@@ -90,6 +91,8 @@ class Cell:
         train, test: the pair (cross cells), else None.
         per_split: score key -> one value per split (None where undefined), in split order.
         split_ids: one identifier per split (its hash, else its index), for pairing.
+        by_type: distortion type -> {"median", "n_splits", "n_images"} of its SRCC (typed datasets;
+            :mod:`~shamisa_bench.harness.results.bytype`), else empty.
     """
 
     metric: str
@@ -107,6 +110,7 @@ class Cell:
     test: str | None = None
     per_split: Mapping[str, tuple[float | None, ...]] = field(default_factory=dict)
     split_ids: tuple[str, ...] = ()
+    by_type: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def is_cross(self) -> bool:
@@ -289,6 +293,7 @@ def build_leaderboard(results_dir: str | os.PathLike[str], suite: str, *, baseli
             test=unit.get("test"),
             per_split={k: tuple(e.get(k) for e in per_split) for k in keys},
             split_ids=split_ids,
+            by_type=dict(((rec.get("by_type") or {}).get("aggregate")) or {}),
         )
     if score_keys is None:
         raise FileNotFoundError(f"{Path(results_dir) / 'runs' / suite}: no unit files")
@@ -542,14 +547,15 @@ def render_csv(lb: Leaderboard) -> str:
 
 
 def write_tables(lb: Leaderboard, results_dir: str | os.PathLike[str]) -> tuple[Path, ...]:
-    """Atomically write ``<results>/tables/<suite>.md``, ``.csv`` and ``.png``; returns the
-    three paths (md, csv, png)."""
+    """Atomically write ``<results>/tables/<suite>.md``, ``.csv`` and ``.png``, and the
+    ``<suite>-by-type`` files when some dataset carries distortion types; returns the paths
+    (md, csv, png first)."""
     out = Path(results_dir) / "tables"
     md, cs, png = out / f"{lb.suite}.md", out / f"{lb.suite}.csv", out / f"{lb.suite}.png"
     atomic_write_bytes(png, render_png(lb))
     atomic_write_bytes(md, render_markdown(lb, png.name).encode())
     atomic_write_bytes(cs, render_csv(lb).encode())
-    return md, cs, png
+    return (md, cs, png, *write_by_type(lb, results_dir))
 
 
 def render_console(lb: Leaderboard, console: Any = None,
