@@ -125,8 +125,9 @@ def check_images(x: object, check_range: bool = True) -> None:
 
     Raises:
         TypeError: Not a tensor, or not floating point (a uint8 tensor must be divided by 255).
-        ValueError: Not 4-D, a channel count other than 1, 3 or 4, NaN or infinite values,
-            or (``check_range``) values outside [0, 1], e.g. a [0, 255] image.
+        ValueError: Not 4-D, a channel count other than 1, 3 or 4, a tensor on the meta
+            device, NaN or infinite values, or (``check_range``) values outside [0, 1], e.g.
+            a [0, 255] image.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
@@ -138,6 +139,9 @@ def check_images(x: object, check_range: bool = True) -> None:
         raise ValueError(f"images must have 1, 3 or 4 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.numel() == 0:
         raise ValueError(f"images must not be empty, got shape {tuple(x.shape)}")
+    if x.device.type == "meta":  # shapes without values: nothing to score
+        raise ValueError(f"images are on the meta device (shape {tuple(x.shape)}): a meta tensor has no "
+                         "pixel values to score; give the images on the cpu or a GPU")
     detached = x.detach()
     if not bool(torch.isfinite(detached).all()):
         raise ValueError("images contain NaN or infinite pixel values")

@@ -75,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    for name, value in sorted(vars(args).items()):  # every --seed, --val-split-seed, ...: one check
+        if name.endswith("seed") and isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            print(f"shamisa-bench: error: --{name.replace('_', '-')} must be a non-negative integer, got {value}",
+                  file=sys.stderr)
+            return 2
     try:
         return int(args.func(args) or 0)
     except CLIError as err:

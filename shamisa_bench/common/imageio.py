@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "load_image",
     "pil_to_tensor",
     "scaled_size",
+    "walk_following_links",
 ]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -316,6 +318,23 @@ def check_image(path: str | os.PathLike[str], min_side: int = 1, max_side: int |
     return height, width
 
 
+def walk_following_links(folder: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` that follows symlinked folders, each real folder once (no loop).
+
+    A folder reached a second time (a link back to a parent, or two links to one folder) is
+    skipped with everything below it. Subfolders are visited in sorted order.
+    """
+    seen: set[str] = set()
+    for dirpath, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield dirpath, dirs, files
+
+
 def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
     """Image files (JPEG, PNG, BMP, TIFF; suffix case-insensitive) under ``folder``.
 
@@ -325,7 +344,8 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
 
     Returns:
         Paths sorted by their path relative to ``folder`` (POSIX form), so the order is the
-        same on every machine.
+        same on every machine. Symlinked files and folders are followed; a folder reached
+        twice (a link loop, or two links to one folder) is listed once.
 
     Raises:
         FileNotFoundError: if ``folder`` does not exist.
@@ -336,6 +356,9 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
         raise FileNotFoundError(f"{root}: no such image folder")
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a directory")
-    pattern = root.rglob("*") if recursive else root.glob("*")
-    found = [p for p in pattern if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if recursive:  # not rglob: symlinked folders are followed
+        candidates = [Path(d) / f for d, _dirs, files in walk_following_links(root) for f in files]
+    else:
+        candidates = list(root.glob("*"))
+    found = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())

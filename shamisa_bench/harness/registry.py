@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -575,8 +576,16 @@ def _read_kind(folder: Path, problems: list[str]) -> Iterable[tuple[Path, dict[s
         if name != path.stem:
             problems.append(f"{path}: name {name!r} must equal the file stem {path.stem!r}")
             continue
+        if not _SAFE_NAME.fullmatch(name):  # names become folders under results/runs/
+            problems.append(f"{path}: name {name!r} must start with a letter or digit and hold only letters, "
+                            "digits, '.', '_', '+' and '-' (it names folders under results/)")
+            continue
         out.append((path, data))
     return out
+
+
+#: A registry name: also a folder name under results/runs/, so no '/', and not '.' or '..'.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -943,6 +952,9 @@ def _build_suite(c: _Checker) -> SuiteSpec | None:
         c.bad("field 'metrics' lists a name twice")
     if n_splits is not None and n_splits < 1:
         c.bad(f"field 'n_splits' must be >= 1, got {n_splits}")
+    for field_name, names in (("datasets", datasets), ("metrics", metrics)):
+        if names is not None and not names:
+            c.bad(f"field {field_name!r} is empty: a suite needs at least one")
     c.finish()
     if c.problems:
         return None

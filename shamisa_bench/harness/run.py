@@ -450,7 +450,8 @@ def run_suite(
     if console is not None:
         for name, err in missing.items():
             hint = str(err).strip().splitlines()[-1]
-            console.print(f"dataset {name!r} not found, its units are recorded as unavailable. {hint}",
+            what = getattr(err, "what", "not found")  # or: found, but with no official split
+            console.print(f"dataset {name!r} {what}, its units are recorded as unavailable. {hint}",
                           markup=False, highlight=False, soft_wrap=True)
     splits = {d: _make_splits(t, plan.suite.n_splits, plan.seed, plan.protocol.ratios)
               for d, t in loaded.items()}
@@ -499,12 +500,11 @@ def run_suite(
                     absent = [d for d in unit.datasets if d in missing]
                     if absent:
                         hints = " ".join(str(missing[d]).strip().splitlines()[-1] for d in absent)
+                        why = "; ".join(f"dataset {d!r} {getattr(missing[d], 'what', 'not found')}" for d in absent)
                         record.update(status="unavailable", scores={"per_split": [], "aggregate": {}},
-                                      reason=scrub_paths(f"dataset {', '.join(map(repr, absent))} not found "
-                                                         f"under the data root. {hints}"))
+                                      reason=scrub_paths(f"{why}. {hints}"))
                         write(unit, record, started, t0, checkpoint)
-                        prog.log(f"{unit.metric} / {unit.token}: unavailable (dataset "
-                                 f"{', '.join(absent)} not found)")
+                        prog.log(f"{unit.metric} / {unit.token}: unavailable ({why})")
                         prog.advance(units_task)
                         continue
                     seen = sorted(trained_on & reg.image_family(unit.dataset or unit.test))

@@ -87,7 +87,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-root", type=Path, default=None, help="CSV: folder image paths are relative to")
     p.add_argument("--name", default=None, help="CSV: dataset name recorded in the head (default: CSV stem)")
     p.add_argument("--mos-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help="CSV: label scale (default: min and max of the labels)")
+                   help="CSV: label scale (default: min and max of the labels); with --dataset the registry's "
+                   "range is used and this option is refused")
     p.add_argument("--lower-better", action="store_true", help="CSV: lower labels mean better quality (DMOS)")
     p.add_argument("--out", required=True, type=Path, help="head file to write (e.g. heads/koniq10k.pt)")
     add_feature_mode_argument(p, help="how features are extracted: whole, crops5 or multilevel (default whole; "
@@ -266,13 +267,17 @@ def _fit_head_command(args: argparse.Namespace) -> int:
     if not 0.0 < args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     if args.dataset is not None:
+        if args.mos_range is not None:  # the dataset's range is the registry's (harness.data.ranges)
+            raise CLIError("--mos-range goes with --csv; a registered dataset's labels are checked against its "
+                           f"registry range (registry/datasets/{args.dataset}.yaml)")
         spec = load_registry(args.registry).dataset(args.dataset)
         table = load_dataset(spec, args.data_root, allow_partial=args.allow_partial)
         frame = table.frame
         images = [Path(p) for p in frame["image"]]
         mos = frame["mos"].to_numpy(dtype=np.float64)
         groups = list(frame["ref"]) if spec.split == "reference" else None
-        dataset, mos_range, lower_better = spec.name, tuple(spec.mos_range), bool(spec.lower_better)
+        scale = table.mos_range or (float(mos.min()), float(mos.max()))  # None: a file with no fixed scale
+        dataset, mos_range, lower_better = spec.name, tuple(scale), bool(spec.lower_better)
         partial = bool(table.partial)
         where = [f"{table.label_file}: {name}" for name in frame["name"]]
         source = f"dataset {spec.name!r} (registry mos_range)"

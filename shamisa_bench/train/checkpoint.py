@@ -53,6 +53,11 @@ def load_resume(run_dir: Path, config: PretrainConfig) -> dict[str, Any]:
     for key in ("net", "optimizer", "step", "scaler"):
         if key not in state:
             raise PretrainError(f"cannot resume: checkpoint {ckpt_path} lacks '{key}'")
+    step = state["step"]
+    step = int(step.item()) if isinstance(step, torch.Tensor) and step.numel() == 1 else step
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise PretrainError(f"cannot resume: checkpoint {ckpt_path} records step {step!r}; "
+                            "a step is a non-negative integer (the file is damaged or not a checkpoint of this tool)")
     return state
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shamisa_bench.cli import main
 from shamisa_bench.harness.staleness import stale_reasons
 from tests.harness.test_run import _run, _unit, env  # noqa: F401 - env is a fixture
 
@@ -122,3 +123,21 @@ def test_a_write_error_names_the_file_and_keeps_the_units_written(env, capsys, m
     assert f"cannot write {second}: No space left on device" in err and "Traceback" not in err
     assert _unit(env, *UNIT)["status"] == "ok"  # the unit written before is kept
     assert not second.exists() and not list(second.parent.glob(".tmp-*"))
+
+
+def test_a_suite_named_dotdot_or_empty_fails_validate_and_writes_nothing(env, capsys):
+    suites = env["registry"] / "suites"
+    (suites / "...yaml").write_text((suites / "tiny.yaml").read_text().replace("name: tiny", "name: '..'"))
+    (suites / "empty.yaml").write_text((suites / "tiny.yaml").read_text()
+                                       .replace("name: tiny", "name: empty").replace("datasets: [tiny]", "datasets: []"))
+    assert main(["validate", "--registry", str(env["registry"])]) == 1
+    err = capsys.readouterr().err
+    assert "name '..' must start with a letter or digit" in err
+    assert "empty.yaml: field 'datasets' is empty: a suite needs at least one" in err
+    assert _run(env, "--suite", "..") == 2
+    assert not (env["results"] / "tables").exists() and not (env["results"] / "runs").exists()
+
+
+def test_a_negative_seed_names_the_option(env, capsys):
+    assert _run(env, "--suite", "tiny", "--seed", "-1") == 2
+    assert "--seed must be a non-negative integer, got -1" in capsys.readouterr().err

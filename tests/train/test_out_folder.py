@@ -70,3 +70,17 @@ def test_an_unwritable_out_fails_before_training(tmp_path: Path, calls: list[Pat
     (tmp_path / "file").write_text("x")
     assert _pretrain(tmp_path, tmp_path / "file") == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_a_negative_step_names_the_file(tmp_path: Path) -> None:
+    import torch
+
+    from shamisa_bench.train.checkpoint import load_resume
+    from shamisa_bench.train.config import CONFIG_FORMAT, PretrainError, preset_config
+
+    config = preset_config("tiny")
+    (tmp_path / "config.json").write_text(json.dumps({"format": CONFIG_FORMAT, "config": config.to_dict(),
+                                                      "images": {"count": 1}}))
+    torch.save({"net": {}, "optimizer": {}, "step": -3, "scaler": None}, tmp_path / "checkpoint.pt")
+    with pytest.raises(PretrainError, match=rf"checkpoint {tmp_path / 'checkpoint.pt'} records step -3"):
+        load_resume(tmp_path, config)

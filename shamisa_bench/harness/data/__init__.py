@@ -19,6 +19,7 @@ from shamisa_bench.harness.data.errors import (
     DatasetNotFoundError,
     LabelFileError,
     PartialDatasetError,
+    SplitUnavailableError,
 )
 from shamisa_bench.harness.data.splits import (
     Split,
@@ -46,6 +47,7 @@ __all__ = [
     "LabelFileError",
     "PartialDatasetError",
     "Split",
+    "SplitUnavailableError",
     "dataset_status",
     "default_cache_dir",
     "default_data_root",

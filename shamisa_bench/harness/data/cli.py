@@ -7,6 +7,7 @@ one release and says so on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     rows = []
     details: list[str] = []
     n_corrupt = 0
+    unusable: list[str] = []
     for spec in specs:
         st = dataset_status(spec, data_root, cache_dir=args.cache_dir)
         if not st.found and spec.reader == "demo" and st.looked_for:
@@ -134,6 +136,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         else:
             where = str(st.root) if st.root else "-"
             status = "unreadable" if st.n_listed == 0 and st.n_present == 0 else "partial"
+            if st.no_split:
+                status = "no split"
+            if status != "partial":
+                unusable.append(spec.name)
             details.append(f"{spec.name}: {st.problem}")
         if args.verify and st.found and st.n_present:
             table = load_dataset(spec, data_root, allow_partial=True, cache_dir=args.cache_dir)
@@ -143,6 +149,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             if bad:
                 status = f"{len(bad)} corrupt"
                 n_corrupt += len(bad)
+        if st.found and st.root is not None and st.image_dirs:
+            dirs = [os.path.relpath(d, st.root) for d in st.image_dirs]
+            where += f" (images: {', '.join(dirs)})"
         count = f"{st.n_present}/{spec.n_images}" if st.found else f"-/{spec.n_images}"
         rows.append([spec.name, spec.kind, _labels(spec), st.layout or "-", status, count, str(len(st.missing)), where])
     header = ["dataset", "kind", "labels", "layout", "status", "images", "missing", "where"]
@@ -151,11 +160,12 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(line)
     if any(r[2] == "pseudo-MOS" for r in rows):
         print("pseudo-MOS: labels computed by a full-reference metric, not human opinion.")
+    if args.verify and unusable:
+        print(f"verify: {', '.join(unusable)} found but unusable (see above; exit status 1)", file=sys.stderr)
     if n_corrupt:
         print(f"verify: {n_corrupt} corrupt image(s); the datasets listed above with them are not complete "
               "(exit status 1)", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if args.verify and (n_corrupt or unusable) else 0
 
 
 def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DatasetNotFoundError", "LabelFileError", "PartialDatasetError"]
+__all__ = ["DatasetNotFoundError", "LabelFileError", "PartialDatasetError", "SplitUnavailableError"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -20,7 +20,25 @@ class DatasetNotFoundError(FileNotFoundError):
         self.dataset = dataset
         self.expected = [Path(p) for p in expected]
         where = "\n  ".join(str(p) for p in self.expected)
+        self.what = "not found under the data root"
         super().__init__(f"dataset {dataset!r} not found; looked for:\n  {where}\n{hint}")
+
+
+class SplitUnavailableError(DatasetNotFoundError):
+    """A dataset evaluated on its official split was found, but the files that define the
+    split were not: for a run it is unavailable, like a missing dataset, with this reason.
+
+    Attributes:
+        dataset: registry name.
+        expected: the split files looked for.
+        what: the one-line reason (``has no official split: ...``).
+    """
+
+    def __init__(self, dataset: str, expected: Sequence[Path], reason: str, hint: str) -> None:
+        FileNotFoundError.__init__(self, f"dataset {dataset!r} has no official split: {reason}\n{hint}")
+        self.dataset = dataset
+        self.expected = [Path(p) for p in expected]
+        self.what = f"has no official split ({reason})"
 
 
 class PartialDatasetError(ValueError):

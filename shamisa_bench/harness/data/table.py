@@ -23,8 +23,10 @@ from shamisa_bench.harness.data.errors import (
     DatasetNotFoundError,
     LabelFileError,
     PartialDatasetError,
+    SplitUnavailableError,
 )
 from shamisa_bench.harness.data.partition import select_part
+from shamisa_bench.harness.data.ranges import check_label_range
 from shamisa_bench.harness.data.readers import READERS, ImageFinder, ReadResult
 from shamisa_bench.harness.data.readers._common import check_unique
 from shamisa_bench.harness.registry import DatasetLayout, DatasetSpec
@@ -90,6 +92,10 @@ class DatasetTable:
         n_listed: rows in the label file (after documented filtering, e.g. CLIVE's training
             images).
         excluded: (name, reason) pairs removed by :func:`exclude` (e.g. undecodable images).
+        mos_range: the range every label was checked to lie in (the registry's, or the
+            label file's own, :mod:`~shamisa_bench.harness.data.ranges`); None when the file
+            has no fixed scale.
+        image_dirs: the folders the images were found in, in the reader's order.
     """
 
     spec: DatasetSpec
@@ -103,6 +109,8 @@ class DatasetTable:
     partial_reason: str | None = None
     n_listed: int = 0
     excluded: tuple[tuple[str, str], ...] = ()
+    mos_range: tuple[float, float] | None = None
+    image_dirs: tuple[Path, ...] = ()
 
     @property
     def name(self) -> str:
@@ -152,6 +160,7 @@ class DatasetTable:
             "label_file": self.label_file.name,
             "label_sha256": self.label_sha256,
             "images_sha256": self.images_sha256,
+            "image_dirs": [os.path.relpath(d, self.root).replace(os.sep, "/") for d in self.image_dirs],
             "n_expected": self.spec.n_images,
             "n_listed": self.n_listed,
             "n_images": self.n_images,
@@ -250,8 +259,11 @@ def load_dataset(
 
     Raises:
         DatasetNotFoundError: no layout found; names the paths looked for and the fetch command.
+        SplitUnavailableError: (a DatasetNotFoundError) a dataset evaluated on its official
+            split whose split files are missing; names them.
         PartialDatasetError: the dataset is incomplete and ``allow_partial`` is False.
-        LabelFileError: the label file does not parse, or has duplicate or missing names.
+        LabelFileError: the label file does not parse, has duplicate or missing names, or
+            labels outside its range (:func:`~shamisa_bench.harness.data.ranges.check_label_range`).
     """
     if spec.reader == "demo":
         layout, root, label_file = demo_layout(spec, Path(cache_dir) if cache_dir is not None else default_cache_dir())
@@ -263,6 +275,10 @@ def load_dataset(
         layout, root, label_file = found
     result = _read(spec, layout, root, label_file)
     check_unique(result.rows, label_file)
+    mos_range = check_label_range(spec, label_file, result.rows)
+    if spec.split == "official" and (result.split_source is None or any(r.split is None for r in result.rows)):
+        reason = result.split_problem or f"{label_file.name} gives no train/val/test part for some images"
+        raise SplitUnavailableError(spec.name, [label_file], reason, "Add the split files and run again.")
     if spec.partition is not None:  # one part of the labelled images, by a fixed rule
         part = select_part([row.name for row in result.rows], spec.partition)
         result = replace(result, rows=[row for row in result.rows if row.name in part])
@@ -275,11 +291,14 @@ def load_dataset(
     finder = ImageFinder(result.image_dirs, by_basename=result.by_basename)
     records: list[dict[str, Any]] = []
     missing: list[str] = []
+    used: dict[Path, int] = {}  # image folder -> images found there (said by data ls)
     for row in result.rows:
         path = finder.find(row.name)
         if path is None:
             missing.append(row.name)
             continue
+        folder = next((d for d in result.image_dirs if path.is_relative_to(d)), path.parent)
+        used[folder] = used.get(folder, 0) + 1
         rec: dict[str, Any] = {
             "image": str(path.resolve()),
             "name": row.name,
@@ -316,6 +335,8 @@ def load_dataset(
         partial=partial,
         partial_reason=reason,
         n_listed=len(result.rows),
+        mos_range=mos_range,
+        image_dirs=tuple(d for d in result.image_dirs if d in used),
     )
 
 
@@ -334,6 +355,8 @@ class DatasetStatus:
         missing: names of absent images.
         problem: why it is unusable or incomplete (``None`` when complete).
         looked_for: the label files looked for when not found.
+        no_split: found, but its official split cannot be read (unusable for a run).
+        image_dirs: the folders its images were found in.
     """
 
     spec: DatasetSpec
@@ -346,6 +369,8 @@ class DatasetStatus:
     missing: tuple[str, ...] = ()
     problem: str | None = None
     looked_for: tuple[Path, ...] = field(default_factory=tuple)
+    no_split: bool = False
+    image_dirs: tuple[Path, ...] = ()
 
 
 def dataset_status(
@@ -369,6 +394,10 @@ def dataset_status(
             )
     try:
         table = load_dataset(spec, data_root, allow_partial=True, cache_dir=cache_dir)
+    except SplitUnavailableError as err:
+        found = locate(spec, data_root)
+        return DatasetStatus(spec=spec, found=True, complete=False, layout=found[0].type if found else None,
+                             root=found[1] if found else None, problem=str(err).splitlines()[0], no_split=True)
     except DatasetNotFoundError as err:
         return DatasetStatus(
             spec=spec, found=False, complete=False, problem="not found", looked_for=tuple(err.expected)
@@ -393,6 +422,7 @@ def dataset_status(
         n_listed=table.n_listed,
         missing=table.missing,
         problem=table.partial_reason,
+        image_dirs=table.image_dirs,
     )
 
 

@@ -195,12 +195,12 @@ def test_xlsx_without_openpyxl_gives_a_clear_error(tmp_path: Path, monkeypatch: 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_openpyxl)
-    with pytest.raises(LabelFileError, match="needs the optional package openpyxl.*export the sheet as CSV"):
+    with pytest.raises(LabelFileError, match="needs openpyxl, a dependency of shamisa-bench.*export the sheet as CSV"):
         load_dataset(_spec("spaq", truth), tmp_path)
 
 
 def test_csiq_xlsx_when_openpyxl_is_installed(tmp_path: Path) -> None:
-    openpyxl = pytest.importorskip("openpyxl", reason="openpyxl is optional; the CSV/TXT export path is tested instead")
+    openpyxl = pytest.importorskip("openpyxl", reason="openpyxl (a dependency) is not installed here")
     truth = build("csiq", tmp_path, "official")
     root = tmp_path / "CSIQ"
     txt = root / "csiq.DMOS.txt"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from shamisa_bench.common.imageio import walk_following_links
 from shamisa_bench.harness.data.errors import LabelFileError
 
 __all__ = [
@@ -300,14 +301,15 @@ def read_sheet(path: Path, *, sheet: str | int = 0) -> tuple[list[str], list[tup
         head, rows = read_delimited(path)
         return head, [(i, list(c)) for i, c in rows], 1
     try:
-        # lazy: openpyxl is optional (the `xlsx` extra); without it this error says what to do
+        # lazy: only .xlsx files need openpyxl (a dependency; an install without it gets this error)
         import openpyxl  # noqa: F401
     except ImportError:
         raise LabelFileError(
             path,
             None,
-            "reading .xlsx needs the optional package openpyxl (pip install openpyxl); "
-            "or export the sheet as CSV with the same name and a .csv suffix next to it",
+            "reading .xlsx needs openpyxl, a dependency of shamisa-bench that is not installed here: "
+            "pip install openpyxl (or reinstall shamisa-bench); or export the sheet as CSV with the same "
+            "name and a .csv suffix next to it",
         ) from None
 
     try:
@@ -331,6 +333,7 @@ class ImageFinder:
     Lookup order per folder: the exact relative path, then a case-insensitive match of the
     relative path, then (when ``by_basename``) a unique case-insensitive file-name match
     anywhere below the folder (releases that keep images in per-distortion subfolders).
+    Symlinked folders are followed (:func:`walk_following_links`).
     """
 
     def __init__(self, folders: Sequence[Path], *, by_basename: bool = False) -> None:
@@ -344,7 +347,7 @@ class ImageFinder:
             lower: dict[str, str] = {}
             base: dict[str, list[str]] = {}
             if folder.is_dir():
-                for dirpath, _dirs, files in os.walk(folder):
+                for dirpath, _dirs, files in walk_following_links(folder):
                     rel_dir = os.path.relpath(dirpath, folder)
                     for fname in files:
                         rel = fname if rel_dir == "." else f"{rel_dir}/{fname}".replace(os.sep, "/")

@@ -3,7 +3,10 @@
 Official layout: ``csiq.DMOS.xlsx`` (sheet ``all_by_image`` with columns image, dst_idx,
 dst_type, dst_lev, dmos_std, dmos; needs openpyxl) or the same six columns exported as
 ``csiq.DMOS.csv`` / ``csiq.DMOS.txt`` (comma, tab or whitespace separated, header optional);
-``src_imgs/<image>.png`` and ``dst_imgs/<folder>/<image>.<TAG>.<lev>.png`` with (dst_type ->
+``csiq_label.txt`` (one ``<dist_name> <dmos>`` line per image, as hyperIQA ships it and pyiqa's
+preparation script reads it); ``src_imgs/<image>.png`` and
+``dst_imgs/<folder>/<image>.<TAG>.<lev>.png`` (or the flat ``dst_imgs_all/``; found by file
+name) with (dst_type ->
 folder, TAG): noise -> awgn, AWGN; jpeg -> jpeg, JPEG; jpeg 2000 -> jpeg2000, jpeg2000;
 fnoise -> fnoise, fnoise; blur -> blur, BLUR; contrast -> contrast, contrast.
 Identity: the file name ``<image>.<TAG>.<lev>.png`` (pyiqa's meta files use the same).
@@ -41,8 +44,33 @@ TYPES: dict[str, tuple[str, str]] = {
 _LINE = re.compile(r"^\s*(\S+)\s+(\d+)\s+(.+?)\s+(\d+)\s+(\S+)\s+(\S+)\s*$")
 
 
+LABEL_TXT = "csiq_label.txt"
+_TAGS = {tag.lower(): key for key, (_folder, tag) in TYPES.items() if key != "noise"}
+
+
 def official_files(spec: DatasetSpec) -> tuple[str, ...]:
-    return ("csiq.DMOS.xlsx", "csiq.DMOS.csv", "csiq.DMOS.txt")
+    return ("csiq.DMOS.xlsx", "csiq.DMOS.csv", "csiq.DMOS.txt", LABEL_TXT)
+
+
+def _read_label_txt(label_file: Path) -> list[Row]:
+    """``csiq_label.txt``: one ``<dist_name> <dmos>`` line per image (866), as hyperIQA ships it
+    and pyiqa's preparation script reads it; ``dist_name`` is ``<image>.<TAG>.<lev>.png``."""
+    _header, body = read_delimited(label_file, delimiter=" ", header=False)
+    rows = []
+    for line, cells in body:
+        if len(cells) != 2:
+            raise LabelFileError(label_file, line, f"expected '<dist_name> <dmos>', got {' '.join(cells)!r}")
+        name, value = cells
+        if name.split(".")[-1].lower() != "png":
+            name += ".png"  # some copies write <image>.<TAG>.<level> without the suffix
+        parts = name.split(".")
+        key = _TAGS.get(parts[-3].lower()) if len(parts) >= 4 else None
+        if key is None or not parts[-2].isdigit():
+            raise LabelFileError(label_file, line, f"image name {name!r} is not <image>.<TYPE>.<level>.png "
+                                 f"with TYPE one of {sorted({tag for _f, tag in TYPES.values()})}")
+        rows.append(Row(name=name, mos=parse_mos(value, label_file, line), ref=".".join(parts[:-3]).lower(),
+                        line=line, extra={"distortion": TYPES[key][0]}))
+    return rows
 
 
 def _cell_str(value: Any) -> str:
@@ -83,6 +111,10 @@ def _table(label_file: Path) -> list[tuple[int, list[Any]]]:
 
 
 def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_file: Path) -> ReadResult:
+    # dst_imgs/<folder>/ as released; dst_imgs_all/ (one flat folder) as hyperIQA's copies have it
+    dirs = [root / d for d in layout.images] if layout.images else [root / "dst_imgs", root / "dst_imgs_all"]
+    if label_file.name == LABEL_TXT:
+        return ReadResult(rows=_read_label_txt(label_file), image_dirs=dirs, by_basename=True)
     rows = []
     for line, cells in _table(label_file):
         if len(cells) < 6:
@@ -109,7 +141,6 @@ def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_fi
                 extra={"distortion": TYPES[key][0]},
             )
         )
-    dirs = [root / d for d in layout.images] if layout.images else [root / "dst_imgs"]
     return ReadResult(rows=rows, image_dirs=dirs, by_basename=True)
 
 

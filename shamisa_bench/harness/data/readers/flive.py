@@ -69,7 +69,14 @@ def read_official(spec: DatasetSpec, layout: DatasetLayout, root: Path, label_fi
             split = "test" if name in test else "val" if name in val else "train"
         rows.append(Row(name=name, mos=parse_mos(cells[c_mos], label_file, line), ref=name, line=line, split=split))
     dirs = [root / d for d in layout.images] if layout.images else [root / "database"]
-    return ReadResult(rows=rows, image_dirs=dirs, split_source=test_path if has_split else None)
+    problem = None
+    if not has_split:
+        absent = [name for name, found in ((TEST_FILE, test_path), (TRAIN_FILE, train_path)) if found is None]
+        where = " or ".join(sorted({str(label_file.parent), str(root)}))
+        problem = (f"{' and '.join(absent)} not found in {where} (the PaQ-2-PiQ release ships "
+                   f"{TEST_FILE} and {TRAIN_FILE} next to {label_file.name})")
+    return ReadResult(rows=rows, image_dirs=dirs, split_source=test_path if has_split else None,
+                      split_problem=problem)
 
 
 def _fix(name: str) -> str | None:
