@@ -36,6 +36,7 @@ from shamisa_bench.harness.results import (
     render_console,
     write_tables,
 )
+from shamisa_bench.harness.results.latex import write_latex
 from shamisa_bench.harness.run import RunConfig, load_tables, plan_suite, run_suite
 from shamisa_bench.harness.shard import add_shard_argument, shard_from_args
 from shamisa_bench.iqa.ridge import bench_ridge
@@ -86,6 +87,10 @@ def register(subparsers: Any) -> None:
     r.add_argument("--results", type=Path, default=Path("results"),
                    help="results folder (default: ./results)")
     r.add_argument("--registry", type=Path, help="registry folder (default: the shipped one)")
+    r.add_argument("--format", choices=("md", "latex"), default="md",
+                   help="md: the Markdown, csv and PNG tables (always written); latex: also <suite>.tex, a "
+                   "booktabs table for papers (best bold, second underlined)")
+    r.add_argument("--intervals", action="store_true", help="latex: the 95%% interval under each median")
     r.set_defaults(func=_cmd_report, suite_handlers=())
 
 
@@ -194,6 +199,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         pass
     lb = build_leaderboard(args.results, args.suite, baseline=baseline)
     written = write_tables(lb, args.results)
+    if args.format == "latex":
+        written += (write_latex(lb, args.results, intervals=args.intervals),)
     console = _console()
     render_console(lb, console)
     for path in written:
