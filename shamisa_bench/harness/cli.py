@@ -13,8 +13,10 @@ code when the suite is its own, None otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -124,6 +126,7 @@ def register_bench(bench_subparsers: Any) -> None:
                    "fresh temporary folder)")
     r.add_argument("--registry", type=Path)
     add_device_argument(r)
+    add_pyiqa_home_argument(r)
     r.set_defaults(func=_cmd_bench_run)
 
 
@@ -223,6 +226,7 @@ def bench_run(
     cache_dir: Path | None = None,
     registry_root: Path | None = None,
     device: str = "cpu",
+    pyiqa_home: Path | None = None,
 ) -> dict[str, Any]:
     """Time a cold run (empty feature cache), a warm rerun (``--overwrite``: every unit
     recomputed from cached features) and a warm resume (every unit skipped).
@@ -239,7 +243,7 @@ def bench_run(
         data_cache = cache_dir if cache_dir is not None else tmp / "data-cache"
         base = RunConfig(suite=suite, metrics=metrics, data_root=data_root,
                          results_dir=tmp / "results-cold", cache_dir=data_cache,
-                         device=device, registry_root=registry_root, progress=False)
+                         device=device, registry_root=registry_root, progress=False, pyiqa_home=pyiqa_home)
         plan = plan_suite(reg, base)
         needed = sorted({d for u in plan.units for d in u.datasets})
         t = time.perf_counter()
@@ -277,13 +281,16 @@ def bench_run(
 
 
 def _cmd_bench_run(args: argparse.Namespace) -> int:
-    out = bench_run(
-        args.suite,
-        metrics=tuple(args.metrics) if args.metrics else None,
-        data_root=args.data_root,
-        cache_dir=args.cache_dir,
-        registry_root=args.registry,
-        device=device_from_args(args),
-    )
+    home = _pyiqa_home(args.pyiqa_home)
+    with contextlib.redirect_stdout(sys.stderr):  # anything else printed: stdout is the JSON only
+        out = bench_run(
+            args.suite,
+            metrics=tuple(args.metrics) if args.metrics else None,
+            data_root=args.data_root,
+            cache_dir=args.cache_dir,
+            registry_root=args.registry,
+            device=device_from_args(args),
+            pyiqa_home=home,
+        )
     print(json.dumps(out, indent=2))
     return 0

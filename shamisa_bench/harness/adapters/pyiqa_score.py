@@ -4,11 +4,18 @@ The score is correlated directly; its direction comes from the registry's ``lowe
 (taken from pyiqa's ``DEFAULT_CONFIGS``). Creating the metric may need weights that pyiqa
 downloads; offline, that fails and the metric is reported unavailable with the error, unless
 the files are in the folder given by ``--pyiqa-home`` / ``$SHAMISA_PYIQA_HOME``
-(:mod:`shamisa_bench.harness.adapters.pyiqa_home`).
+(:mod:`shamisa_bench.harness.adapters.pyiqa_home`). A metric that could not be created is
+not tried again in the same process with the same parameter folder (one failed download, not
+one per unit or per timed run), and what pyiqa prints while creating a metric ("Downloading:
+...", "Loading pretrained model ...") goes to stderr, so a command's stdout holds only its own
+output (JSON for ``perf``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 import warnings
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -23,13 +30,21 @@ from shamisa_bench.harness.adapters.base import (
     MetricUnavailable,
     spec_field,
 )
-from shamisa_bench.harness.adapters.pyiqa_home import PYIQA_HOME_ENV, apply_env_once
+from shamisa_bench.harness.adapters.pyiqa_home import (
+    PYIQA_HOME_ENV,
+    apply_env_once,
+    current_pyiqa_cache_dir,
+)
 from shamisa_bench.iqa import plugin
 from shamisa_bench.iqa.head import load_head
 from shamisa_bench.iqa.weights import DEFAULT_HEAD, resolve_weights
 from shamisa_bench.model import read_encoder_export, sha256_file
 
 __all__ = ["PyiqaScore"]
+
+#: ``(pyiqa name, kwargs, pyiqa's parameter folder) -> why creating the metric failed``, for
+#: this process: such a metric is reported unavailable at once instead of trying again.
+_FAILED: dict[tuple[str, str, str], str] = {}
 
 
 def _pyiqa_version() -> str | None:
@@ -119,13 +134,16 @@ class PyiqaScore(MetricAdapter):
         head = getattr(self.spec, "head", None)
         if getattr(self.spec, "kind", "") == "shamisa" and head and "head_dataset" not in kwargs:
             kwargs["head_dataset"] = head  # the head named by the registry, not the default one
+        key = (self.pyiqa_name, json.dumps(kwargs, sort_keys=True, default=str), str(current_pyiqa_cache_dir()))
+        if key in _FAILED:
+            raise MetricUnavailable(_FAILED[key])
         try:
-            metric = pyiqa.create_metric(self.pyiqa_name, device=device, **kwargs)
+            with contextlib.redirect_stdout(sys.stderr):  # pyiqa's prints are not our output
+                metric = pyiqa.create_metric(self.pyiqa_name, device=device, **kwargs)
         except Exception as err:  # any failure to build = unavailable
             msg = " ".join(str(err).split())[:300]
-            raise MetricUnavailable(
-                f"pyiqa.create_metric({self.pyiqa_name!r}) failed: {type(err).__name__}: {msg}"
-            ) from err
+            _FAILED[key] = f"pyiqa.create_metric({self.pyiqa_name!r}) failed: {type(err).__name__}: {msg}"
+            raise MetricUnavailable(_FAILED[key]) from err
         theirs = getattr(metric, "lower_better", None)
         if theirs is not None and bool(theirs) != self.lower_better:
             warnings.warn(
