@@ -1,7 +1,10 @@
 """``perf pretrain``: pretraining steps/s and the share of step time spent waiting for data.
 
 A short run of :func:`~shamisa_bench.train.loop.run_pretrain` on the given images (default:
-eight generated 480x320 images) in a temporary folder; the timing comes from its log.
+eight generated 480x320 images) in a temporary folder; the timing comes from its log. With
+``--data-only`` no model runs: the run's step loader (the same dataset, workers and
+prefetching) is read as fast as it produces, which is the rate at which ``--workers``
+processes can feed an accelerator.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ import torch
 from PIL import Image
 
 from shamisa_bench.train.cli import add_config_args, config_from_args
+from shamisa_bench.train.data import StepDataset, scan_images, step_loader
 from shamisa_bench.train.loop import run_pretrain
 
 __all__ = ["register_bench"]
@@ -32,6 +38,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if images is None:
             images = Path(tmp) / "images"
             _write_bench_images(images, n=8, size=(480, 320))
+        if args.data_only:
+            result = _data_only(config, images, args.workers, args.steps, args.warmup)
+            print(json.dumps(result, indent=None if args.json else 2))
+            return 0
         run_dir = Path(tmp) / "run"
         run_pretrain(config, images, run_dir, device=args.device, num_workers=args.workers, progress=False)
         records = [r for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()[1:]) if "loss" in r]
@@ -56,6 +66,39 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_only(config: Any, images: Path, workers: int, steps: int, warmup: int) -> dict[str, Any]:
+    """Read ``warmup + steps`` steps from the run's loader with no model; time the last ``steps``."""
+    paths, _ = scan_images(images)
+    dataset = StepDataset(paths, config.layout, seed=config.seed, start=0, stop=warmup + steps)
+    waits, builds = [], []
+    start = last = time.perf_counter()
+    for i, (_, batch, build_s) in enumerate(step_loader(dataset, workers)):
+        now = time.perf_counter()
+        if i == warmup:
+            start = last
+        if i >= warmup:
+            waits.append(now - last)
+            builds.append(build_s)
+        del batch
+        last = now
+    elapsed = last - start
+    return {
+        "benchmark": "pretrain-data",
+        "preset": config.preset,
+        "layout": dataclasses.asdict(config.layout),
+        "crops_per_step": config.layout.n_nodes,
+        "workers": workers,
+        "steps_timed": steps,
+        "steps_per_s": round(steps / elapsed, 4),
+        "crops_per_s": round(steps * config.layout.n_nodes / elapsed, 2),
+        "seconds_per_step_median": round(float(np.median(waits)), 4),
+        "build_s_median": round(float(np.median(builds)), 4),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
 def _write_bench_images(folder: Path, *, n: int, size: tuple[int, int]) -> None:
     """Writes ``n`` smooth random RGB images (a stand-in for pristine photos)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,5 +118,7 @@ def register_bench(bench_sub: Any) -> None:
     p.add_argument("--steps", type=int, default=6, help="steps to run (default 6)")
     p.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing (default 1)")
     p.add_argument("--json", action="store_true", help="compact JSON")
+    p.add_argument("--data-only", action="store_true",
+                   help="no model: how fast --workers processes produce the preset's steps (steps/s, crops/s)")
     add_config_args(p)
     p.set_defaults(func=_cmd_bench)

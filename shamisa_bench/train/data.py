@@ -9,6 +9,7 @@ would, whatever the number of DataLoader workers.
 from __future__ import annotations
 
 import hashlib
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from shamisa_bench.common.imageio import list_images, load_image
 from shamisa_bench.train.config import PretrainError
 from shamisa_bench.train.steps import LayoutSpec, StepBatch, build_item, collate_items
 
-__all__ = ["StepDataset", "image_set", "scan_images", "small_images"]
+__all__ = ["StepDataset", "image_set", "scan_images", "small_images", "step_loader"]
 
 
 def _mix_seed(*parts: int) -> int:
@@ -173,3 +174,32 @@ class StepDataset(torch.utils.data.Dataset):
         step = self.start + i
         batch = self.build(step)
         return step, batch, time.perf_counter() - t0
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    # Ctrl-C (and a scheduler's SIGTERM) reach the whole process group: the main process
+    # stops the run cleanly and shuts the workers down; a worker killed by the signal
+    # mid-batch would turn that into a DataLoader error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def step_loader(dataset: StepDataset, num_workers: int, *, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The DataLoader a run reads its steps from: ``num_workers`` processes (0: built in the
+    main process), one torch thread each, two steps prefetched per worker, in step order."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        prefetch_factor=2 if num_workers > 0 else None,
+        persistent_workers=False,
+        pin_memory=pin_memory,
+    )

@@ -67,18 +67,15 @@ from shamisa_bench.train.config import (
     PretrainError,
     PretrainStopped,
 )
-from shamisa_bench.train.data import StepDataset, image_set, scan_images, small_images
+from shamisa_bench.train.data import (
+    StepDataset,
+    image_set,
+    scan_images,
+    small_images,
+    step_loader,
+)
 
 __all__ = ["run_pretrain", "validation_fell"]
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-    # Ctrl-C (and a scheduler's SIGTERM) reach the whole process group: the main process
-    # stops the run cleanly and shuts the workers down; a worker killed by the signal
-    # mid-batch would turn that into a DataLoader error.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _StopRequests:
@@ -108,10 +105,6 @@ class _StopRequests:
         self.signum = signum
         print(f"pretrain: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
               "(Ctrl-C again aborts at once, losing the steps since the last checkpoint)", file=sys.stderr)
-
-
-def _identity(x: Any) -> Any:
-    return x
 
 
 # --------------------------------------------------------------------------- run
@@ -396,17 +389,7 @@ def run_pretrain(
         paths, config.layout, seed=config.seed, start=start_step, stop=total_steps,
         rank=dist_info.rank, world_size=dist_info.world_size,
     )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_identity,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
-        prefetch_factor=2 if num_workers > 0 else None,
-        persistent_workers=False,
-        pin_memory=dev.type == "cuda",
-    )
+    loader = step_loader(dataset, num_workers, pin_memory=dev.type == "cuda")
 
     def save_checkpoint(step: int) -> None:
         if dist_info.is_main:

@@ -55,3 +55,15 @@ def test_bench_engine_bad_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["perf", "engine", "--images", str(tmp_path)]) == 2
     assert "no JPEG/PNG/BMP/TIFF images" in capsys.readouterr().err
     assert main(["perf", "engine", "--steps", "0"]) == 2
+
+
+def test_perf_pretrain_data_only_reads_the_runs_loader(capsys: pytest.CaptureFixture[str]) -> None:
+    """No model: the preset's steps as the run's loader produces them, timed after the warm-up."""
+    argv = ["perf", "pretrain", "--preset", "tiny", "--data-only", "--workers", "0", "--steps", "2", "--warmup", "1",
+            "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["benchmark"] == "pretrain-data" and result["workers"] == 0 and result["steps_timed"] == 2
+    assert result["crops_per_step"] == 40 and result["steps_per_s"] > 0
+    assert result["crops_per_s"] == pytest.approx(40 * result["steps_per_s"], rel=1e-3)
+    assert result["build_s_median"] > 0
