@@ -46,11 +46,13 @@ from shamisa_bench.harness.adapters import (
     compute_outputs,
     describe_device,
 )
+from shamisa_bench.harness.adapters.fr import is_full_reference
 from shamisa_bench.harness.adapters.pyiqa_home import use_pyiqa_home
 from shamisa_bench.harness.cache import ArrayCache
 from shamisa_bench.harness.data import load_dataset
 from shamisa_bench.harness.data.errors import DatasetNotFoundError
 from shamisa_bench.harness.data.splits import make_split_set
+from shamisa_bench.harness import pairs
 from shamisa_bench.harness.protocols import run_cross, run_intra
 from shamisa_bench.harness.protocols.intra import srcc_by_type
 from shamisa_bench.harness.registry import load_registry
@@ -517,10 +519,26 @@ def run_suite(
                         prog.log(f"{unit.metric} / {unit.token}: unavailable ({record['reason']})")
                         prog.advance(units_task)
                         continue
+                    fr_refs: dict[str, dict[str, str]] = {}
+                    if unavailable is None and is_full_reference(adapter):
+                        try:  # references and self-checks of a full-reference unit (harness.pairs)
+                            fr_refs = pairs.prepare_unit(adapter, unit.datasets, loaded, cfg.device, record)
+                            prog.log(f"{unit.metric} / {unit.token}: {pairs.describe(record['fr']['self_checks'])}")
+                        except pairs.NoReferences as err:
+                            record.update(status="unavailable", scores={"per_split": [], "aggregate": {}},
+                                          reason=scrub_paths(str(err)))
+                            write(unit, record, started, t0, checkpoint)
+                            prog.log(f"{unit.metric} / {unit.token}: unavailable ({record['reason']})")
+                            prog.advance(units_task)
+                            continue
+                        except MetricUnavailable as err:
+                            unavailable = scrub_paths(str(err))
                     if unavailable is None:
                         try:
                             for d in unit.datasets:
                                 if d not in outputs:
+                                    if fr_refs:
+                                        adapter.bind_references(fr_refs[d])
                                     tab = loaded[d].frame
                                     prog.reset(images_task, f"{metric_name} on {d}", len(tab))
                                     outputs[d] = compute_outputs(
@@ -563,6 +581,8 @@ def run_suite(
     if writes_tables(shard) and (cfg.results_dir / "runs" / cfg.suite).is_dir():
         lb = build_leaderboard(cfg.results_dir, cfg.suite, baseline=plan.suite.baseline)
         tables_written = write_tables(lb, cfg.results_dir)
+        checks = pairs.write_checks_table(cfg.results_dir, cfg.suite)
+        tables_written += (checks,) if checks is not None else ()
         if console is not None:
             render_console(lb, console)
     return RunSummary(cfg.suite, summary.written, summary.skipped, tables_written,

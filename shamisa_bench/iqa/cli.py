@@ -45,7 +45,9 @@ from shamisa_bench.harness.data.readers._common import (
     label_rows,
     read_delimited,
 )
+from shamisa_bench.harness.pairs import check_pair_sizes, fr_csv_references, fr_dataset_references
 from shamisa_bench.harness.registry import load_registry
+from shamisa_bench.iqa.fr import extract_pair_features, fit_fr_head, save_fr_head
 from shamisa_bench.iqa import plugin
 from shamisa_bench.iqa.head import (
     MAX_SIDE,
@@ -67,7 +69,7 @@ from shamisa_bench.model import (
     save_encoder_export,
 )
 
-__all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_metric", "read_label_csv", "register", "register_bench"]
+__all__ = ["MIN_VAL_IMAGES", "LabelRow", "bench_fr_metric", "bench_metric", "read_label_csv", "register", "register_bench"]
 
 def register(subparsers: Any) -> None:
     """Add ``fit-head`` to the top-level subparsers."""
@@ -100,6 +102,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--val-fraction", type=float, default=0.125, help="validation share per split (default 1/8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation splits")
     p.add_argument("--standardize", action="store_true", help="scale features to unit variance before ridge")
+    p.add_argument("--fr", action="store_true",
+                   help="fit a full-reference head (pyiqa's shamisa-fr) on pair features |h_ref - h_dist|: a dataset "
+                        "with references, or a CSV with image,ref,mos (ref: the reference file)")
     add_device_argument(p, note="fit-head used cpu by default up to 0.1.0; it now follows the other commands")
     p.set_defaults(func=_fit_head_command)
 
@@ -115,6 +120,8 @@ def register_bench(bench_subparsers: Any) -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed passes over the n images (default 2)")
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--fr", action="store_true",
+                   help="time the full-reference metric shamisa-fr (distance and head) against two bare encoder passes")
     p.set_defaults(func=_bench_metric_command)
 
 
@@ -281,6 +288,7 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         partial = bool(table.partial)
         where = [f"{table.label_file}: {name}" for name in frame["name"]]
         source = f"dataset {spec.name!r} (registry mos_range)"
+        ref_files = fr_dataset_references(table) if args.fr else None
     else:
         rows = read_label_csv(args.csv, args.image_root)
         images = [r.image for r in rows]
@@ -293,25 +301,33 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         partial = False
         where = [f"{args.csv}, row {r.line}" for r in rows]
         source = str(args.csv)
+        ref_files = fr_csv_references(args.csv, rows) if args.fr else None
     if not (math.isfinite(mos_range[0]) and math.isfinite(mos_range[1]) and mos_range[0] < mos_range[1]):
         raise CLIError(f"mos range must be finite with LO < HI, got {mos_range}")
     _check_labels_in_range((float(mos_range[0]), float(mos_range[1])), mos, where, source)
     n_groups = len(set(groups)) if groups is not None else len(images)
     _check_fit_size(len(images), n_groups, args.val_fraction)
     _check_images(images)
+    if ref_files is not None:  # full-reference: the references decode and match their images' sizes
+        _check_images(sorted(set(ref_files)))
+        check_pair_sizes(images, ref_files)
 
     encoder = load_encoder_export(args.encoder, map_location=device)
-    features = extract_features(
-        encoder,
-        (load_image(p, max_side=MAX_SIDE) for p in images),  # = full size then prepare_images' downscale
-        feature_mode=args.feature_mode,
-        crop_size=args.crop_size,
-        min_size=args.min_size,
-        device=device,
-    )
+    if ref_files is not None:
+        features = extract_pair_features(encoder, images, ref_files, feature_mode=args.feature_mode,
+                                         crop_size=args.crop_size, min_size=args.min_size, device=device)
+    else:
+        features = extract_features(
+            encoder,
+            (load_image(p, max_side=MAX_SIDE) for p in images),  # = full size then prepare_images' downscale
+            feature_mode=args.feature_mode,
+            crop_size=args.crop_size,
+            min_size=args.min_size,
+            device=device,
+        )
     config = FitConfig(n_splits=args.n_splits, val_fraction=args.val_fraction, seed=args.seed,
                        standardize=args.standardize)
-    head = fit_head(
+    head = (fit_fr_head if ref_files is not None else fit_head)(
         features,
         mos,
         mos_range=(float(mos_range[0]), float(mos_range[1])),
@@ -336,10 +352,11 @@ def _fit_head_command(args: argparse.Namespace) -> int:
         warnings.append(f"median validation SRCC is {head.val_srcc}: this head does not rank the images")
     for text in warnings:
         print(f"shamisa-bench: warning: {text}", file=sys.stderr)
-    out = save_head(head, args.out)
+    out = (save_fr_head if ref_files is not None else save_head)(head, args.out)
     summary = {
         "head": str(out),
         "dataset": dataset,
+        "mode": "FR" if ref_files is not None else "NR",
         "partial": partial,
         "n_train": head.n_train,
         "feature_mode": head.feature_mode,
@@ -480,9 +497,104 @@ def bench_metric(
     }
 
 
+def bench_fr_metric(
+    backbone: str = "efficientnet_lite0",
+    n: int = 16,
+    size: int = 500,
+    batch: int = 1,
+    repeats: int = 2,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time ``pyiqa.create_metric('shamisa-fr')(dist, ref)`` against two bare encoder passes.
+
+    A random-init encoder export (and, for the ``head`` mode, a random FR head) is written
+    to a temporary folder. The bare work is ``encode_two_scale`` of the distorted batch and
+    of the reference batch under ``torch.no_grad()``; the metric adds the input checks, the
+    distance or the head. Metric and bare alternate batch by batch after one warm-up each;
+    figures come from median per-pair times, as :func:`bench_metric`.
+
+    Returns:
+        JSON-ready dict: per mode (``distance``, ``head``) ``metric_pairs_per_s``,
+        ``bare_pairs_per_s``, ``ratio`` (bare time / metric time: 1 = no overhead; the target
+        is at least 1 / 1.1) and ``time_ratio`` (metric time / bare time, target <= 1.1).
+    """
+    import pyiqa  # lazy: seconds to import, and only this benchmark needs it here
+
+    for name, value in (("n", n), ("size", size), ("batch", batch), ("repeats", repeats)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    plugin.register()
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    gen = torch.Generator().manual_seed(seed)
+    refs = torch.rand(n, 3, size, size, generator=gen)
+    dists = (refs + 0.1 * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1)
+    batches = [(dists[i : i + batch].to(device), refs[i : i + batch].to(device)) for i in range(0, n, batch)]
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="shamisa-bench-fr-metric-") as tmp:
+        export = save_encoder_export(build_encoder(backbone, "random", seed=seed), Path(tmp) / "export")
+        bare = load_encoder_export(export, map_location=device).eval()
+        dim = 2 * bare.feature_dim
+        head = QualityHead(weight=-torch.rand(dim, generator=gen) / dim, bias=1.0, feature_mean=torch.zeros(dim),
+                           feature_std=torch.ones(dim), mos_range=(0.0, 1.0), lower_better=False, dataset="random",
+                           feature_mode="whole", encoder_sha256=bare.weights_sha256, backbone=backbone)
+        head_file = save_fr_head(head, Path(tmp) / "fr-head.pt")
+        for mode, kwargs in (("distance", {}), ("head", {"head_path": str(head_file)})):
+            metric = pyiqa.create_metric("shamisa-fr", device=device, pretrained_model_path=str(export), **kwargs)
+
+            def run_metric(pair: tuple[torch.Tensor, torch.Tensor], metric: torch.nn.Module = metric) -> None:
+                metric(*pair)
+
+            def run_bare(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+                with torch.no_grad():
+                    encode_two_scale(bare, pair[0])
+                    encode_two_scale(bare, pair[1])
+
+            for fn in (run_metric, run_bare):  # warm-up
+                fn(batches[0])
+            sync()
+            per_pair: dict[str, list[float]] = {"metric": [], "bare": []}
+            for r in range(repeats):
+                for i, pair in enumerate(batches):
+                    order = (("metric", run_metric), ("bare", run_bare))
+                    for key, fn in order[::-1] if (r + i) % 2 else order:
+                        t0 = time.perf_counter()
+                        fn(pair)
+                        sync()
+                        per_pair[key].append((time.perf_counter() - t0) / pair[0].shape[0])
+            metric_s, bare_s = statistics.median(per_pair["metric"]), statistics.median(per_pair["bare"])
+            results[mode] = {
+                "metric_pairs_per_s": round(1.0 / metric_s, 3),
+                "bare_pairs_per_s": round(1.0 / bare_s, 3),
+                "ratio": round(bare_s / metric_s, 4),
+                "time_ratio": round(metric_s / bare_s, 4),
+                "target_time_ratio": 1.1,
+            }
+    return {
+        "target": "metric --fr",
+        "metric": "shamisa-fr",
+        "bare": "two encode_two_scale passes (distorted, reference), whole feature mode",
+        "backbone": backbone,
+        "size": size,
+        "n": n,
+        "batch": batch,
+        "repeats": repeats,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "pyiqa_version": pyiqa.__version__,
+        "modes": results,
+    }
+
+
 def _bench_metric_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.fr:
+        print(json.dumps(bench_fr_metric(backbone=args.backbone, n=args.n, size=args.size, batch=args.batch,
+                                         repeats=args.repeats, device=device_from_args(args)), indent=2))
+        return 0
     feature_modes = tuple(dict.fromkeys(args.feature_mode)) if args.feature_mode else FEATURE_MODES
     report = bench_metric(
         backbone=args.backbone,

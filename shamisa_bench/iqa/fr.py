@@ -42,9 +42,11 @@ from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from shamisa_bench.common.atomic import atomic_torch_save
+from shamisa_bench.common.imageio import load_image
 from shamisa_bench.common.scoring import srcc_many
 from shamisa_bench.iqa.head import (
     DEFAULT_MIN_SIZE,
+    MAX_SIDE,
     FitConfig,
     HeadError,
     QualityHead,
@@ -59,6 +61,7 @@ __all__ = [
     "NR_HEAD_KIND",
     "check_pair",
     "encode_pair",
+    "extract_pair_features",
     "feature_distance",
     "fit_anchored_path",
     "fit_fr_head",
@@ -327,3 +330,43 @@ def load_fr_head(path: str | os.PathLike[str]) -> QualityHead:
     if kind != FR_HEAD_KIND:
         raise HeadError(f"{file}: not a SHAMISA full-reference head (kind {kind!r}, expected {FR_HEAD_KIND!r})")
     return QualityHead.from_state_dict({**state, "kind": NR_HEAD_KIND}, source=str(file))
+
+
+def extract_pair_features(
+    encoder: nn.Module,
+    images: Sequence[str | os.PathLike[str]],
+    references: Sequence[str | os.PathLike[str]],
+    *,
+    feature_mode: str = "whole",
+    crop_size: int = 224,
+    min_size: int = DEFAULT_MIN_SIZE,
+    device: str | torch.device = "cpu",
+) -> NDArray[np.float32]:
+    """Pair features ``u`` of image files and their reference files, one pair at a time.
+
+    Both files are read by the metric's loader (:func:`shamisa_bench.common.imageio.load_image`,
+    longer side at most :data:`~shamisa_bench.iqa.head.MAX_SIDE`), without autograd.
+
+    Returns:
+        (N, K, F) float32.
+
+    Raises:
+        ValueError: Different numbers of images and references, a pair of different sizes
+            (both files named), or an unreadable file (named).
+    """
+    if len(images) != len(references):
+        raise ValueError(f"{len(images)} images but {len(references)} references")
+    out: list[NDArray[np.float32]] = []
+    with torch.inference_mode():
+        for image, ref in zip(images, references):
+            x = load_image(image, max_side=MAX_SIDE).unsqueeze(0).to(device)
+            r = load_image(ref, max_side=MAX_SIDE).unsqueeze(0).to(device)
+            try:
+                check_pair(x, r)
+            except ValueError as err:
+                raise ValueError(f"{image} against {ref}: {err}") from None
+            f_dist, f_ref = encode_pair(encoder, x, r, feature_mode, crop_size, min_size)
+            out.append(pair_difference(f_dist, f_ref).float().cpu().numpy())
+    if not out:
+        raise ValueError("no pairs to extract features from")
+    return np.concatenate(out, axis=0)

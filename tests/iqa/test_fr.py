@@ -157,3 +157,36 @@ def test_nr_metric_refuses_fr_head_and_fr_metric_refuses_nr_head(weights: dict[s
         SHAMISA(pretrained_model_path=weights["export"], head_path=weights["fr_head"])
     with pytest.raises(HeadError, match="no-reference head.*fit-head --fr"):
         SHAMISAFR(pretrained_model_path=weights["export"], head_path=weights["nr_head"])
+
+
+def _pair_csv(folder: Path, with_ref: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    rows = ["image,ref,mos" if with_ref else "image,mos"]
+    for r in range(4):
+        ref = rng.uniform(0.2, 0.8, (64, 64, 3))
+        Image.fromarray((ref * 255).astype(np.uint8)).save(folder / f"ref{r}.png")
+        for k, sigma in enumerate((0.02, 0.1, 0.3)):
+            dist = np.clip(ref + rng.normal(0, sigma, ref.shape), 0, 1)
+            Image.fromarray((dist * 255).astype(np.uint8)).save(folder / f"d{r}_{k}.png")
+            rows.append(f"d{r}_{k}.png," + (f"ref{r}.png," if with_ref else "") + f"{5 - 10 * sigma:.3f}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+def test_fit_head_fr_from_csv(weights: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shamisa_bench.cli import main
+
+    csv = _pair_csv(tmp_path)
+    out = tmp_path / "fr.pt"
+    args = ["fit-head", "--fr", "--encoder", str(weights["export"]), "--csv", str(csv), "--out", str(out),
+            "--min-size", str(MIN_SIZE), "--n-splits", "2", "--val-fraction", "0.5", "--device", "cpu"]
+    assert main(args) == 0
+    assert '"mode": "FR"' in capsys.readouterr().out
+    head = load_fr_head(out)
+    assert head.n_train == 12 and head.bias == pytest.approx(max(head.mos_range))
+    with pytest.raises(HeadError, match="full-reference head"):
+        load_head(out)
+    nocsv = tmp_path / "noref"
+    nocsv.mkdir()
+    assert main([*args[:5], str(_pair_csv(nocsv, with_ref=False)), *args[6:]]) != 0
+    assert "needs a 'ref' column" in capsys.readouterr().err

@@ -4,7 +4,9 @@
 
 * ``pyiqa-score`` and ``shamisa`` -> :class:`PyiqaScore` (``pyiqa.create_metric``);
 * ``feature-probe`` -> :class:`FeatureProbe` (frozen encoder, two-scale features);
-* ``dummy`` -> :class:`DummyMetric` (tests).
+* ``dummy`` -> :class:`DummyMetric` (tests);
+* any of the first two with ``params.reference: true`` -> a full-reference adapter
+  (:mod:`~shamisa_bench.harness.adapters.fr`), scoring each image against its reference.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from shamisa_bench.harness.adapters.base import (
     spec_field,
 )
 from shamisa_bench.harness.adapters.dummy import DummyMetric
+from shamisa_bench.harness.adapters.fr import build_fr_metric, is_full_reference
 from shamisa_bench.harness.adapters.probe import FeatureProbe
 from shamisa_bench.harness.adapters.pyiqa_score import PyiqaScore
 from shamisa_bench.harness.adapters.runner import (
@@ -52,6 +55,8 @@ def build_metric(spec: Any, *, seed: int = 0) -> MetricAdapter:
         ValueError: for an unknown kind.
     """
     kind = getattr(spec, "kind", None)
+    if is_full_reference(spec):  # params.reference: true (shamisa_bench.harness.adapters.fr)
+        return build_fr_metric(spec, seed=seed)
     if kind in ("pyiqa-score", "shamisa"):
         return PyiqaScore(spec)
     if kind == "feature-probe":
