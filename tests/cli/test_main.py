@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 
-from shamisa_bench.cli import COMMAND_GROUPS, build_parser, main
+from shamisa_bench.cli import COMMAND_GROUPS, COMMANDS, build_parser, main
 
 NOTE = "note: 'shamisa-bench {old}' is now 'shamisa-bench {new}'; the old spelling will be removed in the next release"
 
@@ -32,6 +34,36 @@ def test_every_listed_command_exists_and_old_spellings_are_hidden(capsys: pytest
     parser.print_help()
     rows = [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("    ") and ln.strip()]
     assert set(rows) >= grouped and not {"datasets", "distort", "bench"} & set(rows)
+
+
+def test_commands_table_matches_the_modules_that_declare_them() -> None:
+    """COMMANDS (what --help shows without importing anything) says what the modules declare."""
+    declared: dict[str, tuple[str | None, str]] = {}
+    for module in dict.fromkeys(m for _, modules in COMMANDS.values() for m in modules):
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        helps = {action.dest: action.help for action in sub._choices_actions}
+        declared.update({name: (helps.get(name), module) for name in sub.choices})
+    assert set(declared) == set(COMMANDS)
+    listed = [name for name in COMMANDS if COMMANDS[name][0] is not None]
+    assert [name for name in declared if declared[name][0] is not None] == listed  # in the order of --help
+    for name, (help_line, module) in declared.items():
+        assert COMMANDS[name][0] == help_line, name
+        assert COMMANDS[name][1][0] == module, name  # the declaring module comes first
+    assert COMMANDS["run"][1] == COMMANDS["report"][1] == ("shamisa_bench.harness.cli", "shamisa_bench.robustness.cli")
+
+
+def test_a_command_imports_only_its_modules_and_keeps_its_extensions(monkeypatch: pytest.MonkeyPatch) -> None:
+    imported: list[str] = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name: imported.append(name) or real(name))
+    args = build_parser("run").parse_args(["run", "--suite", "robustness"])
+    assert imported == ["shamisa_bench.harness.cli", "shamisa_bench.robustness.cli"]
+    assert len(args.suite_handlers) == 1  # robustness takes `run --suite robustness`
+    imported.clear()
+    with pytest.raises(SystemExit):
+        main(["--debug", "bogus"])
+    assert imported == []
 
 
 def test_datasets_is_data_ls_and_data_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
