@@ -25,7 +25,7 @@ def test_repeatable_feature_mode_collects_both_spellings() -> None:
     assert parser.parse_args(["bench", "metric"]).feature_mode is None
     args = parser.parse_args(["bench", "metric", "--protocol", "crops5", "--feature-mode", "whole"])
     assert args.feature_mode == ["crops5", "whole"]
-    assert set(FEATURE_MODES) == {"whole", "crops5"}
+    assert set(FEATURE_MODES) == {"whole", "crops5", "multilevel"}
 
 
 def test_protocol_is_hidden_from_help(capsys: pytest.CaptureFixture[str]) -> None:
