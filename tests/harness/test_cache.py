@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 import pytest
 
+from shamisa_bench.harness.adapters.probe import FeatureProbe
 from shamisa_bench.harness.cache import ArrayCache, identity_key, image_key
+from shamisa_bench.harness.registry import load_registry
 
 
 def test_identity_key_depends_on_every_field():
@@ -67,3 +70,14 @@ def test_many_chunks_are_merged(tmp_path):
     assert len(merged) == 6
     assert len(list(c.dir.glob("chunk-*.npz"))) == 1
     assert float(ArrayCache(tmp_path, {"metric": "m"}).get("k5")) == 5.0
+
+
+def test_probes_reading_one_encoder_the_same_way_share_their_cache_identity():
+    reg = load_registry()
+    a, b = (FeatureProbe(reg.metric(n)) for n in ("shamisa-lite", "shamisa-lite-multilevel"))
+    imagenet, ml = (FeatureProbe(reg.metric(n)) for n in ("lite0-imagenet", "lite0-imagenet-multilevel"))
+    assert imagenet.identity() != ml.identity()  # the feature mode is part of it
+    assert a.identity() != imagenet.identity()  # so is the encoder (its export's sha256)
+    renamed = FeatureProbe(dataclasses.replace(reg.metric("lite0-imagenet"), name="my-imagenet", version=3))
+    assert renamed.identity() == imagenet.identity()
+    assert b.standardize and ml.standardize and not imagenet.standardize

@@ -86,6 +86,14 @@ class FeatureProbe(MetricAdapter):
             "two_scale": [1.0, 0.5],
         }
 
+    def identity(self) -> dict[str, Any]:
+        """The cache identity, without the registry name and version: a probe's features are
+        fixed by its encoder (backbone, init, seed or export sha256) and its feature mode, so
+        two entries that read the same encoder the same way share their cached features."""
+        ident = super().identity()
+        del ident["metric"], ident["version"]
+        return ident
+
     def _open(self, device: str) -> None:
         try:
             if self.init == "export":
