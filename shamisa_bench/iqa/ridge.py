@@ -12,7 +12,10 @@ or, with ``Xc Xc^T = U diag(s) U^T`` (dual, used when n <= D)::
 
 and the intercept is ``mean(y) - mean(X) @ w``. This is the estimator of scikit-learn's
 ``Ridge(alpha, fit_intercept=True)`` (and, with ``standardize=True``, of a pipeline
-``StandardScaler() -> Ridge`` with the weights mapped back to the raw feature scale). One
+``StandardScaler() -> Ridge(alpha * D / 2)`` with the weights mapped back to the raw feature
+scale: standardised features are scaled to a total variance of 2 per sample, as the
+two-scale unit-norm features have, so the same alpha grid fits both; without it a grid made
+for 2,560 unit-norm features sits at its upper edge on 5,696 standardised ones). One
 decomposition per training set serves all alphas; each extra alpha costs one ``(D, D) @ (D,)``
 product. Features with zero variance keep a scale of 1 when standardising, as scikit-learn
 does.
@@ -33,6 +36,7 @@ from shamisa_bench.common.scoring import srcc_many
 from shamisa_bench.common.splits import permuted_group_parts
 
 __all__ = [
+    "STANDARDIZED_TOTAL_VARIANCE",
     "RidgeFit",
     "bench_ridge",
     "fit_ridge",
@@ -41,6 +45,10 @@ __all__ = [
     "predict_path",
     "select_alpha_by_val",
 ]
+
+STANDARDIZED_TOTAL_VARIANCE = 2.0
+"""Total variance per sample of standardised features in :func:`fit_ridge_path`: that of
+the two unit-norm ``h`` (full and x0.5 scale) of the ``whole`` read-out."""
 
 
 def geometric_alphas(lo: float = 1e-3, hi: float = 1e3, n: int = 100) -> NDArray[np.float64]:
@@ -81,8 +89,11 @@ def fit_ridge_path(
         X: training features, shape ``(n, D)``, finite.
         y: training targets, shape ``(n,)``, finite.
         alphas: regularisation strengths, shape ``(A,)``, positive.
-        standardize: scale each centred feature to unit variance before the fit; the
-            returned weights act on the raw features.
+        standardize: scale each centred feature to the variance
+            ``STANDARDIZED_TOTAL_VARIANCE / D`` before the fit (a total of 2 per sample,
+            the scale of the two unit-norm ``h`` of the ``whole`` read-out, so that one alpha
+            grid serves raw and standardised features of any width); the returned weights
+            act on the raw features.
         dtype: computation dtype: float64 (default, matches a float64 closed-form solve to
             ~1e-10) or float32 (about twice as fast; fine for well-conditioned features).
 
@@ -117,6 +128,7 @@ def fit_ridge_path(
     if standardize:
         sd_np = np.sqrt(((Xa - mu) ** 2).mean(axis=0))
         sd_np[~(sd_np > np.finfo(dt).tiny * 1e3)] = 1.0
+        sd_np = sd_np * math.sqrt(d / STANDARDIZED_TOTAL_VARIANCE)
         sd = torch.from_numpy(sd_np.astype(dt))
         Xc = Xc / sd
     al = torch.from_numpy(a.astype(dt))

@@ -17,9 +17,10 @@ def _closed_form(X, y, alpha, standardize=False):
     mu, ym = X.mean(0), y.mean()
     Xc = X - mu
     sd = np.ones(X.shape[1])
-    if standardize:
+    if standardize:  # unit variance, then a total of 2 per sample over the D features
         sd = Xc.std(0)
         sd[sd == 0] = 1.0
+        sd = sd * np.sqrt(X.shape[1] / 2.0)
         Xc = Xc / sd
     w = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ (y - ym)) / sd
     return w, ym - mu @ w
