@@ -53,9 +53,10 @@ def render_gmad_panels(block: Mapping[str, Any], images: Mapping[str, Any]) -> b
     plt = _pyplot()
     d, a = block["defender"], block["attacker"]
     levels = block["levels"]
-    fig, axes = plt.subplots(len(levels), 2, figsize=(7.4, 3.55 * len(levels)), squeeze=False)
-    fig.suptitle(f"gMAD: {d} defends (rates each pair alike), {a} attacks (best vs worst)",
+    fig, axes = plt.subplots(len(levels), 2, figsize=(8.0, 4.25 * len(levels)), squeeze=False)
+    fig.suptitle(f"gMAD: {d} defends (rates each pair alike),\n{a} attacks (its best vs its worst)",
                  fontsize=11, fontweight="bold")
+    notes = []
     for row, lv in zip(axes, levels):
         for ax, role in zip(row, ("better", "worse")):
             e = lv[role]
@@ -69,17 +70,20 @@ def render_gmad_panels(block: Mapping[str, Any], images: Mapping[str, Any]) -> b
             label = f"{a}'s {'best' if role == 'better' else 'worst'}"
             sd, sa = e["scores"][d], e["scores"][a]
             pd_, pa = e["percentile"][d], e["percentile"][a]
-            ax.set_title(f"{label}: {_short(e['name'])}\n{d}: {sd:.3g} (p{pd_:.0f})   {a}: {sa:.3g} (p{pa:.0f})",
+            ax.set_title(f"{label}\n{_short(e['name'])}\n{d}: {sd:.3g} (p{pd_:.0f})  ·  {a}: {sa:.3g} (p{pa:.0f})",
                          fontsize=8.5)
         j = lv.get("judge")
-        text = f"level {lv['level']} ({lv['n_candidates']} candidates)"
+        text = f"level {lv['level']} of {len(levels)} ({lv['n_candidates']} candidates)"
         if j:
-            text += (f" · MS-SSIM {j['ms_ssim_better']:.3f} vs {j['ms_ssim_worse']:.3f}: "
+            text += (f"  ·  MS-SSIM {j['ms_ssim_better']:.3f} vs {j['ms_ssim_worse']:.3f}: "
                      f"judge {j['verdict']} ({j['rule']})")
-        row[0].text(1.02, -0.07, text, transform=row[0].transAxes, ha="center", va="top", fontsize=8.5)
-    fig.text(0.5, 0.005, "pN: percentile of the score in the pool (higher = better quality). "
+        notes.append((row, text))
+    fig.text(0.5, 0.004, "pN: percentile of the quality in the pool (higher = better). "
              "Judge: an automated MS-SSIM proxy, not a human study.", ha="center", fontsize=7.5)
-    fig.tight_layout(rect=(0, 0.012, 1, 0.985), h_pad=2.2)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.975), h_pad=3.8)
+    for row, text in notes:  # under each pair, centred on it (positions known after the layout)
+        p0, p1 = row[0].get_position(), row[1].get_position()
+        fig.text((p0.x0 + p1.x1) / 2, p0.y0 - 0.006, text, ha="center", va="top", fontsize=8.5, fontweight="bold")
     return _png(fig, plt)
 
 
@@ -105,11 +109,11 @@ def render_embedding(coords: NDArray[np.float64], groups: Sequence[str], severit
         cmap = plt.get_cmap("tab10")
         for k, n in enumerate(names):
             m = g == n
-            ax.scatter(coords[m, 0], coords[m, 1], s=5, alpha=0.6, color=cmap(k % 10), label=f"{n} ({m.sum()})",
+            ax.scatter(coords[m, 0], coords[m, 1], s=6, alpha=0.6, color=cmap(k % 10), label=f"{n} ({m.sum()})",
                        linewidths=0)
     else:
         m = ~pr
-        sc = ax.scatter(coords[m, 0], coords[m, 1], s=5, alpha=0.6, c=severity[m], cmap="viridis",
+        sc = ax.scatter(coords[m, 0], coords[m, 1], s=6, alpha=0.6, c=severity[m], cmap="viridis",
                         vmin=0, vmax=4, linewidths=0)
         cb = fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02)
         cb.set_label("severity index (0 = mildest, 4 = strongest)")
