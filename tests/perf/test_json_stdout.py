@@ -11,6 +11,7 @@ from shamisa_bench.cli import main
 from tests.harness.test_run import env  # noqa: F401 - a fixture: tiny csv datasets and a registry
 
 
+@pytest.mark.slow  # three timed runs of a suite
 def test_perf_run_stdout_is_json_and_a_failed_download_is_tried_once(env, capsys, monkeypatch, tmp_path):
     pyiqa = pytest.importorskip("pyiqa")
     calls = []

@@ -55,6 +55,7 @@ def _live_registry(tmp_path: Path) -> Path:
     return reg
 
 
+@pytest.mark.slow  # the LIVE fixture writes 982 images
 def test_live_realigned_dmos_have_their_own_range(tmp_path: Path):
     truth = build("live", tmp_path / "data", "official")
     root = tmp_path / "data" / "databaserelease2"
