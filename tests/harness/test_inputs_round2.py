@@ -9,9 +9,15 @@ import pytest
 
 from shamisa_bench.cli import main
 from shamisa_bench.harness.staleness import stale_reasons
-from tests.harness.test_run import _run, _unit, env  # noqa: F401 - env is a fixture
+from tests.harness.test_run import _run, _unit, make_env
 
 UNIT = ("tiny", "intra", "dummy-score", "tiny")
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, Path]:
+    """test_run's registry with two tiny csv datasets (tiny, tinyd), dummy metrics and suites."""
+    return make_env(tmp_path)
 
 
 def _flip_labels(env: dict[str, Path]) -> None:
@@ -59,8 +65,8 @@ def test_stale_reasons_compare_only_recorded_inputs():
     record = {"datasets": {"tiny": {"label_sha256": "a" * 64}},
               "splits": {"n_splits": 3, "base_seed": 0, "ratios": [0.5, 0.25, 0.25], "hashes": ["h1"]},
               "provenance": {"checkpoint_sha256": "c" * 64}}
-    same = dict(tables={"tiny": Table()}, split_hashes=["h1"], n_splits=3, base_seed=0,
-                ratios=(0.5, 0.25, 0.25), checkpoint_sha256="c" * 64)
+    same = {"tables": {"tiny": Table()}, "split_hashes": ["h1"], "n_splits": 3, "base_seed": 0,
+            "ratios": (0.5, 0.25, 0.25), "checkpoint_sha256": "c" * 64}
     assert stale_reasons(record, **same) == []  # images digest not recorded: not compared
     assert stale_reasons(record, **{**same, "checkpoint_sha256": "d" * 64}) == [
         "metric weights sha256 changed (cccccccccccc -> dddddddddddd)"]
@@ -91,7 +97,7 @@ def test_an_unwritable_results_folder_fails_before_any_work(env, capsys, monkeyp
     computed = []
     monkeypatch.setattr(DummyMetric, "compute", lambda self, x, name: computed.append(name))
 
-    def refuse(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+    def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")  # chmod does not bind root
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)

@@ -87,6 +87,11 @@ alpha_grid: {{lo: 1.0e-3, hi: 1.0e+3, n: 7}}
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, Path]:
+    return make_env(tmp_path)
+
+
+def make_env(tmp_path: Path) -> dict[str, Path]:
+    """The fixture registry, its two tiny datasets, and where results and the cache go."""
     reg = tmp_path / "registry"
     data = tmp_path / "data"
     _make_dataset(data, "tiny", dmos=False)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from shamisa_bench.cli import main
-from tests.harness.test_run import env  # noqa: F401 - a fixture: tiny csv datasets and a registry
+from tests.harness.test_run import make_env
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, Path]:
+    """test_run's registry with two tiny csv datasets (tiny, tinyd), dummy metrics and suites."""
+    return make_env(tmp_path)
 
 
 @pytest.mark.slow  # three timed runs of a suite
@@ -22,7 +29,7 @@ def test_perf_run_stdout_is_json_and_a_failed_download_is_tried_once(env, capsys
         raise ConnectionError("no network")
 
     monkeypatch.setattr(pyiqa, "create_metric", offline)
-    import pyiqa.utils.download_util  # noqa: F401 - its cache folder is restored after the test
+    import pyiqa.utils.download_util  # its cache folder is restored after the test
 
     from shamisa_bench.harness.adapters import pyiqa_home
 

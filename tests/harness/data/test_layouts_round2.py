@@ -17,7 +17,13 @@ from shamisa_bench.harness.data import LabelFileError, load_dataset
 from shamisa_bench.harness.registry import load_registry
 from tests import REPO
 from tests.fixtures.iqa_datasets import build
-from tests.harness.test_run import env  # noqa: F401 - a fixture: tiny csv datasets and a registry
+from tests.harness.test_run import make_env
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, Path]:
+    """test_run's registry with two tiny csv datasets (tiny, tinyd), dummy metrics and suites."""
+    return make_env(tmp_path)
 
 
 def _label_150(env: dict[str, Path]) -> None:
