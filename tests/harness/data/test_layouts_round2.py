@@ -186,3 +186,11 @@ def test_symlinked_image_folders_are_followed_without_loops(tmp_path: Path):
     names = [p.relative_to(pristine).as_posix() for p in list_images(pristine)]
     assert "linked/3.bmp" in names and "linked/trainingImages/t1.bmp" in names
     assert len(names) == len(set(names)) == 13
+
+
+def test_a_symlinked_image_subfolder_of_a_csv_dataset_is_read(env, tmp_path):
+    folder = env["data"] / "tiny" / "img"
+    folder.rename(tmp_path / "elsewhere")
+    folder.symlink_to(tmp_path / "elsewhere")
+    table = load_dataset(load_registry(env["registry"]).dataset("tiny"), env["data"])
+    assert table.missing == () and table.n_images == 16
