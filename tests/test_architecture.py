@@ -282,4 +282,10 @@ def test_command_modules_are_cli_modules() -> None:
     )
     names = {module for _, modules in commands.values() for module in modules}
     assert names and all(name in MODULES and name.endswith(".cli") for name in names), names
+    declaring = {
+        module for module, (path, _) in MODULES.items() if module.endswith(".cli") and any(
+            isinstance(node, ast.FunctionDef) and node.name == "register" for node in ast.parse(path.read_text()).body
+        )
+    }
+    assert declaring <= names, f"cli modules with commands missing from shamisa_bench.cli.COMMANDS: {declaring - names}"
     assert {imp.target for imp in IMPORTS[f"{PACKAGE}.cli"][0]} <= {PACKAGE, f"{PACKAGE}.cli.errors"}
