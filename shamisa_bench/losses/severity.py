@@ -8,8 +8,8 @@ features' Gram matrix, so the fit is neither exact nor empty at any feature scal
 returns ``0.5 mean (u . h_c - s_c)^2`` with ``u`` held fixed. By the envelope theorem its
 gradient with respect to ``h`` is that of the refit read-out's optimal error: descending it
 makes the features encode the severity more linearly. It is not part of the reference
-objective; :mod:`shamisa_bench.train.diagnose` uses it to ask whether such a direction
-would point towards human quality judgements.
+objective: ``pretrain --c-severity`` adds it, and :mod:`shamisa_bench.train.diagnose`
+reports it as a part of such a run's objective.
 """
 
 from __future__ import annotations

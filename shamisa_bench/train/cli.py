@@ -33,12 +33,7 @@ from shamisa_bench.train.config import (
     PretrainStopped,
     preset_config,
 )
-from shamisa_bench.train.diagnose import (
-    alignment_run,
-    bn_recalibration_run,
-    diagnose_run,
-    line_search_run,
-)
+from shamisa_bench.train.diagnose import alignment_run, diagnose_run
 from shamisa_bench.train.loop import run_pretrain
 from shamisa_bench.train.probe import open_probe
 from shamisa_bench.train.report import (
@@ -292,57 +287,24 @@ def _cmd_pretrain_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rel_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--line-search {text!r}: expected comma-separated numbers, e.g. 1e-4,3e-4") from None
-
-
 def _cmd_pretrain_diagnose(args: argparse.Namespace) -> int:
     images = [Path(p) for p in args.images] if args.images else None
     try:
-        if sum((args.line_search is not None, args.alignment, args.bn_recalibrate)) > 1:
-            raise ValueError("--line-search, --alignment and --bn-recalibrate are three measurements: give one")
-        if (args.parts or args.severity or args.supervised_cache) and not args.alignment:
-            raise ValueError("--parts, --severity and --supervised-cache go with --alignment")
-        if args.export_dir is not None and args.line_search is None:
-            raise ValueError("--export-dir goes with --line-search (the encoders it writes are the ones it moves)")
-        if args.bn_recalibrate and (args.noise_directions is not None or args.skip_batches):
-            raise ValueError("--noise-directions and --skip-batches go with --line-search or --alignment: "
-                             "--bn-recalibrate estimates from the run's next --batches batches")
-        types = None
-        if args.distortion_types is not None:
-            if not args.alignment and args.line_search is None:
-                raise ValueError("--distortion-types goes with --alignment or --line-search")
-            types = parse_type_names(args.distortion_types)
-        if not args.alignment and args.line_search is None and not args.bn_recalibrate:
+        if not args.alignment:
+            for given, option in ((args.parts, "--parts"), (args.noise_directions is not None, "--noise-directions"),
+                                  (args.seed is not None, "--seed"), (args.val_dataset is not None, "--val-dataset")):
+                if given:
+                    raise ValueError(f"{option} goes with --alignment")
             result = diagnose_run(Path(args.run), images, batches=args.batches)
         else:
-            # these measurements read the labelled probe: --val-dataset is what they measure with
-            option = ("--alignment" if args.alignment else "--bn-recalibrate" if args.bn_recalibrate
-                      else "--line-search")
-            rels = _rel_list(args.line_search) if args.line_search is not None else None
             if args.val_dataset is None:
-                raise ValueError(f"{option} needs --val-dataset (the labelled images it measures with)")
+                raise ValueError("--alignment needs --val-dataset (the labelled images it measures with)")
             probe = open_probe(args.val_dataset, args.data_root, option="--val-dataset",
                                split_seed=args.val_split_seed, registry=args.registry)
-            common = {"batches": args.batches, "seed": args.seed, "skip_batches": args.skip_batches,
-                      "distortion_types": types,
-                      "report": lambda line: print(f"{option[2:].replace('-', ' ')}: {line}", file=sys.stderr,
-                                                   flush=True)}
-            if args.bn_recalibrate:
-                result = bn_recalibration_run(Path(args.run), probe, images, batches=args.batches,
-                                              report=common["report"])
-            elif args.alignment:
-                result = alignment_run(Path(args.run), probe, images, parts=args.parts, severity=args.severity,
-                                       supervised_cache=Path(args.supervised_cache) if args.supervised_cache else None,
-                                       noise_directions=20 if args.noise_directions is None else args.noise_directions,
-                                       **common)
-            else:
-                result = line_search_run(Path(args.run), probe, images, rels=rels,
-                                         noise_directions=2 if args.noise_directions is None else args.noise_directions,
-                                         export_dir=Path(args.export_dir) if args.export_dir else None, **common)
+            result = alignment_run(
+                Path(args.run), probe, images, batches=args.batches, parts=args.parts, seed=args.seed or 0,
+                noise_directions=20 if args.noise_directions is None else args.noise_directions,
+                report=lambda line: print(f"alignment: {line}", file=sys.stderr, flush=True))
             result["validation"] = {"dataset": args.val_dataset, "split_seed": args.val_split_seed,
                                     "split_hash": probe.split_hash, "skipped": len(probe.skipped)}
     except (ValueError, PretrainError) as err:
@@ -395,7 +357,8 @@ def register(sub: Any) -> None:
     p.add_argument("--compare", default=None, metavar="NAME", help="also draw OUT/NAME.png: all validation curves")
     p.add_argument("--title", default=None, help="title of the comparison plot")
     p.add_argument("--line-search", nargs="+", default=None, metavar="JSON",
-                   help="pretrain-diagnose --line-search results to draw on one plot, OUT/--line-search-name.png")
+                   help="line-search results to draw on one plot, OUT/--line-search-name.png (the files under "
+                        "results/pretrain/line-search/, made by pretrain-diagnose --line-search up to 3060998)")
     p.add_argument("--line-search-name", default="line-search", help="file name of that plot (default line-search)")
     p.add_argument("--index", action="store_true",
                    help="then write OUT/index.md and OUT/index.png: every run folder under OUT, its options and "
@@ -404,50 +367,28 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "pretrain-diagnose",
-        help="per-term encoder gradients at a run's checkpoint: do the loss terms cancel, and is what is "
-             "left consistent from batch to batch? (JSON)",
+        help="per-term encoder gradients at a run's checkpoint on its own next batches: do the loss terms cancel, is "
+             "what is left consistent from batch to batch, and (--alignment) does it point where the labels ask? (JSON)",
     )
     p.add_argument("run", help="pretraining run folder (its checkpoint.pt is measured, nothing is written)")
     p.add_argument("--images", nargs="+", default=None,
                    help="the run's pristine image folders (default: those recorded in its log)")
     p.add_argument("--batches", type=int, default=6,
-                   help="consecutive step batches to measure (default 6, >= 2; >= 4 with --line-search or --alignment)")
-    p.add_argument("--line-search", default=None, metavar="R[,R...]",
-                   help="instead: step the encoder by R x |w| along the mean gradient's descent direction and along "
-                        "random noise controls, and give the validation SRCC of each (e.g. 1e-4,3e-4,1e-3)")
+                   help="consecutive step batches to measure (default 6, >= 2; >= 4 with --alignment)")
     p.add_argument("--alignment", action="store_true",
                    help="instead: the cosine of each batch's and of the mean's encoder gradient with the gradient "
-                        "of --val-dataset's labelled error (ridge head held fixed), against noise controls")
+                        "of --val-dataset's labelled error (ridge head held fixed), against noise controls, in "
+                        "total and by stage")
     p.add_argument("--parts", action="store_true",
-                   help="--alignment also for each weighted loss part (var, cov, pull, ot, r_graph)")
-    p.add_argument("--bn-recalibrate", action="store_true",
-                   help="read --val-dataset's probe with the encoder's BatchNorm statistics re-estimated on the "
-                        "run's next --batches step batches (all crops, or the undistorted references only), and "
-                        "halfway between those and the run's own")
-    p.add_argument("--severity", action="store_true",
-                   help="--alignment also for a ridge read-out of each distorted crop's severity within its "
-                        "composition group (the direction a severity-ranking objective would take)")
+                   help="--alignment also for each weighted loss part (var, cov, pull, ot, r_graph; severity when "
+                        "the run trains it)")
     p.add_argument("--noise-directions", type=int, default=None,
-                   help="noise controls of --line-search or --alignment: half differences of random halves of the "
-                        "batches (default 2 for --line-search, where each costs a probe per length; 20 for --alignment)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the controls' random halves and of --alignment's halves of the labelled images (default 0)")
-    p.add_argument("--skip-batches", type=int, default=0, metavar="N",
-                   help="--line-search and --alignment take the batches of steps STEP+N onwards, not the run's next ones "
-                        "(default 0)")
-    p.add_argument("--distortion-types", default=None, metavar="NAMES",
-                   help="--alignment and --line-search replay the run's batches with compositions drawn from these "
-                        "types only: comma-separated type or group names (default: the run's own)")
-    p.add_argument("--supervised-cache", default=None, metavar="DIR",
-                   help="--alignment keeps the supervised gradient in DIR, keyed by the encoder's weights, the "
-                        "dataset, split and feature mode, the seed and the torch version; a later call on the same "
-                        "encoder reads it instead of spending minutes computing it")
-    p.add_argument("--export-dir", default=None,
-                   help="also write every encoder --line-search measures there (base, descent-R, noiseK-R), so that "
-                        "a point can be scored on the full protocol as a control")
+                   help="noise controls of --alignment: half differences of random halves of the batches (default 20)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of --alignment's random halves of the batches and of the labelled images (default 0)")
     p.add_argument("--val-dataset", default=None,
-                   help="registered labelled dataset whose split-0 train/val parts measure each --line-search step, "
-                        "or whose labels --alignment compares with (e.g. clive-dev)")
+                   help="registered labelled dataset whose split-0 train/val parts --alignment compares with "
+                        "(a selection set, never one you report on)")
     p.add_argument("--data-root", default=None, help="folder holding --val-dataset")
     p.add_argument("--val-split-seed", type=int, default=0, help="seed of the validation split (default 0)")
     p.add_argument("--registry", default=None, help="registry folder (default: the shipped one)")

@@ -1,7 +1,10 @@
 """Gradient diagnosis of a pretraining run: what each loss term asks of the encoder.
 
-At a run's checkpoint, on the run's own next step batches, this takes the gradient of each
-weighted loss term with respect to the encoder's trainable parameters and reports
+At a run's checkpoint, on the run's own next step batches (the objective replayed exactly
+as the run would train it), this takes the gradient of each weighted loss term with
+respect to the encoder's trainable parameters. Nothing is written and no weight changes.
+
+:func:`diagnose_run` needs no labels. It reports
 
 * each term's gradient norm and the cosines between terms (do they cancel?), and
 * across batches, how consistent each term's gradient is: the mean pairwise cosine and
@@ -10,28 +13,21 @@ weighted loss term with respect to the encoder's trainable parameters and report
   that training can follow) lifts both.
 * for the total, the same mean pairwise cosine between averages of ``k`` consecutive
   batches (``k`` = 1, 2, 4, ... up to half of them): what accumulating ``k`` batches per
-  step would give. If a share ``rho`` of each batch gradient's energy is a direction
-  common to all batches and the rest independent noise, the k-batch cosine is about
-  ``k rho / (1 + (k - 1) rho)``.
+  step (or a ``k`` times larger batch) would give. If a share ``rho`` of each batch
+  gradient's energy is a direction common to all batches and the rest independent noise,
+  the k-batch cosine is about ``k rho / (1 + (k - 1) rho)``.
 
-Nothing is written and no weight changes.
-
-:func:`line_search_run` moves the encoder along the total's mean gradient and along noise
-controls and reads a validation probe at each point; :func:`alignment_run` asks the same
-question to first order: the cosine of the objective's gradient with the gradient of the
-probe's labelled error. :func:`bn_recalibration_run` reads the probe with the encoder's
-BatchNorm statistics re-estimated on the run's step batches (all crops, or the undistorted
-references only), and halfway between those and the run's own.
+:func:`alignment_run` asks whether a step down the objective is a step down the labels'
+error: the cosine of the objective's encoder gradient (and of each term's) with the
+gradient of a validation probe's labelled error, judged against noise controls and the
+spread of the per-batch cosines, in total and stage by stage.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import json
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,39 +38,43 @@ import torch
 from torch import Tensor
 
 from ..common.provenance import git_state, package_versions, utc_now
-from ..graphs.nodes import NodeMeta
-from ..losses.severity import add_severity_term, severity_readout_loss
+from ..losses.severity import add_severity_term
 from ..losses.shamisa import ShamisaLoss
-from ..model.export import save_encoder_export
-from ..model.network import PretrainNet, batchnorm_layers
+from ..model.network import PretrainNet
 from .checkpoint import load_resume
 from .config import PretrainConfig, PretrainError
 from .data import StepDataset, scan_images
-from .probe import SupervisedGradient
 
-#: the weighted parts of the SHAMISA loss: var + cov + pull + ot + r_graph (a run with c_severity > 0
-#: adds its severity term to the total on top of them)
+#: the weighted parts of the SHAMISA loss: var + cov + pull + ot + r_graph. A run with
+#: ``c_severity`` > 0 trains a sixth, ``severity`` (see :func:`weighted_parts`).
 PARTS = ("var", "cov", "pull", "ot", "r_graph")
 
 
-def _weighted_parts(config: PretrainConfig, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+def part_names(config: PretrainConfig) -> tuple[str, ...]:
+    """The weighted parts of ``config``'s objective: :data:`PARTS`, and ``severity`` when the run trains it."""
+    return (*PARTS, "severity") if config.c_severity > 0 else PARTS
+
+
+def weighted_parts(config: PretrainConfig, terms: dict[str, Tensor], severity: Tensor | None) -> dict[str, Tensor]:
+    """Each weighted term of the objective the run trains; they sum to its total loss.
+
+    Args:
+        config: the run's configuration (coefficients).
+        terms: the SHAMISA loss's unweighted terms (``LossOutput.terms``).
+        severity: the severity read-out error of the step (``add_severity_term``'s second
+            value), or None when the run does not train it.
+    """
     lc = config.loss_config()
-    return {
+    parts = {
         "var": lc.c_var * terms["var"],
         "cov": lc.c_cov * terms["cov"],
         "pull": 2.0 * lc.c_inv * terms["graph_pull"],
         "ot": 2.0 * lc.c_inv * terms["ot"],
         "r_graph": 2.0 * lc.c_inv * terms["r_graph"],
     }
-
-
-def _objective(net: PretrainNet, loss_fn: ShamisaLoss, config: PretrainConfig, batch: Any) -> tuple[Any, Tensor]:
-    """The run's loss on a step batch: the SHAMISA loss's output, and the total the run trains
-    (with its severity term when ``config.c_severity`` > 0)."""
-    z, graph_out, h = net(batch.crops, batch.nodes, with_features=True)
-    out = loss_fn(z, graph_out)
-    total, _ = add_severity_term(out.total, h, batch.nodes, config.c_severity)
-    return out, total
+    if severity is not None:
+        parts["severity"] = config.c_severity * severity
+    return parts
 
 
 def _flat_grad(value: Tensor, params: list[Tensor]) -> Tensor:
@@ -99,22 +99,14 @@ def _mean_pairwise_cos(vecs: list[Tensor]) -> float | None:
     return round(sum(pair) / len(pair), 4) if pair else None
 
 
-def severity_gradient(net: PretrainNet, batch: Any, params: list[Tensor]) -> Tensor:
-    """The encoder gradient of :func:`~shamisa_bench.losses.severity.severity_readout_loss` on a step batch.
+@dataclass
+class _Replayed:
+    """One step batch of the run, replayed: its loss, weighted parts and their encoder gradients."""
 
-    The distorted crops go through the encoder in the net's mode (the reference crops are
-    not used). Like the supervised gradient of the probe, it is the first-order change of a
-    refit read-out's error: the direction in which a severity-ranking objective would move
-    the encoder.
-
-    Raises:
-        ValueError: the step has no composition group with two different severities.
-    """
-    nodes = batch.nodes
-    dist = torch.nonzero(~nodes.is_ref).flatten()
-    h = net.model.encoder(batch.crops[dist].contiguous(memory_format=net.memory_format))
-    sub = NodeMeta(**{k: getattr(nodes, k)[dist] for k in NodeMeta.__dataclass_fields__})
-    return _flat_grad(severity_readout_loss(h, sub), params)
+    step: int
+    loss: float
+    parts: dict[str, float]
+    grads: dict[str, Tensor]  # "total", and each part's when asked
 
 
 @dataclass
@@ -133,33 +125,26 @@ class _OpenedRun:
     git: tuple[str | None, bool | None]  # (sha, dirty) when the run was opened: the code that measures
     checkpoint_sha256: str  # hashed once, when the run was opened
 
-    def step_gradients(self, batches: int, skip: int = 0, *, parts: bool = False,
-                       severity: bool = False) -> Iterator[dict[str, Tensor]]:
-        """The flat encoder gradient of the total loss (and of each weighted part) on each step batch.
+    def replay(self, batches: int, *, parts: bool) -> Iterator[_Replayed]:
+        """The run's next ``batches`` step batches through its objective, one :class:`_Replayed` each.
 
-        Yields one dict per batch, ``{"total": g}`` and, with ``parts``, one entry per name of
-        :data:`PARTS`; with ``severity``, also ``"severity"``: see :func:`severity_gradient`.
-        The batches are those of steps ``step + skip`` onwards (``skip`` = 0: the run's next ones).
+        The gradient of the total (the loss the run trains, severity term included) is always
+        taken; with ``parts``, also that of each weighted part (:func:`weighted_parts`).
         """
         loss_fn = ShamisaLoss(self.config.loss_config())
-        first = self.step + skip
-        dataset = StepDataset(self.paths, self.config.layout, seed=self.config.seed, start=first,
-                              stop=first + batches)
-        for step in range(first, first + batches):
+        dataset = StepDataset(self.paths, self.config.layout, seed=self.config.seed, start=self.step,
+                              stop=self.step + batches)
+        for step in range(self.step, self.step + batches):
             batch = dataset.build(step)
-            out, total = _objective(self.net, loss_fn, self.config, batch)
+            z, graph_out, h = self.net(batch.crops, batch.nodes, with_features=True)
+            out = loss_fn(z, graph_out)
+            total, severity = add_severity_term(out.total, h, batch.nodes, self.config.c_severity)
+            values = weighted_parts(self.config, out.terms, severity)
             grads = {"total": _flat_grad(total, self.params)}
             if parts:
-                grads.update({name: _flat_grad(value, self.params)
-                              for name, value in _weighted_parts(self.config, out.terms).items()})
-            del out, total
-            if severity:
-                grads["severity"] = severity_gradient(self.net, batch, self.params)
-            yield grads
-
-    def step_totals(self, batches: int, skip: int = 0) -> list[Tensor]:
-        """The flat encoder gradient of the total loss on each of ``batches`` step batches of the run."""
-        return [g["total"] for g in self.step_gradients(batches, skip)]
+                grads.update({name: _flat_grad(value, self.params) for name, value in values.items()})
+            yield _Replayed(step, float(total.detach()), {k: float(v.detach()) for k, v in values.items()}, grads)
+            del z, graph_out, h, out, total, values
 
     def header(self, t_start: float) -> dict[str, Any]:
         """The provenance every diagnosis reports: run, step, checkpoint, seed, images, versions, duration."""
@@ -169,7 +154,7 @@ class _OpenedRun:
             "step": self.step,
             "checkpoint_sha256": self.checkpoint_sha256,
             "seed": self.config.seed,
-            # the types the measured batches drew from (None: all 26)
+            # the types the run's batches draw from (None: all 26)
             "distortion_types": (list(self.config.layout.distortion_types)
                                  if self.config.layout.distortion_types is not None else None),
             # skipped like pretrain skips them (so the batches are the run's), and counted here
@@ -218,20 +203,12 @@ def _open_run(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
     return _OpenedRun(run, config, int(state["step"]), net, params, names, paths, unreadable, list(images), git, sha256)
 
 
-def _open_trainable(run: Path, images: Sequence[Path] | None,
-                    distortion_types: Sequence[str] | None = None) -> _OpenedRun:
-    """:func:`_open_run`, refusing an encoder with nothing to train (no direction to measure).
-
-    With ``distortion_types``, the batches replay the run's layout with compositions drawn
-    from those types only (the crops, contents and seeds are the run's).
-    """
+def _open_trainable(run: Path, images: Sequence[Path] | None) -> _OpenedRun:
+    """:func:`_open_run`, refusing an encoder with nothing to train (no direction to measure)."""
     opened = _open_run(run, images)
     if not opened.params:
         raise ValueError(f"{opened.run}: the encoder has no trainable weights (every stage frozen); "
                          "there is no direction to measure")
-    if distortion_types is not None:
-        layout = dataclasses.replace(opened.config.layout, distortion_types=tuple(distortion_types))
-        opened.config = dataclasses.replace(opened.config, layout=layout)
     return opened
 
 
@@ -259,29 +236,21 @@ def diagnose_run(run: Path, images: Sequence[Path] | None = None, *, batches: in
         raise ValueError(f"batches must be an int >= 2, got {batches!r}")
     t_start = time.perf_counter()
     opened = _open_run(run, images)
-    config, net, params, step0 = opened.config, opened.net, opened.params, opened.step
-    loss_fn = ShamisaLoss(config.loss_config())
-    dataset = StepDataset(opened.paths, config.layout, seed=config.seed, start=step0, stop=step0 + batches)
-
+    names = part_names(opened.config)
     per_batch, grads = [], []
-    for step in range(step0, step0 + batches):
-        batch = dataset.build(step)
-        out, total = _objective(net, loss_fn, config, batch)
-        parts = _weighted_parts(config, out.terms)
-        g = {name: _flat_grad(value, params) for name, value in parts.items()}
-        g["total"] = _flat_grad(total, params)
+    for replayed in opened.replay(batches, parts=True):
+        g = replayed.grads
         grads.append(g)
         per_batch.append({
-            "step": step,
-            "loss": round(float(total.detach()), 4),
-            "parts": {k: round(float(v.detach()), 4) for k, v in parts.items()},
+            "step": replayed.step,
+            "loss": round(replayed.loss, 4),
+            "parts": {k: round(v, 4) for k, v in replayed.parts.items()},
             "grad_norm": {k: round(float(v.norm()), 4) for k, v in g.items()},
-            "cos": {f"{a}/{b}": _cos(g[a], g[b]) for i, a in enumerate(PARTS) for b in PARTS[i + 1:]},
+            "cos": {f"{a}/{b}": _cos(g[a], g[b]) for i, a in enumerate(names) for b in names[i + 1:]},
         })
-        del out, total, parts
 
     consistency = {}
-    for name in (*PARTS, "total"):
+    for name in (*names, "total"):
         vecs = [g[name] for g in grads]
         mean_norm = sum(float(v.norm()) for v in vecs) / batches
         consistency[name] = {
@@ -342,172 +311,11 @@ def _stage_slices(names: Sequence[str], params: Sequence[Tensor]) -> dict[str, l
     return out
 
 
-def _check_counts(batches: int, noise_directions: int, skip_batches: int) -> None:
+def _check_counts(batches: int, noise_directions: int) -> None:
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 4:
         raise ValueError(f"batches must be an int >= 4 (two halves of at least 2), got {batches!r}")
     if isinstance(noise_directions, bool) or not isinstance(noise_directions, int) or noise_directions < 1:
         raise ValueError(f"noise_directions must be an int >= 1 (the control), got {noise_directions!r}")
-    if isinstance(skip_batches, bool) or not isinstance(skip_batches, int) or skip_batches < 0:
-        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}")
-
-
-def _check_line_search(batches: int, rels: Sequence[float], noise_directions: int, skip_batches: int) -> list[float]:
-    _check_counts(batches, noise_directions, skip_batches)
-    rels = list(rels)
-    if not rels or any(isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0
-                       for r in rels):
-        raise ValueError(f"rels must be one or more finite lengths > 0 (relative to |w|), got {rels!r}")
-    return [float(r) for r in rels]
-
-
-def line_search_run(
-    run: Path,
-    probe: Callable[[torch.nn.Module], Any],
-    images: Sequence[Path] | None = None,
-    *,
-    batches: int = 48,
-    rels: Sequence[float] = (1e-4, 3e-4, 1e-3),
-    noise_directions: int = 2,
-    seed: int = 0,
-    report: Callable[[str], None] | None = None,
-    export_dir: Path | None = None,
-    skip_batches: int = 0,
-    distortion_types: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Does the objective's common encoder direction raise validation more than noise does?
-
-    At ``run/checkpoint.pt`` this averages the total loss's encoder gradient over the run's
-    next ``batches`` step batches, and moves the encoder's weights ``w`` by ``r |w|`` (for
-    each ``r`` in ``rels``) along the descent direction of that mean, then along each of
-    ``noise_directions`` controls: half the difference between the means of two random
-    halves of the same batches (a direction with the batch noise's structure and none of
-    the common part). ``probe`` measures each, and the base weights first.
-
-    The mean gradient's energy is its common part's plus ``1/batches`` of the noise's; the
-    controls' energy estimates the latter, so ``rho`` (the common share of one batch
-    gradient's energy, as in :func:`diagnose_run`'s ladder) and the common share of the
-    mean are reported too.
-
-    Args:
-        run: a pretraining run folder.
-        probe: called with the encoder (e.g. a
-            :class:`~shamisa_bench.train.probe.ValidationProbe`); returns an object with
-            ``srcc`` (and optionally ``alpha``).
-        images: the pristine folders; default: those recorded in the run's log.
-        batches: consecutive step batches to average (>= 4).
-        rels: step lengths relative to the norm of the encoder's trainable weights.
-        noise_directions: random half splits measured as controls (>= 1).
-        seed: seed of the ``torch.Generator`` that draws the half splits.
-        report: called with a line of progress after the gradients and after each
-            measurement (a search takes minutes per measurement on a CPU).
-        export_dir: when given, every measured encoder is also written there as an
-            encoder export (``base``, ``descent-R``, ``noiseK-R``; fp32), its provenance
-            and validation under ``extra.line_search``: so that a point can be scored
-            on the full protocol (``shamisa-bench run``) as a control.
-        skip_batches: average the batches of steps ``step + skip_batches`` onwards instead
-            of the run's next ones (another sample of the same objective at the same weights).
-        distortion_types: replay the batches with compositions drawn from these catalog
-            types only (default: the run's own).
-
-    Returns:
-        A JSON-ready dict: the provenance of :func:`diagnose_run`; ``gradient`` (norms of the
-        mean, of each control and of a batch; ``rho``; ``common_share_of_mean``); ``base``;
-        ``steps`` (per ``r``: the descent's and each control's validation, the controls'
-        mean, and descent minus that mean); ``split_seed``, the seed of the random halves.
-        The weights are restored, and nothing is written outside ``export_dir``.
-
-    Raises:
-        ValueError: bad ``batches``, ``rels``, ``noise_directions`` or ``skip_batches``; or
-            a zero mean gradient or control (an encoder with nothing to train).
-        PretrainError: not a readable run folder, or its images cannot be found.
-    """
-    rels = _check_line_search(batches, rels, noise_directions, skip_batches)
-    t_start = time.perf_counter()
-    opened = _open_trainable(run, images, distortion_types)
-    encoder = opened.net.encoder
-    saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
-    totals = torch.stack(opened.step_totals(batches, skip_batches))
-    encoder.load_state_dict(saved)  # a forward in train mode may have moved unfrozen BN statistics
-    say = report if report is not None else (lambda line: None)
-    say(f"{batches} batch gradients in {time.perf_counter() - t_start:.0f} s")
-
-    mean = totals.mean(0)
-    controls = _noise_controls(totals, noise_directions, seed)
-    if float(mean.norm()) == 0.0 or any(float(c.norm()) == 0.0 for c in controls):
-        raise ValueError(f"{opened.run}: the encoder's mean gradient or a noise control is zero at step "
-                         f"{opened.step}; there is no direction to search")
-    noise_energy = float(torch.stack([c.norm() ** 2 for c in controls]).mean())
-    mean_energy = float(mean.norm() ** 2)
-    common_energy = max(0.0, mean_energy - noise_energy)
-    batch_energy = float((totals.norm(dim=1) ** 2).mean())
-
-    w0 = torch.cat([p.detach().flatten() for p in opened.params])  # not parameters_to_vector: it cannot view channels-last weights
-    w_norm = float(w0.norm())
-
-    def place(delta: Tensor | None) -> None:
-        # copied in place, not vector_to_parameters: that rebinds each weight to a contiguous
-        # view and would drop the encoder's channels-last format
-        with torch.no_grad():
-            offset = 0
-            for p in opened.params:
-                n = p.numel()
-                w = w0[offset:offset + n] if delta is None else w0[offset:offset + n] + delta[offset:offset + n]
-                p.copy_(w.view_as(p))
-                offset += n
-
-    ident = {k: v for k, v in opened.header(t_start).items() if k not in ("images", "seconds")}
-
-    def measure(delta: Tensor | None, label: str) -> dict[str, float]:
-        place(delta)
-        result = probe(encoder)
-        out = {"srcc": round(float(result.srcc), 6)}
-        if export_dir is not None:
-            name = label.replace(" at ", "-").replace(" ", "")
-            save_encoder_export(encoder, Path(export_dir) / name, extra={"line_search": {
-                **ident,
-                "point": name, "n_batches": batches, "first_batch_step": opened.step + skip_batches,
-                "split_seed": seed, "val_srcc": out["srcc"]}})
-        say(f"{label}: srcc {out['srcc']:.4f}")
-        if getattr(result, "alpha", None) is not None:
-            out["alpha"] = result.alpha
-        return out
-
-    directions = [-mean / mean.norm()] + [c / c.norm() for c in controls]
-    try:
-        base = measure(None, "base")
-        steps = []
-        for r in rels:
-            seen = [measure(d * (r * w_norm), f"{'descent' if i == 0 else f'noise{i}'} at {r:g}")
-                    for i, d in enumerate(directions)]
-            noise = [s["srcc"] for s in seen[1:]]
-            noise_mean = sum(noise) / len(noise)
-            steps.append({
-                "rel": r,
-                "descent": seen[0]["srcc"],
-                "noise": noise,
-                "noise_mean": round(noise_mean, 6),
-                "descent_minus_noise_mean": round(seen[0]["srcc"] - noise_mean, 6),
-                "descent_minus_base": round(seen[0]["srcc"] - base["srcc"], 6),
-            })
-    finally:
-        place(None)  # the weights as they were
-    return {
-        **opened.header(t_start),
-        "n_batches": batches,
-        "first_batch_step": opened.step + skip_batches,
-        "noise_directions": noise_directions,
-        "split_seed": seed,
-        "weight_norm": round(w_norm, 4),
-        "gradient": {
-            "mean_norm": round(math.sqrt(mean_energy), 4),
-            "control_norms": [round(float(c.norm()), 4) for c in controls],
-            "batch_norm_rms": round(math.sqrt(batch_energy), 4),
-            "rho": round(common_energy / batch_energy, 4) if batch_energy else None,
-            "common_share_of_mean": round(math.sqrt(common_energy / mean_energy), 4) if mean_energy else None,
-        },
-        "base": base,
-        "steps": steps,
-    }
 
 
 def _share_at_least(values: Sequence[float | None], threshold: float | None) -> float | None:
@@ -542,48 +350,6 @@ def _alignment_by_stage(stages: dict[str, list[slice]], mean: Tensor, batches: T
     return out
 
 
-def _supervised_key(probe: Any, encoder: torch.nn.Module, names: Sequence[str], seed: int) -> str:
-    """What the supervised gradient depends on, hashed: the cache key of :func:`_supervised`."""
-    digest = hashlib.sha256()
-    head = {"dataset": probe.dataset, "split_hash": probe.split_hash, "feature_mode": probe.feature_mode,
-            "seed": seed, "params": list(names), "torch": torch.__version__}
-    digest.update(json.dumps(head, sort_keys=True).encode())
-    for name, value in encoder.state_dict().items():
-        tensor = value.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def _supervised(probe: Any, encoder: torch.nn.Module, opened: _OpenedRun, seed: int,
-                cache: Path | None) -> tuple[Any, bool]:
-    """The probe's supervised gradient at the opened encoder, read from ``cache`` when it holds it.
-
-    Returns:
-        ``(gradient, cached)``.
-    """
-    if cache is None:
-        return probe.supervised_gradient(encoder, opened.params, seed=seed), False
-    key = _supervised_key(probe, encoder, opened.names, seed)
-    path = Path(cache) / f"supervised-{key[:24]}.pt"
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
-            raise ValueError(f"{path}: unreadable supervised-gradient cache entry ({err}); delete it") from err
-        if not isinstance(saved, dict) or saved.get("key") != key:
-            raise ValueError(f"{path}: the cache entry's key does not match its name; delete it")
-        fields = {k: saved[k] for k in ("alpha", "rmse", "n_images")}
-        return SupervisedGradient(mean=saved["mean"], halves=tuple(saved["halves"]), **fields), True
-    sup = probe.supervised_gradient(encoder, opened.params, seed=seed)
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"key": key, "mean": sup.mean, "halves": list(sup.halves), "alpha": float(sup.alpha),
-                "rmse": float(sup.rmse), "n_images": int(sup.n_images)}, tmp)
-    tmp.replace(path)  # whole or absent, even when the run is killed while writing
-    return sup, False
-
-
 def alignment_run(
     run: Path,
     probe: Any,
@@ -593,11 +359,7 @@ def alignment_run(
     noise_directions: int = 20,
     seed: int = 0,
     parts: bool = False,
-    severity: bool = False,
-    skip_batches: int = 0,
     report: Callable[[str], None] | None = None,
-    distortion_types: Sequence[str] | None = None,
-    supervised_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Does a step down the objective also step down the labels' error? Cosines with the supervised gradient.
 
@@ -605,17 +367,19 @@ def alignment_run(
     squared error (:meth:`~shamisa_bench.train.probe.ValidationProbe.supervised_gradient`:
     the ridge head fit on the probe's labelled images and held fixed), and the objective's
     encoder gradient ``g_b`` on each of the run's next ``batches`` step batches. A positive
-    cosine means that descending the objective also descends the labels' error.
+    cosine means that descending the objective also descends the labels' error (to first
+    order, and in-sample: on the probe's own images).
 
-    Unlike a line search, which reads the probe's SRCC at a moved encoder (and moves of
-    1e-4 of the weights' norm in any direction change it by about +-0.02), a cosine is
-    first-order and measured once. It is judged against two nulls:
+    A probe's SRCC read at a moved encoder is noisy (moves of 1e-4 of the weights' norm in
+    any direction change it by about +-0.02 on clive-dev); a cosine is first-order and
+    measured once. It is judged against two nulls:
 
     * the batches: the cosine of each ``g_b`` with ``s``, their mean and standard error
       (``t`` = mean / standard error; the batches are independent draws of the objective);
-    * the noise controls of :func:`line_search_run` (half differences of random halves of
-      the batches, ``noise_directions`` of them): where the mean gradient's cosine falls
-      among theirs. The controls carry the batch noise of the mean and none of its common part.
+    * ``noise_directions`` noise controls: half the difference between the mean gradients
+      of two random halves of the batches (:func:`_noise_controls`), a direction with the
+      batch noise of the mean and none of its common part; the share of controls whose
+      cosine is at least the mean's says where the mean falls among them.
 
     The supervised gradient's two halves (disjoint random halves of the labelled images)
     give its own reliability: their cosine, and the objective's cosine with each.
@@ -627,56 +391,46 @@ def alignment_run(
         batches: consecutive step batches (>= 4).
         noise_directions: noise controls (>= 1).
         seed: seed of the controls' halves and of the labelled images' halves.
-        parts: also the cosines of each weighted loss part (:data:`PARTS`): which term
-            points where (about five times the compute).
-        severity: also the cosines of :func:`severity_gradient` (the direction of a
-            severity read-out on the same batches): would such an objective point better?
-        skip_batches: start ``skip_batches`` steps after the checkpoint's.
+        parts: also the cosines of each weighted part of the objective
+            (:func:`weighted_parts`): which term points where (about five times the compute).
         report: called with a line of progress.
-        distortion_types: replay the batches with compositions drawn from these catalog
-            types only (default: the run's own): which distortions point where the labels ask?
-        supervised_cache: a folder where the supervised gradient is kept, keyed by the
-            encoder's weights and statistics, the probe's dataset, split and feature mode,
-            the halves' seed and the torch version (see :func:`_supervised_key`); a hit
-            skips its computation (minutes on a CPU), a miss computes and writes it.
 
     Returns:
         A JSON-ready dict: the provenance of :func:`diagnose_run`; ``supervised`` (alpha, rmse,
         images, norm, the cosine of its halves); ``alignment`` per measured gradient (the
-        total, and the parts and severity when asked): ``cos_mean``, ``cos_mean_halves``,
-        ``batch_cos`` (mean, standard error, t), ``controls_cos`` (the controls drawn from
-        that gradient's own batches, with the same halves for all), the share of controls
-        whose cosine is at least the mean's, and ``by_stage``: the same restricted to each
-        stage's weights (stem, each block stage, head); None for a part whose gradient is
-        zero (a part the graph does not have). Every batch gradient is held until the end:
-        ``batches`` x (1 + parts + severity) vectors of the encoder's size.
+        total, and the parts when asked): ``cos_mean``, ``cos_mean_halves``, ``batch_cos``
+        (mean, standard error, t), ``controls_cos`` (the controls drawn from that gradient's
+        own batches, with the same halves for all), the share of controls whose cosine is at
+        least the mean's, and ``by_stage``: the same restricted to each stage's weights (stem,
+        each block stage, head); None for a part whose gradient is zero (a part the graph
+        does not have). Every batch gradient is held until the end: ``batches`` x (1 + parts)
+        vectors of the encoder's size.
 
     Raises:
-        ValueError: bad ``batches``, ``noise_directions`` or ``skip_batches``; or a zero
-            supervised gradient or mean gradient of the total.
+        ValueError: bad ``batches`` or ``noise_directions``; an encoder with nothing to train;
+            or a zero or non-finite supervised gradient, batch gradient or mean gradient of the total.
         PretrainError: not a readable run folder, or its images cannot be found.
     """
-    _check_counts(batches, noise_directions, skip_batches)
+    _check_counts(batches, noise_directions)
     say = report if report is not None else (lambda line: None)
     t_start = time.perf_counter()
-    opened = _open_trainable(run, images, distortion_types)
+    opened = _open_trainable(run, images)
     encoder = opened.net.encoder
     saved = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # BN statistics too
-    sup, cached = _supervised(probe, encoder, opened, seed, supervised_cache)
+    sup = probe.supervised_gradient(encoder, opened.params, seed=seed)
     if not bool(torch.isfinite(sup.mean).all()):
         raise ValueError(f"{opened.run}: the supervised gradient is not finite at step {opened.step} "
                          "(non-finite features or labels)")
     if float(sup.mean.norm()) == 0.0:
         raise ValueError(f"{opened.run}: the supervised gradient is zero; there is nothing to compare with")
-    say(f"supervised gradient over {sup.n_images} images {'read from the cache' if cached else 'computed'} "
-        f"in {time.perf_counter() - t_start:.0f} s")
+    say(f"supervised gradient over {sup.n_images} images in {time.perf_counter() - t_start:.0f} s")
 
     per_batch, batch_cos = {}, {}
-    for i, grads in enumerate(opened.step_gradients(batches, skip_batches, parts=parts, severity=severity)):
-        for name, g in grads.items():
+    for i, replayed in enumerate(opened.replay(batches, parts=parts)):
+        for name, g in replayed.grads.items():
             if not bool(torch.isfinite(g).all()):
                 raise ValueError(f"{opened.run}: the encoder gradient of {name!r} is not finite on the batch of "
-                                 f"step {opened.step + skip_batches + i}")
+                                 f"step {replayed.step}")
             per_batch.setdefault(name, []).append(g)
             batch_cos.setdefault(name, []).append(_cos(g, sup.mean, 9) or 0.0)  # a zero gradient: 0
         say(f"batch {i + 1}/{batches}: cos(total, supervised) {batch_cos['total'][-1]:+.4f}")
@@ -712,97 +466,13 @@ def alignment_run(
     return {
         **opened.header(t_start),
         "n_batches": batches,
-        "first_batch_step": opened.step + skip_batches,
+        "first_batch_step": opened.step,
         "noise_directions": noise_directions,
         "split_seed": seed,
         "supervised": {
             "alpha": sup.alpha, "rmse": round(sup.rmse, 4), "n_images": sup.n_images,
             "norm": round(float(sup.mean.norm()), 6),
             "halves_cos": _cos(*sup.halves, digits=6),
-            "cached": cached,
         },
         "alignment": alignment,
-    }
-
-
-def bn_recalibration_run(
-    run: Path,
-    probe: Any,
-    images: Sequence[Path] | None = None,
-    *,
-    batches: int = 32,
-    blend: float = 0.5,
-    report: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Would re-estimating the encoder's BatchNorm statistics on pristine or distorted crops help?
-
-    At ``run/checkpoint.pt``, the probe reads the encoder three ways: with its statistics as
-    the run left them (``as_run``), and with every BatchNorm layer's running mean and
-    variance re-estimated, as a plain average over the run's next ``batches`` step batches
-    (no weight changes, no gradients), on all their crops (``all_crops``: the references and
-    their distorted copies) or on the undistorted references only (``references``). Each
-    re-estimate is also read ``blend`` of the way from the run's statistics to it
-    (``..._blend``). The run's files are not touched.
-
-    Args:
-        run: a pretraining run folder.
-        probe: a :class:`~shamisa_bench.train.probe.ValidationProbe` (or any callable that
-            takes an encoder and returns an object with ``srcc`` and ``alpha``).
-        images: the pristine folders; default: those recorded in the run's log.
-        batches: step batches to estimate from (>= 1).
-        blend: the share of the re-estimate in the blended statistics, in (0, 1).
-        report: called with a line of progress.
-
-    Raises:
-        ValueError: ``batches`` < 1, ``blend`` outside (0, 1), or an encoder without
-            BatchNorm layers.
-    """
-    t_start = time.perf_counter()
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"batches must be an int >= 1, got {batches!r}")
-    if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 < blend < 1:
-        raise ValueError(f"blend must be a number in (0, 1), got {blend!r}")
-    opened = _open_run(run, images)
-    base = copy.deepcopy(opened.net.encoder).eval()
-    if not batchnorm_layers(base):
-        raise ValueError(f"{opened.run}: the encoder has no BatchNorm layer to re-estimate")
-    estimates = {"all_crops": copy.deepcopy(base), "references": copy.deepcopy(base)}
-    for encoder in estimates.values():
-        for bn in batchnorm_layers(encoder):
-            bn.reset_running_stats()
-            bn.momentum = None  # a plain average over the batches
-            bn.train()  # only the BatchNorm layers: everything else stays in eval mode
-    counts = dict.fromkeys(estimates, 0)
-    dataset = StepDataset(opened.paths, opened.config.layout, seed=opened.config.seed, start=opened.step,
-                          stop=opened.step + batches)
-    with torch.no_grad():
-        for step in range(opened.step, opened.step + batches):
-            batch = dataset.build(step)
-            for name, crops in (("all_crops", batch.crops), ("references", batch.crops[batch.nodes.is_ref])):
-                estimates[name](crops)
-                counts[name] += len(crops)
-    for encoder in estimates.values():
-        encoder.eval()
-    if report:
-        report(f"statistics re-estimated on {batches} batches in {time.perf_counter() - t_start:.0f} s")
-    variants: dict[str, torch.nn.Module] = {"as_run": base}
-    for name, encoder in estimates.items():
-        variants[name] = encoder
-        mixed = copy.deepcopy(base)
-        for ours, theirs in zip(batchnorm_layers(mixed), batchnorm_layers(encoder), strict=True):
-            ours.running_mean.lerp_(theirs.running_mean, blend)
-            ours.running_var.lerp_(theirs.running_var, blend)
-        variants[f"{name}_blend"] = mixed
-    readings = {}
-    for name, encoder in variants.items():
-        result = probe(encoder)
-        readings[name] = {"srcc": round(float(result.srcc), 6), "alpha": float(result.alpha)}
-        if report:
-            report(f"{name}: {result.srcc:.4f}")
-    return {
-        **opened.header(t_start),
-        "n_batches": batches,
-        "blend": blend,
-        "crops": counts,
-        "bn_recalibration": readings,
     }
