@@ -157,10 +157,10 @@ def test_alignment_needs_something_to_move(tmp_path: Path) -> None:
     assert probe.calls == 0
 
 
-def test_pretrain_report_draws_line_search_results(run: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretrain_report_draws_line_search_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the committed searches (made by the line search that pretrain-diagnose had up to 3060998) still draw
-    searches = [REPO / "results" / "pretrain" / "line-search" / f"s{seed}-step50" / "line-search.json" for seed in (27, 28)]
+    searches = [REPO / "results" / "pretrain" / "line-search" / f"s{seed}-step50" / "line-search.json"
+                for seed in (27, 28)]
     out = tmp_path / "out"
     argv = ["pretrain-report", "--line-search", *map(str, searches), "--out", str(out)]
     assert main([*argv, "--line-search-name", "ls"]) == 0
