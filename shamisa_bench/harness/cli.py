@@ -40,7 +40,7 @@ from shamisa_bench.harness.results import (
 )
 from shamisa_bench.harness.results.latex import write_latex
 from shamisa_bench.harness.run import RunConfig, load_tables, plan_suite, run_suite
-from shamisa_bench.harness.shard import add_shard_argument, shard_from_args
+from shamisa_bench.harness.shard import add_shard_argument, rank_device, shard_from_args
 from shamisa_bench.iqa.ridge import bench_ridge
 
 __all__ = ["bench_run", "register", "register_bench", "run_config"]
@@ -178,6 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     console = _console()
     shard = shard_from_args(args)
+    cfg = replace(cfg, device=rank_device(cfg.device, shard))
     summary = run_suite(cfg, console=console, shard=shard)
     counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(summary.written.items())) or "none"
     console.print(

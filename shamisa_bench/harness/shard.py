@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 
 import torch.distributed as dist
 
-__all__ = ["Shard", "add_shard_argument", "parse_shard", "resolve_shard", "shard_from_args", "take_share",
-           "writes_tables"]
+__all__ = ["Shard", "add_shard_argument", "parse_shard", "rank_device", "resolve_shard", "shard_from_args",
+           "take_share", "writes_tables"]
 
 T = TypeVar("T")
 
@@ -162,3 +162,12 @@ def shard_from_args(args: argparse.Namespace) -> Shard | None:
         ValueError: for a malformed ``--shard``.
     """
     return resolve_shard(parse_shard(args.shard) if getattr(args, "shard", None) else None)
+
+
+def rank_device(device: str, shard: Shard | None, env: Mapping[str, str] | None = None) -> str:
+    """The device of this process: plain ``cuda`` under ``torchrun`` means the rank's own GPU
+    (``cuda:LOCAL_RANK``), so the ranks of a node spread over its GPUs; anything else as given."""
+    env = os.environ if env is None else env
+    if device == "cuda" and shard is not None and shard.distributed and "LOCAL_RANK" in env:
+        return f"cuda:{int(env['LOCAL_RANK'])}"
+    return device

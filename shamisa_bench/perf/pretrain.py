@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -67,10 +68,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _data_only(config: Any, images: Path, workers: int, steps: int, warmup: int) -> dict[str, Any]:
-    """Read ``warmup + steps`` steps from the run's loader with no model; time the last ``steps``."""
+    """Read ``warmup + steps`` steps from the run's loader with no model; time the last ``steps``.
+
+    Also the CPU seconds per step of this process and its workers, warm-up included (the
+    workers' time is counted once they exit, at the end of the loader).
+    """
     paths, _ = scan_images(images)
     dataset = StepDataset(paths, config.layout, seed=config.seed, start=0, stop=warmup + steps)
     waits, builds = [], []
+    cpu_before = _cpu_seconds()
     start = last = time.perf_counter()
     for i, (_, batch, build_s) in enumerate(step_loader(dataset, workers)):
         now = time.perf_counter()
@@ -82,6 +88,8 @@ def _data_only(config: Any, images: Path, workers: int, steps: int, warmup: int)
         del batch
         last = now
     elapsed = last - start
+    # the loader's workers have exited here: their CPU time is in RUSAGE_CHILDREN
+    cpu_per_step = (_cpu_seconds() - cpu_before) / (warmup + steps)
     return {
         "benchmark": "pretrain-data",
         "preset": config.preset,
@@ -93,10 +101,19 @@ def _data_only(config: Any, images: Path, workers: int, steps: int, warmup: int)
         "crops_per_s": round(steps * config.layout.n_nodes / elapsed, 2),
         "seconds_per_step_median": round(float(np.median(waits)), 4),
         "build_s_median": round(float(np.median(builds)), 4),
+        # CPU time of this process and its workers over every step read (warm-up included): what
+        # one step costs in core-seconds, much less disturbed by other work than wall time
+        "cpu_seconds_per_step": round(cpu_per_step, 4),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its waited-for children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _write_bench_images(folder: Path, *, n: int, size: tuple[int, int]) -> None:

@@ -16,6 +16,7 @@ from shamisa_bench.harness.run import RunConfig, plan_suite
 from shamisa_bench.harness.shard import (
     Shard,
     parse_shard,
+    rank_device,
     resolve_shard,
     take_share,
     writes_tables,
@@ -54,6 +55,14 @@ def test_resolve_shard_without_torchrun() -> None:
     with pytest.raises(ValueError, match="integers"):
         resolve_shard(None, {"WORLD_SIZE": "two"})
     assert writes_tables(None) and writes_tables(Shard(0, 1)) and not writes_tables(Shard(0, 2))
+
+
+def test_rank_device_spreads_plain_cuda_over_a_nodes_gpus() -> None:
+    rank3 = Shard(3, 8, distributed=True)
+    assert rank_device("cuda", rank3, {"LOCAL_RANK": "3"}) == "cuda:3"
+    assert rank_device("cuda:1", rank3, {"LOCAL_RANK": "3"}) == "cuda:1"  # an explicit choice is kept
+    assert rank_device("cpu", rank3, {"LOCAL_RANK": "3"}) == "cpu"
+    assert rank_device("cuda", Shard(3, 8), {"LOCAL_RANK": "3"}) == "cuda"  # a --shard job: its own GPUs
 
 
 def _env(root: Path) -> dict[str, Path]:

@@ -66,4 +66,4 @@ def test_perf_pretrain_data_only_reads_the_runs_loader(capsys: pytest.CaptureFix
     assert result["benchmark"] == "pretrain-data" and result["workers"] == 0 and result["steps_timed"] == 2
     assert result["crops_per_step"] == 40 and result["steps_per_s"] > 0
     assert result["crops_per_s"] == pytest.approx(40 * result["steps_per_s"], rel=1e-3)
-    assert result["build_s_median"] > 0
+    assert result["build_s_median"] > 0 and result["cpu_seconds_per_step"] > 0
