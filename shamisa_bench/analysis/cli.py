@@ -10,6 +10,7 @@ images, ``--pool DIR`` (gmad only) uses a folder of images as it is.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,9 @@ def _pool_options(p: argparse.ArgumentParser) -> None:
                    help=f"source images, chosen evenly over the folder (default {DEFAULT_MAX_SOURCES})")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
                    help=f"side of the square sources in pixels (default {DEFAULT_IMAGE_SIZE})")
+    p.add_argument("--severities", type=float, nargs="+", metavar="S",
+                   help="severity indices in [0, 4] of the synthetic pool (default: the robustness protocol's grid; "
+                   "points of that grid keep its cache keys)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -108,6 +112,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
             raise CLIError(f"--pyiqa-home: {err}") from err
     protocol = reg.protocol("robustness")
     params = RobustnessParams.from_params(protocol.params, seed=protocol.base_seed)
+    if args.severities:  # checked by RobustnessParams: increasing values in [0, 4]
+        params = replace(params, severities=tuple(args.severities))
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     return reg, params, cache
 

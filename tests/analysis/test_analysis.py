@@ -222,6 +222,7 @@ def test_gmad_folder_pool_has_no_judge(env, tmp_path):
     (["--defender", "no-such-metric", "--attacker", "dummy-sharp"], "no-such-metric"),
     (["--defender", "dummy-sharp", "--attacker", "dummy-sharp"], "two different metrics"),
     (["--defender", "dummy-sharp", "--attacker", "dummy-mean", "--levels", "40"], "too few for 40 levels"),
+    (["--defender", "dummy-sharp", "--attacker", "dummy-mean", "--severities", "3", "1"], "increasing values in [0, 4]"),
 ])
 def test_gmad_bad_inputs(env, capsys, argv, message):
     assert main(["gmad", *argv, *_args(env)]) == 2
