@@ -21,6 +21,7 @@ from shamisa_bench.perf.gpu_check import (
     compare_step,
     ddp_verdict,
     engine_agreement,
+    gpu_check,
     psnr,
 )
 from shamisa_bench.train import preset_config
@@ -95,3 +96,15 @@ def test_amp_agreement_runs_a_step_and_agrees_with_itself_in_fp32(tmp_path: Path
     result = amp_agreement(preset_config("tiny"), tmp_path, "cpu", amp=False)
     assert result["passed"] and result["loss_rel_diff"] == 0.0 and result["grad_cosine"] == pytest.approx(1.0)
     assert result["crops"] == preset_config("tiny").layout.n_nodes and math.isfinite(result["loss"][0])
+
+
+def test_the_report_names_what_ran_and_refuses_unknown_checks(tmp_path: Path) -> None:
+    every = ["engine", "amp", "ddp", "resume", "metric"]
+    report = gpu_check("cpu", skip=every, workdir=tmp_path)
+    assert report["benchmark"] == "gpu-check" and report["passed"] and report["checks"] == []
+    assert report["skipped"] == sorted(every) and report["tolerances"] == TOLERANCES
+    assert report["provenance"]["git_sha"] is not None and "torch_version" in report["provenance"]
+    assert len(list((tmp_path / "images").glob("*.png"))) == 8  # the runs' generated images
+    json.dumps(report)
+    with pytest.raises(ValueError, match="unknown checks"):
+        gpu_check("cpu", skip=["fog"], workdir=tmp_path)
