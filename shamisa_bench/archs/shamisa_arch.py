@@ -15,6 +15,16 @@ Reference:
     - Arxiv link: https://arxiv.org/abs/2603.13669
     - This implementation: shamisa-bench (our own code; no reference code is used).
 
+The shipped ``shamisa`` (its card: ``shamisa_bench/weights/README.md``) is a CPU-trained
+SHAMISA-Lite, not the paper's model: an EfficientNet-Lite0 from its ImageNet weights,
+pretrained with the SHAMISA objective for 20 ``lite`` steps on 324 pristine images, chosen by
+a rule fixed in advance on the ``clive-sel`` images and tested once on ``clive-eval``. Its head
+reads the ``multilevel`` features, a read-out beyond the paper's (``feature_mode='whole'``
+with a ``whole`` head is the paper's). On ``clive-eval`` it scores a median SRCC of 0.773
+against 0.769 for its ImageNet start read out the same way, a paired difference of +0.006
+[-0.0004, +0.017]: at this scale the self-supervision's gain is not measurable. The paper's
+model needs ``shamisa-bench pretrain --preset a0`` on GPUs.
+
 Pipeline (``SHAMISA.forward``): images (N, C, H, W) in [0, 1] -> RGB, sides zero-padded to
 the head's ``min_size`` (224; :func:`shamisa_bench.iqa.head.prepare_images`) -> frozen encoder
 features at full and x0.5 scale, per ``feature_mode`` -> ridge head -> MOS -> [0, 1],
