@@ -329,8 +329,8 @@ def render_summary(record: dict[str, Any]) -> str:
                      "plus the sources.")
     else:
         lines.append(f"Pool `{pool['name']}`: {pool['n_images']} images of a folder, as they are.")
-    lines += ["", f"{record['levels']} defender levels between the {record['range_percentiles'][0]:g}th and "
-              f"{record['range_percentiles'][1]:g}th percentiles of its quality; candidates within "
+    lines += ["", f"{record['levels']} defender levels between percentiles {record['range_percentiles'][0]:g} and "
+              f"{record['range_percentiles'][1]:g} of its quality; candidates within "
               f"{record['tolerance']:g} of that range of a level's centre. Quality: "
               + "; ".join(f"`{n}`: {m['quality']}" + (f" (head fit on {m['head']['dataset']})" if m.get("head") else "")
                           for n, m in metrics.items()) + "."]
