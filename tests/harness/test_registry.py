@@ -36,6 +36,8 @@ PYIQA_SCORES = {
     "topiq_nr",
     "maniqa",
     "liqe",
+    # full-reference (params.reference), each image against its reference
+    "psnr", "ssim", "ms_ssim", "gmsd", "vif", "fsim", "vsi", "mad", "nlpd", "lpips", "dists", "shamisa-fr",
 }
 PROBES = {
     "lite0-imagenet": ("efficientnet_lite0", "imagenet"),
@@ -47,6 +49,9 @@ PROBES = {
     "shamisa-lite-multilevel": ("efficientnet_lite0", "export"),
     "lite0-imagenet-crops5": ("efficientnet_lite0", "imagenet"),
     "lite0-imagenet-multilevel": ("efficientnet_lite0", "imagenet"),
+    "lite0-imagenet-fr": ("efficientnet_lite0", "imagenet"),
+    "lite0-imagenet-fr-distance": ("efficientnet_lite0", "imagenet"),
+    "shamisa-lite-fr": ("efficientnet_lite0", "export"),
 }
 # registry/experiments/: the research entries (the CPU pretraining study and the shipping rule's candidates)
 EXPERIMENT_PROBES = {
@@ -66,7 +71,8 @@ EXPERIMENT_PROBES = {
                 "unanchored-lite-cpu-seed28-1000", "unanchored-lite-cpu-1000-last")},
     *{f"candidate-{c}-{mode}" for c in "abc" for mode in ("whole", "multilevel")},
 }
-SUITES = {"demo", "synthetic", "authentic", "cross", "clive-eval", "feature-modes-clive-eval", "robustness"}
+SUITES = {"demo", "synthetic", "authentic", "cross", "clive-eval", "feature-modes-clive-eval", "robustness",
+          "fr-synthetic", "fr-demo"}
 EXPERIMENT_SUITES = {"clive-dev", "ablation", "feature-modes", "selection", "ablation-clive-eval",
                      "ablation-multilevel-clive-eval"}
 
