@@ -46,6 +46,7 @@ from shamisa_bench.robustness.config import RobustnessParams
 from shamisa_bench.robustness.generate import DistortedSet, build_set, grid_name
 from shamisa_bench.robustness.head import fit_probe_head
 from shamisa_bench.robustness.measure import measure_metric
+from shamisa_bench.robustness.pairs import NOT_APPLICABLE, reference_tensors
 from shamisa_bench.robustness.report import RECORD_SCHEMA, write_report
 from shamisa_bench.robustness.sources import load_sources
 
@@ -322,7 +323,7 @@ def run_robustness(
                     images = batch.make()
                     gen_s += time.perf_counter() - t0
                     for st, miss in need:
-                        _score(st, batch, images, miss)
+                        _score(st, batch, images, miss, reference_tensors(st.adapter, dset, batch.names))
                 prog.advance(task)
     finally:
         for st in states:
@@ -383,11 +384,21 @@ def _open(st: _MetricState, device: str, unavailable: type[Exception]) -> bool:
     return st.active
 
 
-def _score(st: _MetricState, batch: Any, images: list[Any], miss: list[int]) -> None:
-    """Compute ``st``'s missing images of a batch (failures recorded per image, not cached)."""
+def _score(st: _MetricState, batch: Any, images: list[Any], miss: list[int],
+           references: Mapping[str, Any] | None = None) -> None:
+    """Compute ``st``'s missing images of a batch (failures recorded per image, not cached).
+
+    ``references``: for a full-reference metric, each image's source (None: not applicable,
+    recorded as such; :mod:`shamisa_bench.robustness.pairs`); empty for the others.
+    """
     t0 = time.perf_counter()
+    if references:
+        st.adapter.bind_references({n: r for n, r in references.items() if r is not None})
     for i in miss:
         name, key = batch.names[i], batch.keys[i]
+        if references and references.get(name) is None:
+            st.failures.append((name, NOT_APPLICABLE))
+            continue
         try:
             out = np.asarray(st.adapter.compute(images[i][None], name))
         except (KeyboardInterrupt, SystemExit):

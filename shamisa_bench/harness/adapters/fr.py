@@ -57,11 +57,12 @@ class PairInputs:
     """What a full-reference adapter adds: the references of the current dataset."""
 
     def _init_pairs(self) -> None:
-        self._refs: dict[str, str] = {}
+        self._refs: dict[str, str | torch.Tensor] = {}
         self._loaded: OrderedDict[str, torch.Tensor] = OrderedDict()
 
-    def bind_references(self, references: Mapping[str, str]) -> None:
-        """Image name -> reference file, for the dataset about to be computed."""
+    def bind_references(self, references: Mapping[str, str | torch.Tensor]) -> None:
+        """Image name -> reference file (or a (3, H, W) / (1, 3, H, W) image in memory), for
+        the images about to be computed."""
         self._refs = dict(references)
         self._loaded.clear()
 
@@ -74,6 +75,8 @@ class PairInputs:
         path = self._refs.get(name)
         if path is None:
             raise ValueError(f"{name}: no reference image is known for it")
+        if isinstance(path, torch.Tensor):
+            return path if path.dim() == 4 else path.unsqueeze(0)
         if path not in self._loaded:
             self._loaded[path] = decode_image(path)
             while len(self._loaded) > _KEEP_REFERENCES:
