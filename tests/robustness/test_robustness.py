@@ -88,7 +88,7 @@ def env(tmp_path: Path) -> dict[str, Path]:
     for i in range(12):
         arr = np.clip(_pattern(10 + i, 24) * (0.4 + i / 20), 0, 1)
         Image.fromarray((arr * 255).astype(np.uint8)).save(data / "tiny" / "img" / f"t{i:02d}.png")
-        rows.append(f"img/t{i:02d}.png,{10 * i + rng.normal(0, 2):.3f}")
+        rows.append(f"img/t{i:02d}.png,{np.clip(5 + 8 * i + rng.normal(0, 2), 0, 100):.3f}")  # inside mos_range
     _write(data / "tiny" / "mos.csv", "\n".join(rows) + "\n")
     _write(reg / "datasets/tiny.yaml", """\
 name: tiny
