@@ -50,11 +50,12 @@ from shamisa_bench.iqa.head import (
     FitConfig,
     HeadError,
     QualityHead,
+    check_fit_inputs,
     head_features,
     validation_splits,
 )
 from shamisa_bench.iqa.ridge import select_alpha_by_val
-from shamisa_bench.model.features import STANDARDIZED_MODES, check_feature_mode
+from shamisa_bench.model.features import STANDARDIZED_MODES
 
 __all__ = [
     "FR_HEAD_KIND",
@@ -235,22 +236,8 @@ def fit_fr_head(
     Raises:
         ValueError: Bad shapes, non-finite values, fewer than 5 pairs, constant labels.
     """
-    x = np.asarray(pair_features, dtype=np.float64)
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim != 3:
-        raise ValueError(f"pair features must have shape (N, K, F) or (N, F), got {x.shape}")
-    y = np.asarray(mos, dtype=np.float64).reshape(-1)
+    x, y = check_fit_inputs(pair_features, mos, feature_mode, items="pairs", head="an FR head")
     n, k, dim = x.shape
-    if y.size != n:
-        raise ValueError(f"pair features have {n} pairs but mos has {y.size} values")
-    if n < 5:
-        raise ValueError(f"fitting an FR head needs at least 5 labelled pairs, got {n}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("pair features and mos must be finite")
-    if np.ptp(y) == 0:
-        raise ValueError("all mos values are equal; a quality head cannot be fit")
-    check_feature_mode(feature_mode)
     lo, hi = float(mos_range[0]), float(mos_range[1])
     best = lo if lower_better else hi
     scale_features = (config.standardize if standardize is None else bool(standardize)) or (

@@ -92,6 +92,7 @@ __all__ = [
     "MIN_IMAGE_SIDE",
     "FitConfig",
     "HeadError",
+    "check_fit_inputs",
     "QualityHead",
     "QualityHeadModule",
     "extract_features",
@@ -672,6 +673,43 @@ def select_alpha(
     return index, alpha, medians, len(splits)
 
 
+def check_fit_inputs(
+    features: ArrayLike, mos: ArrayLike, feature_mode: str, *, items: str = "images", head: str = "a head"
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The checks every head fit makes first: (N, K, F) or (N, F) finite features, N finite,
+    not all equal labels, at least 5 items, a known feature mode.
+
+    Args:
+        features, mos: As :func:`fit_head`.
+        feature_mode: The features' mode.
+        items: What a row is, for messages (``images``, ``pairs``).
+        head: The head being fit, for messages.
+
+    Returns:
+        ``(x, y)``: features (N, K, F) and labels (N,), float64.
+
+    Raises:
+        ValueError: Bad shapes, non-finite values, too few items, constant labels.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3:
+        raise ValueError(f"features must have shape (N, K, F) or (N, F), got {x.shape}")
+    y = np.asarray(mos, dtype=np.float64).reshape(-1)
+    n = x.shape[0]
+    if y.size != n:
+        raise ValueError(f"features have {n} {items} but mos has {y.size} values")
+    if n < 5:
+        raise ValueError(f"fitting {head} needs at least 5 labelled {items}, got {n}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("features and mos must be finite")
+    if np.ptp(y) == 0:
+        raise ValueError("all mos values are equal; a quality head cannot be fit")
+    check_feature_mode(feature_mode)
+    return x, y
+
+
 def fit_head(
     features: ArrayLike,
     mos: ArrayLike,
@@ -713,22 +751,8 @@ def fit_head(
     Raises:
         ValueError: Bad shapes, non-finite values, too few images, constant labels.
     """
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim != 3:
-        raise ValueError(f"features must have shape (N, K, F) or (N, F), got {x.shape}")
-    y = np.asarray(mos, dtype=np.float64).reshape(-1)
+    x, y = check_fit_inputs(features, mos, feature_mode)
     n, k, dim = x.shape
-    if y.size != n:
-        raise ValueError(f"features have {n} images but mos has {y.size} values")
-    if n < 5:
-        raise ValueError(f"fitting a head needs at least 5 labelled images, got {n}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("features and mos must be finite")
-    if np.ptp(y) == 0:
-        raise ValueError("all mos values are equal; a quality head cannot be fit")
-    check_feature_mode(feature_mode)
     if feature_mode in STANDARDIZED_MODES and not config.standardize:
         config = replace(config, standardize=True)
 
