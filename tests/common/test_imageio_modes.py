@@ -9,7 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from shamisa_bench.common.imageio import ImageReadError, check_image, load_image, pil_to_tensor
+from shamisa_bench.common.imageio import (
+    ImageReadError,
+    check_image,
+    load_image,
+    pil_to_tensor,
+)
 
 GREY = (np.arange(48, dtype=np.uint8).reshape(6, 8) * 5).astype(np.uint8)  # 0..235, whole numbers
 

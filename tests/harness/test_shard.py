@@ -22,13 +22,8 @@ from shamisa_bench.harness.shard import (
     writes_tables,
 )
 from tests import REPO
-from tests.harness.test_run import (
-    DATASET_YAML,
-    N_IMAGES,
-    PROTOCOL_YAML,
-    _make_dataset,
-    _write,
-)
+from tests.harness.test_run import N_IMAGES, PROTOCOL_YAML, _make_dataset
+from tests.helpers import csv_dataset_yaml, write_text
 
 # the timing fields of a unit's provenance: the only ones a split run may change
 TIMING = ("started_at", "duration_s")
@@ -69,14 +64,14 @@ def _env(root: Path) -> dict[str, Path]:
     reg, data = root / "registry", root / "data"
     for name, dmos in (("tiny", False), ("tinyd", True)):
         _make_dataset(data, name, dmos=dmos)
-        _write(reg / f"datasets/{name}.yaml", DATASET_YAML.format(
-            name=name, label="dmos" if dmos else "mos", n=N_IMAGES, lower="true" if dmos else "false"))
+        write_text(reg / f"datasets/{name}.yaml",
+                   csv_dataset_yaml(name, N_IMAGES, label_type="dmos" if dmos else "mos", lower_better=dmos))
     metrics = {"dummy-score": "params:\n  statistic: mean\n", "dummy-lower": "lower_better: true\nparams:\n  negate: true\n",
                "dummy-feat": "params:\n  output: features\n"}
     for name, body in metrics.items():
-        _write(reg / f"metrics/{name}.yaml", f"name: {name}\nversion: 1\nkind: dummy\n{body}")
-    _write(reg / "protocols/intra.yaml", PROTOCOL_YAML.format(name="intra"))
-    _write(reg / "suites/split.yaml", "name: split\nversion: 1\ndatasets: [tiny, tinyd]\n"
+        write_text(reg / f"metrics/{name}.yaml", f"name: {name}\nversion: 1\nkind: dummy\n{body}")
+    write_text(reg / "protocols/intra.yaml", PROTOCOL_YAML.format(name="intra"))
+    write_text(reg / "suites/split.yaml", "name: split\nversion: 1\ndatasets: [tiny, tinyd]\n"
            f"metrics: [{', '.join(metrics)}]\nprotocol: intra\ncolumns: [srcc, plcc]\nhigher_is_better: true\n")
     return {"registry": reg, "data": data}
 

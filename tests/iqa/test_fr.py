@@ -28,7 +28,7 @@ from shamisa_bench.iqa.head import FitConfig, HeadError, load_head, save_head
 from tests.helpers import MIN_SIZE, random_head, tiny_export, write_photo
 
 pyiqa = pytest.importorskip("pyiqa")
-from shamisa_bench.iqa import plugin  # noqa: E402
+from shamisa_bench.iqa import plugin
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

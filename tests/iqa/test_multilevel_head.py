@@ -12,7 +12,14 @@ import torch
 import torchvision.transforms.functional as TF
 
 from shamisa_bench.archs.shamisa_arch import SHAMISA
-from shamisa_bench.iqa.head import HeadError, FitConfig, extract_features, fit_head, load_head, save_head
+from shamisa_bench.iqa.head import (
+    FitConfig,
+    HeadError,
+    extract_features,
+    fit_head,
+    load_head,
+    save_head,
+)
 from shamisa_bench.model import feature_width, load_encoder_export
 from tests.helpers import MIN_SIZE, random_head, tiny_export
 

@@ -9,16 +9,17 @@ import pytest
 
 from shamisa_bench.cli import main
 from shamisa_bench.robustness.pairs import NOT_APPLICABLE
-from tests.robustness.test_robustness import _args, _write, env  # noqa: F401 - the fixture
+from tests.helpers import write_text
+from tests.robustness.test_robustness import _args, env  # noqa: F401 - the fixture
 
 pytest.importorskip("pyiqa")
 
 
 def test_psnr_scores_every_image_against_its_source(env):  # noqa: F811 - the imported fixture
-    _write(env["registry"] / "metrics/psnr.yaml",
-           "name: psnr\nversion: 1\nkind: pyiqa-score\npyiqa_name: psnr\nparams:\n  reference: true\n")
+    write_text(env["registry"] / "metrics/psnr.yaml",
+               "name: psnr\nversion: 1\nkind: pyiqa-score\npyiqa_name: psnr\nparams:\n  reference: true\n")
     suite = (env["registry"] / "suites/tinyrob.yaml").read_text()
-    _write(env["registry"] / "suites/tinyrob.yaml", suite.replace("metrics: [dummy-sharp", "metrics: [psnr, dummy-sharp"))
+    write_text(env["registry"] / "suites/tinyrob.yaml", suite.replace("metrics: [dummy-sharp", "metrics: [psnr, dummy-sharp"))
     assert main(["robustness", *_args(env), "--images", str(env["images"]), "--metrics", "psnr"]) == 0
     rec = json.loads((env["results"] / "robustness" / "tinyrob" / "psnr.json").read_text())
     assert rec["status"] == "ok"
