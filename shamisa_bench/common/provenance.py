@@ -48,7 +48,7 @@ def git_state() -> tuple[str | None, bool | None]:
 
     The package counts as inside a checkout only when its ``__init__.py`` is a tracked file
     there (so an installed copy inside some other repository does not count). ``dirty``
-    reflects modified tracked files.
+    reflects modified tracked files outside ``results/`` (:func:`checkout_dirty`).
     """
     pkg = Path(__file__).resolve().parents[1]
 
@@ -69,9 +69,25 @@ def git_state() -> tuple[str | None, bool | None]:
         return None, None
     if git("ls-files", "--error-unmatch", str(pkg / "__init__.py")) is None:
         return None, None
-    sha = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return sha, (None if status is None else bool(status))
+    return git("rev-parse", "HEAD"), checkout_dirty(top_path)
+
+
+def checkout_dirty(top: Path) -> bool | None:
+    """True when a tracked file of the checkout at ``top`` differs from HEAD, outside
+    ``results/``; None when git cannot tell.
+
+    ``results/`` holds the tool's own committed outputs, which every run rewrites: a second
+    run must not call the code it runs modified because the first one wrote its tables.
+    """
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no", "--",
+             ":(top)", ":(top,exclude)results"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
 def collect_provenance(

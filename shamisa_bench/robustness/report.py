@@ -314,6 +314,19 @@ def _save(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D")
+
+
+def curve_style(index: int) -> dict[str, Any]:
+    """Line style of the ``index``-th metric of the curves: ten colours, then the same colours
+    with the next dash pattern and marker, so that no two of up to 40 metrics look alike."""
+    import matplotlib.pyplot as plt  # lazy: as in plot_curves
+
+    turn = (index // 10) % len(_LINESTYLES)
+    return {"color": plt.get_cmap("tab10")(index % 10), "linestyle": _LINESTYLES[turn], "marker": _MARKERS[turn]}
+
+
 def plot_curves(manifest: dict[str, Any], records: list[dict[str, Any]], path: Path) -> None:
     """Severity-response curves: one panel per group, every metric on it."""
     import matplotlib  # lazy: seconds to import, only the report draws
@@ -329,17 +342,16 @@ def plot_curves(manifest: dict[str, Any], records: list[dict[str, Any]], path: P
     ncol = 4
     nrow = math.ceil((len(groups) + 1) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.8 * nrow), squeeze=False)
-    colors = plt.get_cmap("tab10")
     for gi, grp in enumerate(groups):
         ax = axes[gi // ncol][gi % ncol]
         members = [t for t in types if _group(t) == grp]
         for mi, r in enumerate(ok):
             curves = np.stack([_curve(r, t, xs) for t in members])
+            style = curve_style(mi)
             for c in curves:
-                ax.plot(xs, c, color=colors(mi % 10), alpha=0.25, linewidth=0.9)
+                ax.plot(xs, c, color=style["color"], linestyle=style["linestyle"], alpha=0.25, linewidth=0.9)
             mean = _nanmean(curves, axis=0)
-            ax.plot(xs, mean, color=colors(mi % 10), linewidth=2.4, marker="o", markersize=3,
-                    label=r["metric"]["name"])
+            ax.plot(xs, mean, **style, linewidth=2.4, markersize=3, label=r["metric"]["name"])
         ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title(grp, fontsize=11, fontweight="bold", loc="left")
         ax.set_xlabel("severity index\n" + "\n".join(textwrap.wrap(", ".join(members), 48)), fontsize=8)
@@ -348,7 +360,7 @@ def plot_curves(manifest: dict[str, Any], records: list[dict[str, Any]], path: P
     for k in range(len(groups), nrow * ncol):
         axes[k // ncol][k % ncol].axis("off")
     legend_ax = axes[(nrow * ncol - 1) // ncol][ncol - 1]
-    handles = [plt.Line2D([], [], color=colors(mi % 10), linewidth=2.4, label=r["metric"]["name"])
+    handles = [plt.Line2D([], [], **curve_style(mi), linewidth=2.4, markersize=4, label=r["metric"]["name"])
                for mi, r in enumerate(ok)]
     handles.append(plt.Line2D([], [], color="grey", alpha=0.4, linewidth=0.9, label="single type"))
     legend_ax.legend(handles=handles, loc="center", title="metric (thick: group mean)", fontsize=9)

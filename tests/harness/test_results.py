@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +256,29 @@ def test_git_state_of_this_checkout() -> None:
     sha, dirty = git_state()
     assert sha == head and len(sha) == 40
     assert isinstance(dirty, bool)
+
+
+def test_checkout_dirty_ignores_the_tools_own_results(tmp_path: Path) -> None:
+    """A run rewrites results/: that alone does not make the code it ran count as modified."""
+    import subprocess
+
+    from shamisa_bench.common.provenance import checkout_dirty
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "init")
+    assert checkout_dirty(tmp_path) is False
+    (tmp_path / "results" / "table.md").write_text("new\n")
+    (tmp_path / "results" / "table.md").unlink()
+    (tmp_path / "new-untracked.py").write_text("")
+    assert checkout_dirty(tmp_path) is False  # results rewritten or removed, untracked files: clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert checkout_dirty(tmp_path) is True
+    assert checkout_dirty(tmp_path / "missing") is None

@@ -222,3 +222,13 @@ def test_composition_invariance_and_agreement_on_known_values():
     assert ag["srcc"][0][1] == pytest.approx(-1.0) and ag["srcc"][0][2] == pytest.approx(1.0)
     assert ag["n"][0][2] == 3
     assert math.isnan(agreement({"a": [1, 2], "b": [2, 1]})["srcc"][0][1])
+
+
+def test_curve_styles_tell_up_to_forty_metrics_apart():
+    pytest.importorskip("matplotlib")
+    from shamisa_bench.robustness.report import curve_style
+
+    styles = [curve_style(i) for i in range(40)]
+    keys = {(tuple(s["color"]), s["linestyle"], s["marker"]) for s in styles}
+    assert len(keys) == 40  # e.g. the 11th metric no longer looks like the 1st
+    assert styles[10]["color"] == styles[0]["color"] and styles[10]["linestyle"] != styles[0]["linestyle"]
