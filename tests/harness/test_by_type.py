@@ -63,7 +63,7 @@ def env(tmp_path: Path) -> dict[str, Path]:
     write_text(reg / "metrics/bright.yaml", "name: bright\nversion: 1\nkind: dummy\nparams:\n  statistic: mean\n")
     write_text(reg / "metrics/grad.yaml", "name: grad\nversion: 1\nkind: dummy\nparams:\n  statistic: gradient\n")
     write_text(reg / "protocols/intra.yaml", "name: intra\nversion: 1\nkind: intra\nratios: [0.4, 0.1, 0.5]\n"
-           "n_splits: 4\nbase_seed: 0\nalpha_grid: {lo: 1.0e-3, hi: 1.0e+3, n: 7}\n")
+               "n_splits: 4\nbase_seed: 0\nalpha_grid: {lo: 1.0e-3, hi: 1.0e+3, n: 7}\n")
     write_text(reg / "suites/typed.yaml", SUITE.format(name="typed", dataset="typed"))
     write_text(reg / "suites/plain.yaml", SUITE.format(name="plain", dataset="plain"))
     return {"registry": reg, "data": data, "results": tmp_path / "results", "cache": tmp_path / "cache"}
@@ -129,7 +129,7 @@ def test_by_type_on_the_demo(tmp_path, capsys):
     write_text(reg / "datasets/demo.yaml", yaml.safe_dump(demo))
     write_text(reg / "metrics/bright.yaml", "name: bright\nversion: 1\nkind: dummy\nparams:\n  statistic: gradient\n")
     write_text(reg / "protocols/intra.yaml", "name: intra\nversion: 1\nkind: intra\nratios: [0.4, 0.2, 0.4]\n"
-           "n_splits: 3\nbase_seed: 0\nalpha_grid: {lo: 1.0e-3, hi: 1.0e+3, n: 7}\n")
+               "n_splits: 3\nbase_seed: 0\nalpha_grid: {lo: 1.0e-3, hi: 1.0e+3, n: 7}\n")
     write_text(reg / "suites/demo.yaml", SUITE.format(name="demo", dataset="demo").replace("[bright, grad]", "[bright]"))
     results = tmp_path / "results"
     assert main(["run", "--suite", "demo", "--registry", str(reg), "--results", str(results),

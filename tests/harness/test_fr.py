@@ -68,10 +68,10 @@ def env(tmp_path: Path) -> dict[str, Path]:
     for name, body in metrics.items():
         write_text(reg / f"metrics/{name}.yaml", f"name: {name}\nversion: 1\n{body}")
     write_text(reg / "protocols/intra.yaml", "name: intra\nversion: 1\nkind: intra\nratios: [0.5, 0.25, 0.25]\n"
-                                         "n_splits: 3\nbase_seed: 0\nalpha_grid: {lo: 1.0e-3, hi: 1.0e+3, n: 7}\n")
+                                             "n_splits: 3\nbase_seed: 0\nalpha_grid: {lo: 1.0e-3, hi: 1.0e+3, n: 7}\n")
     write_text(reg / "suites/frtiny.yaml", "name: frtiny\nversion: 1\ndatasets: [tinyfr, tinyauth]\n"
-                                       "metrics: [psnr, probe-fr, probe-dist]\nprotocol: intra\n"
-                                       "columns: [srcc, plcc]\nhigher_is_better: true\nmain_score: srcc\n")
+                                           "metrics: [psnr, probe-fr, probe-dist]\nprotocol: intra\n"
+                                           "columns: [srcc, plcc]\nhigher_is_better: true\nmain_score: srcc\n")
     return {"registry": reg, "data": data, "results": tmp_path / "results", "cache": tmp_path / "cache"}
 
 

@@ -72,7 +72,7 @@ def _env(root: Path) -> dict[str, Path]:
         write_text(reg / f"metrics/{name}.yaml", f"name: {name}\nversion: 1\nkind: dummy\n{body}")
     write_text(reg / "protocols/intra.yaml", PROTOCOL_YAML.format(name="intra"))
     write_text(reg / "suites/split.yaml", "name: split\nversion: 1\ndatasets: [tiny, tinyd]\n"
-           f"metrics: [{', '.join(metrics)}]\nprotocol: intra\ncolumns: [srcc, plcc]\nhigher_is_better: true\n")
+               f"metrics: [{', '.join(metrics)}]\nprotocol: intra\ncolumns: [srcc, plcc]\nhigher_is_better: true\n")
     return {"registry": reg, "data": data}
 
 
