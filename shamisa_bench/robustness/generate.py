@@ -51,6 +51,7 @@ __all__ = [
     "build_set",
     "engine_fingerprint",
     "grid_name",
+    "invariance_name",
 ]
 
 
@@ -84,6 +85,11 @@ def _seed(*parts: object) -> int:
 def grid_name(source: str, dtype: str, severity: float) -> str:
     """Name of a grid image, e.g. ``demo/camera/gaussian_blur@s2.5``."""
     return f"{source}/{dtype}@s{severity:.4g}"
+
+
+def invariance_name(source: str, transform: str) -> str:
+    """Name of an invariance image, e.g. ``demo/camera/inv:hflip``."""
+    return f"{source}/inv:{transform}"
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,7 @@ def build_set(sources: SourceSet, params: RobustnessParams) -> DistortedSet:
     names, keys = [], []
     for s, ident in src:
         for t in inv:
-            names.append(f"{s}/pristine" if t == "pristine" else f"{s}/inv:{t}")
+            names.append(f"{s}/pristine" if t == "pristine" else invariance_name(s, t))
             op = {"pristine": True} if t == "pristine" else {"transform": t, "factor": (
                 params.rescale_factor if t == "rescale" else None)}
             keys.append(_key(ident, size, engine, op))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shamisa_bench.harness.adapters.fr import is_full_reference
+from shamisa_bench.robustness.generate import invariance_name
 
 __all__ = ["NOT_APPLICABLE", "reference_tensors"]
 
@@ -27,10 +28,11 @@ def reference_tensors(adapter: Any, dset: Any, names: Sequence[str]) -> dict[str
     if not is_full_reference(adapter):
         return {}
     sources = sorted(enumerate(dset.sources.names), key=lambda item: -len(item[1]))  # longest prefix first
+    invariance = {invariance_name(s, t) for s in dset.sources.names for t in dset.params.invariance}
     out: dict[str, Any] = {}
     for name in names:
         index = next((i for i, s in sources if name.startswith(s + "/")), None)
         if index is None:
             raise ValueError(f"{name}: no source image of the set is its prefix")
-        out[name] = None if "/inv:" in name[len(dset.sources.names[index]):] else dset.sources.pixels[index]
+        out[name] = None if name in invariance else dset.sources.pixels[index]
     return out

@@ -43,7 +43,12 @@ from shamisa_bench.harness.registry import load_registry
 from shamisa_bench.harness.results import clean_json, collect_provenance, git_state
 from shamisa_bench.harness.run import RunConfig, scrub_paths
 from shamisa_bench.robustness.config import RobustnessParams
-from shamisa_bench.robustness.generate import DistortedSet, build_set, grid_name
+from shamisa_bench.robustness.generate import (
+    DistortedSet,
+    build_set,
+    grid_name,
+    invariance_name,
+)
 from shamisa_bench.robustness.head import fit_probe_head
 from shamisa_bench.robustness.measure import measure_metric
 from shamisa_bench.robustness.pairs import NOT_APPLICABLE, reference_tensors
@@ -147,7 +152,7 @@ def raw_qualities(dset: DistortedSet, quality: Mapping[str, float]) -> dict[str,
     pristine = [quality.get(f"{s}/pristine", nan) for s in src]
     return {
         "pristine": pristine,
-        "invariance": {t: [quality.get(f"{s}/inv:{t}", nan) for s in src] for t in dset.params.invariance},
+        "invariance": {t: [quality.get(invariance_name(s, t), nan) for s in src] for t in dset.params.invariance},
         "grid": {g.type: {"severities": list(g.severities), "values": list(g.values),
                           "quality": [[quality.get(grid_name(s, g.type, sev), nan) for sev in g.severities]
                                       for s in src]}
